@@ -1,0 +1,236 @@
+// tether/sys.hpp — the ground layer: errors, file descriptors, deadlines, poll.
+//
+// Every fallible call in tether returns `tether::Result<T>`, a
+// `std::expected<T, tether::Error>`. An `Error` keeps the raw `std::error_code`
+// (errno in `std::system_category()`, or a `tether::errc`) together with the
+// operation and the object it concerns, so a person can be told
+// "spawn /no/such/prog: No such file or directory (ENOENT)" while a program
+// can still test `err == std::errc::no_such_file_or_directory`.
+//
+// Timeouts (`std::errc::timed_out`), would-block
+// (`std::errc::resource_unavailable_try_again`), a closed peer
+// (`std::errc::broken_pipe`, `tether::errc::end_of_stream`) are ordinary
+// errors: tether never throws for them.
+#pragma once
+
+#include <poll.h>
+#include <sys/types.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <expected>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+namespace tether {
+
+// ---------------------------------------------------------------- errors
+
+// Conditions that have no errno of their own.
+enum class errc {
+  end_of_stream = 1,  // the peer closed its end; no more data will come
+  truncated,          // the stream ended in the middle of a record
+  unsafe_fork,        // fork() asked for while other threads run
+  not_spawned,        // the object holds no process (moved-from or default)
+  child_setup_failed, // the child could not be prepared before exec
+};
+
+const std::error_category& error_category() noexcept;
+std::error_code make_error_code(errc e) noexcept;
+
+}  // namespace tether
+
+template <>
+struct std::is_error_code_enum<tether::errc> : std::true_type {};
+
+namespace tether {
+
+// An error code plus what was being done to what ("wait for process 1234").
+// Compares equal to error codes, errno conditions and tether::errc values.
+class Error {
+ public:
+  Error(std::error_code code, std::string context) noexcept
+      : code_(code), context_(std::move(context)) {}
+  Error(errc code, std::string context) noexcept : Error(make_error_code(code), std::move(context)) {}
+
+  // From an errno value.
+  static Error from_errno(int err, std::string context) noexcept {
+    return Error(std::error_code(err, std::system_category()), std::move(context));
+  }
+
+  const std::error_code& code() const noexcept { return code_; }
+  const std::string& context() const noexcept { return context_; }
+  // errno value, or 0 when the code is not from the system category.
+  int sys_errno() const noexcept {
+    return code_.category() == std::system_category() ? code_.value() : 0;
+  }
+
+  // "context: description (ENAME)" — for people, at the edge of a program.
+  std::string message() const;
+
+  friend bool operator==(const Error& e, const std::error_code& c) noexcept { return e.code_ == c; }
+  template <class E>
+    requires std::is_error_code_enum_v<E> || std::is_error_condition_enum_v<E>
+  friend bool operator==(const Error& e, E value) noexcept {
+    return e.code_ == value;
+  }
+
+ private:
+  std::error_code code_;
+  std::string context_;
+};
+
+template <class T>
+using Result = std::expected<T, Error>;
+
+// `return fail(errno, "open " + path);`
+inline std::unexpected<Error> fail(int err, std::string context) noexcept {
+  return std::unexpected(Error::from_errno(err, std::move(context)));
+}
+inline std::unexpected<Error> fail(errc code, std::string context) noexcept {
+  return std::unexpected(Error(code, std::move(context)));
+}
+// Same error, with more context in front: "spawn ls: " + inner context.
+inline std::unexpected<Error> fail(const Error& inner, std::string_view outer) {
+  std::string ctx(outer);
+  if (!inner.context().empty()) ctx += ": " + inner.context();
+  return std::unexpected(Error(inner.code(), std::move(ctx)));
+}
+
+// Symbolic name of an errno value ("ENOENT"), or "" if unknown.
+std::string_view errno_name(int err) noexcept;
+// Name of a signal ("SIGKILL"), or "signal N".
+std::string signal_name(int sig);
+
+// ---------------------------------------------------------------- syscalls
+
+namespace detail {
+// Test hook: the next `n` calls made through retry_eintr() on this thread
+// behave as if interrupted by a signal before doing anything, so that tests
+// can prove every retry loop resumes correctly.
+inline thread_local int injected_eintr = 0;
+}  // namespace detail
+
+// Runs `call` (a syscall returning -1 + errno on failure) again while it fails
+// with EINTR. Only for calls that are safe to restart: never for close(2),
+// and not for calls whose timeout must shrink (use poll_fds for those).
+template <class F>
+auto retry_eintr(F&& call) -> decltype(call()) {
+  for (;;) {
+    if (detail::injected_eintr > 0) {
+      --detail::injected_eintr;
+      continue;
+    }
+    auto r = call();
+    if (r != -1 || errno != EINTR) return r;
+  }
+}
+
+// ---------------------------------------------------------------- deadlines
+
+// A point in time after which a blocking call gives up with
+// std::errc::timed_out. Converts implicitly from a duration (`p.wait(2s)`).
+// Deadline::never() blocks for as long as it takes; Deadline::immediate() is
+// already expired, which turns a blocking call into a non-blocking attempt.
+class Deadline {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  constexpr Deadline() noexcept : at_(clock::time_point::max()) {}  // never
+  template <class Rep, class Period>
+  Deadline(std::chrono::duration<Rep, Period> d) noexcept  // NOLINT: implicit on purpose
+      : at_(from_now(std::chrono::duration<double, std::nano>(d).count())) {}
+
+  static constexpr Deadline never() noexcept { return Deadline(); }
+  static Deadline immediate() noexcept { return Deadline(clock::time_point::min()); }
+  static Deadline at(clock::time_point t) noexcept { return Deadline(t); }
+
+  bool is_never() const noexcept { return at_ == clock::time_point::max(); }
+  bool expired() const noexcept { return !is_never() && clock::now() >= at_; }
+  clock::time_point time_point() const noexcept { return at_; }
+  // Time left: zero once expired, clock::duration::max() for never.
+  clock::duration remaining() const noexcept;
+  // The earlier of two deadlines.
+  friend Deadline min(Deadline a, Deadline b) noexcept { return a.at_ <= b.at_ ? a : b; }
+
+ private:
+  explicit Deadline(clock::time_point t) noexcept : at_(t) {}
+  // Non-positive: already expired; beyond a century: never (no overflow).
+  static clock::time_point from_now(double nanoseconds) noexcept;
+  clock::time_point at_;
+};
+
+// ---------------------------------------------------------------- file descriptors
+
+// Owns one file descriptor. Move-only; -1 is the invalid sentinel. The
+// destructor closes without throwing and without retrying on EINTR (on Linux
+// the descriptor is released even then: close(2), "Dealing with error returns
+// from close()"); call close() to see the error.
+class Fd {
+ public:
+  constexpr Fd() noexcept = default;
+  explicit constexpr Fd(int fd) noexcept : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(other.release()) {}
+  Fd& operator=(Fd&& other) noexcept {
+    if (this != &other) reset(other.release());
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { reset(); }
+
+  int get() const noexcept { return fd_; }
+  bool valid() const noexcept { return fd_ >= 0; }
+  explicit operator bool() const noexcept { return valid(); }
+
+  // Gives up ownership; the caller closes the returned descriptor.
+  [[nodiscard]] int release() noexcept { return std::exchange(fd_, -1); }
+  // Closes the current descriptor (ignoring errors) and adopts `fd`.
+  void reset(int fd = -1) noexcept;
+  // Closes and reports the error, if any. The Fd is invalid afterwards.
+  Result<void> close() noexcept;
+
+  // A new close-on-exec descriptor for the same open file (F_DUPFD_CLOEXEC).
+  Result<Fd> duplicate() const;
+  Result<void> set_nonblocking(bool on) const;
+  Result<bool> nonblocking() const;
+
+ private:
+  int fd_ = -1;
+};
+
+// ---------------------------------------------------------------- I/O and poll
+
+// One read(2): bytes read, 0 at end of stream. EINTR is retried. On a
+// non-blocking descriptor with nothing to read, fails with would-block.
+Result<std::size_t> read_some(int fd, std::span<std::byte> buf, std::string_view what);
+
+// One write(2) that never raises SIGPIPE: a write with no reader left fails
+// with std::errc::broken_pipe instead of killing the process. Uses
+// pwritev2(RWF_NOSIGNAL) where the kernel has it (Linux 6.16+), otherwise
+// blocks SIGPIPE in the calling thread for the duration of the call and
+// discards the signal it caused. EINTR is retried.
+Result<std::size_t> write_some(int fd, std::span<const std::byte> data, std::string_view what);
+
+// True when write_some() can avoid SIGPIPE without touching the signal mask.
+bool kernel_has_write_nosignal() noexcept;
+
+// poll(2) with a deadline; EINTR resumes with the time left. Returns the
+// number of ready entries, which is 0 only if the deadline expired.
+Result<int> poll_fds(std::span<pollfd> fds, Deadline deadline);
+
+// Waits until `fd` has one of `events`. Returns the revents, or timed_out.
+Result<short> wait_fd(int fd, short events, Deadline deadline, std::string_view what);
+
+// Creates a pipe with both ends close-on-exec: {read end, write end}.
+Result<std::pair<Fd, Fd>> make_pipe(bool nonblocking = false);
+
+// Number of descriptors open in this process (entries of /proc/self/fd).
+Result<int> count_open_fds();
+
+}  // namespace tether

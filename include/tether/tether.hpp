@@ -1,0 +1,7 @@
+// tether/tether.hpp — everything.
+#pragma once
+
+#include "tether/channel.hpp"
+#include "tether/process.hpp"
+#include "tether/sys.hpp"
+#include "tether/version.hpp"

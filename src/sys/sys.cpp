@@ -1,0 +1,249 @@
+#include "tether/sys.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace tether {
+
+// ---------------------------------------------------------------- errors
+
+namespace {
+
+class TetherCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "tether"; }
+  std::string message(int value) const override {
+    switch (static_cast<errc>(value)) {
+      case errc::end_of_stream:
+        return "end of stream (the peer closed its end)";
+      case errc::truncated:
+        return "stream ended in the middle of a record";
+      case errc::unsafe_fork:
+        return "fork refused: other threads are running (see tether::fork)";
+      case errc::not_spawned:
+        return "no process (moved-from or never spawned)";
+      case errc::child_setup_failed:
+        return "the child process could not be set up";
+    }
+    return fmt::format("tether error {}", value);
+  }
+};
+
+}  // namespace
+
+const std::error_category& error_category() noexcept {
+  static const TetherCategory category;
+  return category;
+}
+
+std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), error_category()}; }
+
+std::string Error::message() const {
+  std::string text = context_;
+  if (!text.empty()) text += ": ";
+  text += code_.message();
+  if (auto name = errno_name(sys_errno()); !name.empty()) {
+    text += " (";
+    text += name;
+    text += ')';
+  }
+  return text;
+}
+
+std::string_view errno_name(int err) noexcept {
+  if (err <= 0) return {};
+  const char* name = strerrorname_np(err);  // glibc 2.32+
+  return name != nullptr ? std::string_view(name) : std::string_view();
+}
+
+std::string signal_name(int sig) {
+  if (const char* abbrev = sigabbrev_np(sig); abbrev != nullptr) {  // glibc 2.32+
+    return fmt::format("SIG{}", abbrev);
+  }
+  if (sig >= SIGRTMIN && sig <= SIGRTMAX) return fmt::format("SIGRTMIN+{}", sig - SIGRTMIN);
+  return fmt::format("signal {}", sig);
+}
+
+// ---------------------------------------------------------------- deadlines
+
+Deadline::clock::time_point Deadline::from_now(double nanoseconds) noexcept {
+  constexpr double century_ns = 100.0 * 365 * 24 * 3600 * 1e9;
+  if (nanoseconds <= 0) return clock::time_point::min();
+  if (nanoseconds >= century_ns) return clock::time_point::max();
+  return clock::now() + std::chrono::ceil<clock::duration>(
+                            std::chrono::duration<double, std::nano>(nanoseconds));
+}
+
+Deadline::clock::duration Deadline::remaining() const noexcept {
+  if (is_never()) return clock::duration::max();
+  auto left = at_ - clock::now();
+  return left > clock::duration::zero() ? left : clock::duration::zero();
+}
+
+// ---------------------------------------------------------------- Fd
+
+void Fd::reset(int fd) noexcept {
+  if (fd_ >= 0) ::close(fd_);  // never retried: the descriptor is gone either way
+  fd_ = fd;
+}
+
+Result<void> Fd::close() noexcept {
+  int fd = release();
+  if (fd < 0) return {};
+  if (::close(fd) != 0) return fail(errno, fmt::format("close fd {}", fd));
+  return {};
+}
+
+Result<Fd> Fd::duplicate() const {
+  int copy = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) return fail(errno, fmt::format("duplicate fd {}", fd_));
+  return Fd(copy);
+}
+
+Result<bool> Fd::nonblocking() const {
+  int flags = ::fcntl(fd_, F_GETFL);
+  if (flags < 0) return fail(errno, fmt::format("get flags of fd {}", fd_));
+  return (flags & O_NONBLOCK) != 0;
+}
+
+Result<void> Fd::set_nonblocking(bool on) const {
+  int flags = ::fcntl(fd_, F_GETFL);
+  if (flags < 0) return fail(errno, fmt::format("get flags of fd {}", fd_));
+  int wanted = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+  if (wanted != flags && ::fcntl(fd_, F_SETFL, wanted) != 0) {
+    return fail(errno, fmt::format("set O_NONBLOCK on fd {}", fd_));
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------- I/O
+
+Result<std::size_t> read_some(int fd, std::span<std::byte> buf, std::string_view what) {
+  ssize_t n = retry_eintr([&] { return ::read(fd, buf.data(), buf.size()); });
+  if (n < 0) return fail(errno, fmt::format("read {}", what));
+  return static_cast<std::size_t>(n);
+}
+
+namespace {
+
+#ifndef RWF_NOSIGNAL
+constexpr int RWF_NOSIGNAL = 0x00000100;  // include/uapi/linux/fs.h, Linux 6.16
+#endif
+
+// 1: pwritev2(RWF_NOSIGNAL) works; 0: it does not; -1: not probed yet.
+std::atomic<int> nosignal_support{-1};
+
+// Fallback: block SIGPIPE in this thread around the write, and swallow the
+// SIGPIPE our own write raised (one that was pending before is left alone).
+ssize_t write_with_sigpipe_blocked(int fd, const void* data, std::size_t size) {
+  sigset_t pipe_set, old_mask, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  sigpending(&pending);
+  bool was_pending = sigismember(&pending, SIGPIPE) == 1;
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+  ssize_t n = ::write(fd, data, size);
+  int saved = errno;
+  if (n < 0 && saved == EPIPE && !was_pending) {
+    const timespec zero{};
+    while (sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  errno = saved;
+  return n;
+}
+
+ssize_t write_nosignal(int fd, const void* data, std::size_t size) {
+  int support = nosignal_support.load(std::memory_order_relaxed);
+  if (support != 0) {
+    iovec iov{const_cast<void*>(data), size};
+    ssize_t n = ::pwritev2(fd, &iov, 1, -1, RWF_NOSIGNAL);
+    if (n >= 0 || errno != EOPNOTSUPP) {
+      if (support < 0) nosignal_support.store(1, std::memory_order_relaxed);
+      return n;
+    }
+    // EOPNOTSUPP: the kernel does not know the flag (or this file type
+    // refuses it); the probe is only cached for the first kind of answer.
+    if (support < 0) nosignal_support.store(0, std::memory_order_relaxed);
+  }
+  return write_with_sigpipe_blocked(fd, data, size);
+}
+
+}  // namespace
+
+bool kernel_has_write_nosignal() noexcept {
+  if (nosignal_support.load() < 0) {
+    auto ends = make_pipe();
+    if (ends) {
+      char byte = 0;
+      (void)write_nosignal(ends->second.get(), &byte, 1);
+    }
+  }
+  return nosignal_support.load() == 1;
+}
+
+Result<std::size_t> write_some(int fd, std::span<const std::byte> data, std::string_view what) {
+  ssize_t n = retry_eintr([&] { return write_nosignal(fd, data.data(), data.size()); });
+  if (n < 0) return fail(errno, fmt::format("write {}", what));
+  return static_cast<std::size_t>(n);
+}
+
+Result<int> poll_fds(std::span<pollfd> fds, Deadline deadline) {
+  for (;;) {
+    int n;
+    if (detail::injected_eintr > 0) {
+      --detail::injected_eintr;
+      n = -1;
+      errno = EINTR;
+    } else if (deadline.is_never()) {
+      n = ::ppoll(fds.data(), fds.size(), nullptr, nullptr);
+    } else {
+      auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.remaining());
+      timespec ts{static_cast<time_t>(left.count() / 1'000'000'000),
+                  static_cast<long>(left.count() % 1'000'000'000)};
+      n = ::ppoll(fds.data(), fds.size(), &ts, nullptr);
+    }
+    if (n >= 0) return n;
+    if (errno != EINTR) return fail(errno, "poll");
+  }
+}
+
+Result<short> wait_fd(int fd, short events, Deadline deadline, std::string_view what) {
+  pollfd p{fd, events, 0};
+  auto n = poll_fds({&p, 1}, deadline);
+  if (!n) return fail(n.error(), fmt::format("wait for {}", what));
+  if (*n == 0) return fail(ETIMEDOUT, fmt::format("wait for {}", what));
+  if (p.revents & POLLNVAL) return fail(EBADF, fmt::format("wait for {}", what));
+  return p.revents;
+}
+
+Result<std::pair<Fd, Fd>> make_pipe(bool nonblocking) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC | (nonblocking ? O_NONBLOCK : 0)) != 0) {
+    return fail(errno, "create pipe");
+  }
+  return std::pair<Fd, Fd>{Fd(fds[0]), Fd(fds[1])};
+}
+
+Result<int> count_open_fds() {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return fail(errno, "open /proc/self/fd");
+  int count = 0;
+  while (const dirent* entry = ::readdir(dir)) {
+    if (entry->d_name[0] != '.') ++count;
+  }
+  ::closedir(dir);
+  return count - 1;  // the directory stream's own descriptor
+}
+
+}  // namespace tether
