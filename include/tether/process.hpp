@@ -217,6 +217,7 @@ class Process {
   std::string name_;
   Fd stdin_, stdout_, stderr_;
   std::optional<ExitStatus> status_;
+  bool reaped_elsewhere_ = false;  // waitid said ECHILD: the child is no longer ours
   OnDrop on_drop_ = OnDrop::kill;
   std::chrono::milliseconds drop_grace_{5000};
 };

@@ -114,6 +114,9 @@ namespace detail {
 // behave as if interrupted by a signal before doing anything, so that tests
 // can prove every retry loop resumes correctly.
 inline thread_local int injected_eintr = 0;
+// Test hook: write_some() takes the signal-mask path of kernels without
+// RWF_NOSIGNAL even where the kernel has it.
+inline thread_local bool force_sigpipe_fallback = false;
 }  // namespace detail
 
 // Runs `call` (a syscall returning -1 + errno on failure) again while it fails

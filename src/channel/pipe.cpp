@@ -4,6 +4,7 @@
 #include <sys/ioctl.h>
 
 #include <algorithm>
+#include <climits>
 
 #include <fmt/format.h>
 
@@ -41,6 +42,10 @@ Result<std::size_t> PipeEnd::capacity() const {
 }
 
 Result<std::size_t> PipeEnd::set_capacity(std::size_t bytes) const {
+  // F_SETPIPE_SZ takes an int: refuse what would be truncated.
+  if (bytes == 0 || bytes > static_cast<std::size_t>(INT_MAX)) {
+    return fail(EINVAL, fmt::format("set capacity of pipe fd {} to {} bytes", fd_.get(), bytes));
+  }
   int size = ::fcntl(fd_.get(), F_SETPIPE_SZ, static_cast<int>(bytes));
   if (size < 0) {
     return fail(errno, fmt::format("set capacity of pipe fd {} to {} bytes", fd_.get(), bytes));

@@ -80,6 +80,7 @@ Process::Process(Process&& other) noexcept
       stdout_(std::move(other.stdout_)),
       stderr_(std::move(other.stderr_)),
       status_(std::exchange(other.status_, std::nullopt)),
+      reaped_elsewhere_(other.reaped_elsewhere_),
       on_drop_(other.on_drop_),
       drop_grace_(other.drop_grace_) {}
 
@@ -95,6 +96,7 @@ Process& Process::operator=(Process&& other) noexcept {
     stdout_ = std::move(other.stdout_);
     stderr_ = std::move(other.stderr_);
     status_ = std::exchange(other.status_, std::nullopt);
+    reaped_elsewhere_ = other.reaped_elsewhere_;
     on_drop_ = other.on_drop_;
     drop_grace_ = other.drop_grace_;
   }
@@ -115,7 +117,7 @@ Process Process::adopt(Fd pidfd, pid_t pid, std::string name) noexcept {
 void Process::drop() noexcept {
   // A copy of this object inherited by a fork child must never signal or
   // reap its parent's child: only the creating process acts.
-  if (!pidfd_.valid() || status_ || owner_ != ::getpid()) {
+  if (!pidfd_.valid() || status_ || reaped_elsewhere_ || owner_ != ::getpid()) {
     pidfd_.reset();
     return;
   }
@@ -145,7 +147,9 @@ void Process::drop() noexcept {
 }
 
 void Process::detach() noexcept {
-  if (pidfd_.valid() && !status_ && owner_ == ::getpid()) detail::detach_to_reaper(std::move(pidfd_));
+  if (pidfd_.valid() && !status_ && !reaped_elsewhere_ && owner_ == ::getpid()) {
+    detail::detach_to_reaper(std::move(pidfd_));
+  }
   pidfd_.reset();
   stdin_.reset();
   stdout_.reset();
@@ -162,6 +166,7 @@ Result<std::optional<ExitStatus>> Process::reap(bool block) {
   int r = retry_eintr([&] { return detail::waitid_rusage(P_PIDFD, pidfd_.get(), &info, options, &ru); });
   if (r < 0) {
     if (errno == ECHILD) {
+      reaped_elsewhere_ = true;
       return fail(ECHILD, fmt::format("wait for process {} ({}): it was already reaped elsewhere "
                                       "in this program",
                                       pid_, name_));

@@ -85,8 +85,10 @@ Deadline::clock::time_point Deadline::from_now(double nanoseconds) noexcept {
 
 Deadline::clock::duration Deadline::remaining() const noexcept {
   if (is_never()) return clock::duration::max();
-  auto left = at_ - clock::now();
-  return left > clock::duration::zero() ? left : clock::duration::zero();
+  auto now = clock::now();
+  // Compare before subtracting: immediate() is time_point::min(), and
+  // min() - now overflows.
+  return at_ > now ? at_ - now : clock::duration::zero();
 }
 
 // ---------------------------------------------------------------- Fd
@@ -165,7 +167,7 @@ ssize_t write_with_sigpipe_blocked(int fd, const void* data, std::size_t size) {
 
 ssize_t write_nosignal(int fd, const void* data, std::size_t size) {
   int support = nosignal_support.load(std::memory_order_relaxed);
-  if (support != 0) {
+  if (support != 0 && !detail::force_sigpipe_fallback) {
     iovec iov{const_cast<void*>(data), size};
     ssize_t n = ::pwritev2(fd, &iov, 1, -1, RWF_NOSIGNAL);
     if (n >= 0 || errno != EOPNOTSUPP) {

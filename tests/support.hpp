@@ -1,0 +1,63 @@
+// Shared test support.
+//
+// Every test case runs in its own process (ctest runs the binary once per
+// case, with a timeout). The fixture `Clean` checks after each case that it
+// left nothing behind: no descriptor more than before, and no child process
+// at all (running or zombie).
+//
+// The test binary doubles as its own helper child (as libuv's test runner
+// does): `helper("name", args...)` is a Command that re-executes this binary
+// with `--helper name args...`; see helpers.cpp for the list.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <string>
+#include <vector>
+
+#include "tether/tether.hpp"
+
+namespace tether_test {
+
+// The path of the running test binary.
+std::string self_exe();
+
+// A Command running one of the helpers of helpers.cpp in a new process.
+tether::Command helper(const std::string& name, const std::vector<std::string>& args = {});
+
+// Entry point of helper mode; returns the exit code.
+int run_helper(int argc, char** argv);
+
+// True if this process has any child, running or ended but not reaped.
+bool has_children();
+
+// A name unique to this process and call (pid + counter), for named objects.
+std::string unique_name(const std::string& stem);
+
+class Clean : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+ private:
+  int fds_before_ = -1;
+};
+
+// ASSERT that a Result holds a value, printing the error message otherwise.
+#define TT_ASSERT_OK(expr)                                                        \
+  do {                                                                            \
+    const auto& tt_result_ = (expr);                                              \
+    ASSERT_TRUE(tt_result_.has_value()) << #expr << ": " << tt_result_.error().message(); \
+  } while (0)
+
+template <class T>
+T must(tether::Result<T> r, const char* what = "") {
+  if (!r) {
+    ADD_FAILURE() << what << ": " << r.error().message();
+    std::abort();
+  }
+  return std::move(*r);
+}
+
+}  // namespace tether_test
