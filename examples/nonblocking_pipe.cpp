@@ -37,6 +37,7 @@ int main() {
     ++work;
     std::this_thread::sleep_for(10ms);
   }
-  std::printf("%sparent did other work while waiting: %s\n", received.c_str(), empty > 3 ? "yes" : "no");
+  std::printf("%sparent did other work while waiting: %s\n", received.c_str(),
+              empty > 3 ? "yes" : "no");
   std::printf("child %s\n", child->wait()->describe().c_str());
 }

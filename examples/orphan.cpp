@@ -16,7 +16,8 @@ int main() {
     auto grandchild = tether::fork([&] {
       pid_t before = getppid();
       std::this_thread::sleep_for(200ms);  // by now our parent has exited
-      std::printf("orphan %d: parent was %d, now %d (the subreaper)\n", getpid(), before, getppid());
+      std::printf("orphan %d: parent was %d, now %d (the subreaper)\n", getpid(), before,
+                  getppid());
       std::fflush(stdout);
       return 0;
     });

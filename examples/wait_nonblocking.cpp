@@ -12,7 +12,8 @@ int main() {
   for (;;) {
     auto done = child.try_wait().value();
     if (done) {
-      std::printf("child %s after %s chores\n", done->describe().c_str(), chores > 1 ? "several" : "few");
+      std::printf("child %s after %s chores\n", done->describe().c_str(),
+                  chores > 1 ? "several" : "few");
       break;
     }
     ++chores;  // other work

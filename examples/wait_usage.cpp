@@ -5,7 +5,8 @@
 
 int main() {
   // A shell loop that burns some CPU.
-  auto status = tether::Command("sh").args({"-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"})
+  auto status = tether::Command("sh")
+                    .args({"-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"})
                     .status()
                     .value();
   const auto& u = status.usage();

@@ -22,7 +22,9 @@ int main() {
   // The pidfd turns readable when the child has exited; we do not reap yet.
   pollfd p{child.pidfd(), POLLIN, 0};
   poll(&p, 1, -1);
-  std::printf("child %d exited but not reaped: state %c (zombie)\n", child.pid(), state_of(child.pid()));
+  std::printf("child %d exited but not reaped: state %c (zombie)\n", child.pid(),
+              state_of(child.pid()));
   auto status = child.wait();
-  std::printf("after wait: %s; state %c (gone)\n", status->describe().c_str(), state_of(child.pid()));
+  std::printf("after wait: %s; state %c (gone)\n", status->describe().c_str(),
+              state_of(child.pid()));
 }

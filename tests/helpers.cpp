@@ -31,7 +31,9 @@ void write_fully(int fd, const char* data, std::size_t size) {
   }
 }
 
-void say(const std::string& text) { write_fully(1, text.data(), text.size()); }
+void say(const std::string& text) {
+  write_fully(1, text.data(), text.size());
+}
 
 double cpu_seconds() {
   timespec ts;
@@ -40,7 +42,9 @@ double cpu_seconds() {
 }
 
 // Byte `i` of a spewed stream: a pattern that detects lost or reordered data.
-char pattern(std::size_t i, char salt) { return static_cast<char>('a' + (i / 7 + salt) % 26); }
+char pattern(std::size_t i, char salt) {
+  return static_cast<char>('a' + (i / 7 + salt) % 26);
+}
 
 }  // namespace
 
@@ -122,8 +126,8 @@ int run_helper(int argc, char** argv) {
   }
   if (name == "alloc") {  // touch N MiB
     std::size_t bytes = static_cast<std::size_t>(num(0)) << 20;
-    auto* p = static_cast<char*>(mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
-                                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    auto* p = static_cast<char*>(
+        mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     for (std::size_t i = 0; i < bytes; i += 4096) p[i] = 1;
     return 0;
   }
@@ -172,7 +176,8 @@ int run_helper(int argc, char** argv) {
 }  // namespace tether_test
 
 int main(int argc, char** argv) {
-  if (argc >= 3 && std::strcmp(argv[1], "--helper") == 0) return tether_test::run_helper(argc, argv);
+  if (argc >= 3 && std::strcmp(argv[1], "--helper") == 0)
+    return tether_test::run_helper(argc, argv);
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }

@@ -8,7 +8,9 @@
 
 namespace tether_test {
 
-std::string self_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
+std::string self_exe() {
+  return std::filesystem::read_symlink("/proc/self/exe").string();
+}
 
 tether::Command helper(const std::string& name, const std::vector<std::string>& args) {
   tether::Command c(self_exe());

@@ -45,9 +45,9 @@ class Clean : public ::testing::Test {
 };
 
 // ASSERT that a Result holds a value, printing the error message otherwise.
-#define TT_ASSERT_OK(expr)                                                        \
-  do {                                                                            \
-    const auto& tt_result_ = (expr);                                              \
+#define TT_ASSERT_OK(expr)                                                                \
+  do {                                                                                    \
+    const auto& tt_result_ = (expr);                                                      \
     ASSERT_TRUE(tt_result_.has_value()) << #expr << ": " << tt_result_.error().message(); \
   } while (0)
 

@@ -58,10 +58,16 @@ TEST_F(Fork, RefusedWhileOtherThreadsRun) {
   auto refused = tether::fork([] { return 0; });
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error(), tether::errc::unsafe_fork);
-  EXPECT_NE(refused.error().message().find("2 threads"), std::string::npos) << refused.error().message();
+  EXPECT_NE(refused.error().message().find("2 threads"), std::string::npos)
+      << refused.error().message();
   EXPECT_EQ(must(tether::thread_count()), 2);
   // Explicitly allowed: the child only calls _exit.
-  auto allowed = must(tether::fork([] { _exit(5); return 0; }, {.allow_threads = true}));
+  auto allowed = must(tether::fork(
+      [] {
+        _exit(5);
+        return 0;
+      },
+      {.allow_threads = true}));
   EXPECT_EQ(must(allowed.wait(10s)).code(), 5);
   {
     std::lock_guard lock(m);

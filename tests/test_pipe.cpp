@@ -15,7 +15,9 @@ using tether_test::must;
 
 namespace {
 
-std::span<const std::byte> bytes(std::string_view s) { return std::as_bytes(std::span(s)); }
+std::span<const std::byte> bytes(std::string_view s) {
+  return std::as_bytes(std::span(s));
+}
 
 std::string read_string(const tether::PipeReader& r, std::size_t max = 256) {
   std::string s(max, '\0');
@@ -62,7 +64,8 @@ TEST_F(PipeTest, ReadExactReportsTruncation) {
   auto r = p.reader.read_exact(buf);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), tether::errc::truncated);
-  EXPECT_EQ(r.error().message(), "read pipe: got 3 of 8 bytes: stream ended in the middle of a record");
+  EXPECT_EQ(r.error().message(),
+            "read pipe: got 3 of 8 bytes: stream ended in the middle of a record");
 }
 
 TEST_F(PipeTest, NonBlockingReadAndWriteWouldBlock) {
@@ -157,6 +160,19 @@ TEST_F(PipeTest, WriteWithoutReaderIsBrokenPipeNotDeath) {
     EXPECT_FALSE(sigismember(&mask, SIGPIPE));
   }
   tether::detail::force_sigpipe_fallback = false;
+}
+
+TEST_F(PipeTest, IgnoreSigpipeOptInUsesPlainWrites) {
+  TT_ASSERT_OK(tether::ignore_sigpipe());
+  EXPECT_EQ(::signal(SIGPIPE, SIG_IGN), SIG_IGN);
+  auto p = must(Pipe::create());
+  TT_ASSERT_OK(p.reader.close());
+  auto w = p.writer.write_all("nobody");
+  ASSERT_FALSE(w);
+  EXPECT_EQ(w.error(), std::errc::broken_pipe);
+  // Children still start with SIGPIPE at its default.
+  auto out = must(helper("status-lines").output());
+  EXPECT_NE(out.out.find("SigIgn:\t0000000000000000"), std::string::npos) << out.out;
 }
 
 TEST_F(PipeTest, KernelNoSignalProbeIsConsistent) {

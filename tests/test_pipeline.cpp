@@ -11,7 +11,8 @@ using tether_test::must;
 using PipelineTest = Clean;
 
 TEST_F(PipelineTest, TwoStagesLikePsGrep) {
-  auto pipeline = Command("printf").arg("init\\nbash\\npython\\nbash -l\\n") | Command("grep").arg("bash");
+  auto pipeline =
+      Command("printf").arg("init\\nbash\\npython\\nbash -l\\n") | Command("grep").arg("bash");
   EXPECT_EQ(pipeline.describe(), "printf init\\nbash\\npython\\nbash -l\\n | grep bash");
   auto out = must(pipeline.output());
   EXPECT_EQ(out.out, "bash\nbash -l\n");
@@ -21,7 +22,8 @@ TEST_F(PipelineTest, TwoStagesLikePsGrep) {
 
 TEST_F(PipelineTest, EveryStageStatusIsReported) {
   // grep finds nothing (1); the middle stage dies by a signal.
-  auto out = must((Command("echo").arg("x") | helper("signal", {"15"}) | Command("grep").arg("y")).output());
+  auto out = must(
+      (Command("echo").arg("x") | helper("signal", {"15"}) | Command("grep").arg("y")).output());
   ASSERT_EQ(out.statuses.size(), 3u);
   EXPECT_EQ(out.statuses[0].code(), 0);  // or SIGPIPE-free success: echo wrote before the end
   EXPECT_EQ(out.statuses[1].signal(), SIGTERM);
@@ -32,7 +34,8 @@ TEST_F(PipelineTest, EveryStageStatusIsReported) {
 TEST_F(PipelineTest, InputFlowsThroughThreeStages) {
   std::string input;
   for (int i = 0; i < 20000; ++i) input += std::to_string(i) + "\n";
-  auto out = must((helper("echo") | Command("grep").arg("7") | Command("wc").arg("-l")).output(input, 60s));
+  auto out = must(
+      (helper("echo") | Command("grep").arg("7") | Command("wc").arg("-l")).output(input, 60s));
   int expected = 0;
   for (int i = 0; i < 20000; ++i) expected += std::to_string(i).find('7') != std::string::npos;
   EXPECT_EQ(std::stoi(out.out), expected);
@@ -41,8 +44,8 @@ TEST_F(PipelineTest, InputFlowsThroughThreeStages) {
 
 TEST_F(PipelineTest, EndOfFileReachesTheLastStage) {
   // If the parent kept a copy of a pipe's write end, `cat` would never end.
-  auto running = must((Command("cat") | Command("cat")).stdin_from(Stdio::pipe())
-                          .stdout_to(Stdio::pipe()).spawn());
+  auto running = must(
+      (Command("cat") | Command("cat")).stdin_from(Stdio::pipe()).stdout_to(Stdio::pipe()).spawn());
   TT_ASSERT_OK(tether::PipeWriter(std::move(running.stdin_fd)).write_all("through\n"));
   // The writer was closed when the temporary died: end of input.
   EXPECT_EQ(must(tether::PipeReader(std::move(running.stdout_fd)).read_all(10s)), "through\n");
@@ -53,13 +56,15 @@ TEST_F(PipelineTest, FailedStageLeavesNothingRunning) {
   auto r = (Command("sleep").arg("30") | Command("/no/such/stage") | Command("cat")).spawn();
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), std::errc::no_such_file_or_directory);
-  EXPECT_NE(r.error().message().find("spawn pipeline sleep 30 | /no/such/stage | cat"), std::string::npos)
+  EXPECT_NE(r.error().message().find("spawn pipeline sleep 30 | /no/such/stage | cat"),
+            std::string::npos)
       << r.error().message();
   EXPECT_FALSE(tether_test::has_children());
 }
 
 TEST_F(PipelineTest, OneProcessGroupForTheJob) {
-  auto running = must((helper("sleep", {"20000"}) | helper("sleep", {"20000"})).new_process_group().spawn());
+  auto running =
+      must((helper("sleep", {"20000"}) | helper("sleep", {"20000"})).new_process_group().spawn());
   pid_t group = running.stages[0].pid();
   EXPECT_EQ(running.stages[0].process_group(), group);
   EXPECT_EQ(running.stages[1].process_group(), group);

@@ -31,7 +31,9 @@ std::vector<std::string> lines(const std::string& text) {
   return out;
 }
 
-bool pid_alive(pid_t pid) { return ::kill(pid, 0) == 0; }
+bool pid_alive(pid_t pid) {
+  return ::kill(pid, 0) == 0;
+}
 
 // A temporary directory removed at the end of the test.
 struct TempDir {
@@ -87,9 +89,10 @@ TEST_F(Status, CoreDumpFlagFromWaitStatus) {
 
 TEST_F(Status, AbortIsReportedAsSignal) {
   // RLIMIT_CORE 0 in the child: no core file is written whatever core_pattern says.
-  auto st = must(Command("sh").args({"-c", "ulimit -c 0; exec \"$0\" --helper signal 6",
-                                     tether_test::self_exe()})
-                     .status());
+  auto st =
+      must(Command("sh")
+               .args({"-c", "ulimit -c 0; exec \"$0\" --helper signal 6", tether_test::self_exe()})
+               .status());
   EXPECT_EQ(st.signal(), SIGABRT);
   EXPECT_FALSE(st.core_dumped());
 }
@@ -131,7 +134,8 @@ TEST_F(Spawn, BadWorkingDirectoryAndBadFileAreErrors) {
   auto p = helper("exit", {"0"}).cwd("/no/such/dir").spawn();
   ASSERT_FALSE(p);
   EXPECT_EQ(p.error(), std::errc::no_such_file_or_directory);
-  EXPECT_NE(p.error().message().find("chdir /no/such/dir"), std::string::npos) << p.error().message();
+  EXPECT_NE(p.error().message().find("chdir /no/such/dir"), std::string::npos)
+      << p.error().message();
 
   auto q = helper("exit", {"0"}).stdin_from(Stdio::file("/no/such/input")).spawn();
   ASSERT_FALSE(q);
@@ -154,8 +158,11 @@ TEST_F(Spawn, ThousandSpawnsLeaveNoZombieAndNoDescriptor) {
 TEST_F(Spawn, NoDescriptorLeakAcrossFailures) {
   int before = must(tether::count_open_fds());
   for (int i = 0; i < 50; ++i) {
-    auto p = Command("/no/such/prog").stdin_from(Stdio::pipe()).stdout_to(Stdio::pipe())
-                 .stderr_to(Stdio::null()).spawn();
+    auto p = Command("/no/such/prog")
+                 .stdin_from(Stdio::pipe())
+                 .stdout_to(Stdio::pipe())
+                 .stderr_to(Stdio::null())
+                 .spawn();
     ASSERT_FALSE(p);
     auto q = helper("exit", {"0"}).cwd("/no/such/dir").stdout_to(Stdio::pipe()).spawn();
     ASSERT_FALSE(q);
@@ -180,10 +187,12 @@ TEST_F(Spawn, ChildGetsOnlyStandardDescriptors) {
 
 TEST_F(Spawn, PassFdMapsADescriptorIntoTheChild) {
   auto pipe = must(tether::make_pipe());
-  auto p = must(Command("sh").args({"-c", "echo through-fd-5 >&5"}).pass_fd(pipe.second.get(), 5).spawn());
+  auto p = must(
+      Command("sh").args({"-c", "echo through-fd-5 >&5"}).pass_fd(pipe.second.get(), 5).spawn());
   pipe.second.reset();
   std::string got(64, '\0');
-  auto n = must(tether::read_some(pipe.first.get(), std::as_writable_bytes(std::span(got)), "pipe"));
+  auto n =
+      must(tether::read_some(pipe.first.get(), std::as_writable_bytes(std::span(got)), "pipe"));
   got.resize(n);
   EXPECT_EQ(got, "through-fd-5\n");
   EXPECT_TRUE(must(p.wait()).success());
@@ -202,10 +211,13 @@ TEST_F(Spawn, ArgumentsAndArgv0) {
 TEST_F(Spawn, EnvironmentSetUnsetClear) {
   ::setenv("TETHER_TEST_INHERITED", "from-parent", 1);
   EXPECT_EQ(must(helper("env", {"TETHER_TEST_INHERITED"}).output()).out, "from-parent\n");
-  EXPECT_EQ(must(helper("env", {"TETHER_TEST_INHERITED"}).env_remove("TETHER_TEST_INHERITED").output()).out,
-            "<unset>\n");
-  EXPECT_EQ(must(helper("env", {"TETHER_X"}).env("TETHER_X", "1").env("TETHER_X", "2").output()).out,
-            "2\n");
+  EXPECT_EQ(
+      must(helper("env", {"TETHER_TEST_INHERITED"}).env_remove("TETHER_TEST_INHERITED").output())
+          .out,
+      "<unset>\n");
+  EXPECT_EQ(
+      must(helper("env", {"TETHER_X"}).env("TETHER_X", "1").env("TETHER_X", "2").output()).out,
+      "2\n");
   EXPECT_EQ(must(helper("env", {"TETHER_TEST_INHERITED"}).env_clear().output()).out, "<unset>\n");
   EXPECT_EQ(must(helper("env", {"HOME"}).env_clear().env("HOME", "/h").output()).out, "/h\n");
   ::unsetenv("TETHER_TEST_INHERITED");
@@ -216,7 +228,8 @@ TEST_F(Spawn, PathLookupUsesTheChildsPath) {
   auto script = dir.path / "tether-hello";
   std::ofstream(script) << "#!/bin/sh\necho hello from path\n";
   std::filesystem::permissions(script, std::filesystem::perms::owner_all);
-  auto out = must(Command("tether-hello").env("PATH", "/nonexistent:" + dir.path.string()).output());
+  auto out =
+      must(Command("tether-hello").env("PATH", "/nonexistent:" + dir.path.string()).output());
   EXPECT_EQ(out.out, "hello from path\n");
   // A script without #! runs through /bin/sh, as execvp does.
   auto bare = dir.path / "tether-bare";
@@ -234,12 +247,14 @@ TEST_F(Spawn, WorkingDirectory) {
 TEST_F(Spawn, StdioNullFileAppendFdAndMerge) {
   TempDir dir;
   auto log = dir.path / "log";
-  EXPECT_TRUE(must(helper("stderr").stdout_to(Stdio::file(log)).stderr_to(Stdio::merge_into_stdout())
+  EXPECT_TRUE(must(helper("stderr")
+                       .stdout_to(Stdio::file(log))
+                       .stderr_to(Stdio::merge_into_stdout())
                        .status())
                   .success());
-  EXPECT_TRUE(must(helper("stderr").stdout_to(Stdio::file(log, true)).stderr_to(Stdio::null())
-                       .status())
-                  .success());
+  EXPECT_TRUE(
+      must(helper("stderr").stdout_to(Stdio::file(log, true)).stderr_to(Stdio::null()).status())
+          .success());
   std::ifstream in(log);
   std::string text((std::istreambuf_iterator<char>(in)), {});
   EXPECT_EQ(text, "to stderr\nto stdout\nto stdout\n");
@@ -253,7 +268,8 @@ TEST_F(Spawn, StdioNullFileAppendFdAndMerge) {
   EXPECT_EQ(out.err, "to stderr\n");
   EXPECT_EQ(out.out, "");
   std::string got(64, '\0');
-  got.resize(must(tether::read_some(pipe.first.get(), std::as_writable_bytes(std::span(got)), "pipe")));
+  got.resize(
+      must(tether::read_some(pipe.first.get(), std::as_writable_bytes(std::span(got)), "pipe")));
   EXPECT_EQ(got, "to stdout\n");
 }
 
@@ -333,7 +349,9 @@ TEST_F(Wait, AlreadyReapedElsewhereIsAnErrorNotAHang) {
 
 namespace {
 std::atomic<int> alarms{0};
-void on_alarm(int) { alarms.fetch_add(1); }
+void on_alarm(int) {
+  alarms.fetch_add(1);
+}
 
 // SIGALRM every millisecond, without SA_RESTART: every blocking call gets EINTR.
 struct AlarmStorm {
@@ -419,7 +437,8 @@ using Signals = Clean;
 TEST_F(Signals, TerminateEscalatesToKill) {
   auto stubborn = must(helper("ignore-term-sleep", {"20000"}).stdout_to(Stdio::pipe()).spawn());
   char ready[6];
-  ASSERT_TRUE(tether::read_some(stubborn.stdout_fd().get(), std::as_writable_bytes(std::span(ready)), "ready"));
+  ASSERT_TRUE(tether::read_some(stubborn.stdout_fd().get(),
+                                std::as_writable_bytes(std::span(ready)), "ready"));
   auto st = must(stubborn.terminate(100ms));
   EXPECT_EQ(st.signal(), SIGKILL);
 
@@ -439,10 +458,14 @@ TEST_F(Signals, AnySignalThroughThePidfd) {
 TEST_F(Signals, SignalWholeGroup) {
   TT_ASSERT_OK(tether::set_child_subreaper(true));
   // sh starts a grandchild in the same group, prints its pid, and waits.
-  auto p = must(Command("sh").args({"-c", "sleep 30 & echo $!; wait"}).new_process_group()
-                    .stdout_to(Stdio::pipe()).spawn());
+  auto p = must(Command("sh")
+                    .args({"-c", "sleep 30 & echo $!; wait"})
+                    .new_process_group()
+                    .stdout_to(Stdio::pipe())
+                    .spawn());
   std::string line(32, '\0');
-  line.resize(must(tether::read_some(p.stdout_fd().get(), std::as_writable_bytes(std::span(line)), "sh")));
+  line.resize(
+      must(tether::read_some(p.stdout_fd().get(), std::as_writable_bytes(std::span(line)), "sh")));
   pid_t grandchild = std::stoi(line);
   EXPECT_TRUE(pid_alive(grandchild));
   TT_ASSERT_OK(p.signal_group(SIGKILL));
@@ -499,8 +522,10 @@ TEST_F(Drop, DefaultKillsAndReaps) {
 TEST_F(Drop, WaitPolicyLetsItFinish) {
   TempDir dir;
   {
-    auto p = must(Command("sh").args({"-c", "sleep 0.2; echo done > " + (dir.path / "f").string()})
-                      .on_drop(tether::OnDrop::wait).spawn());
+    auto p = must(Command("sh")
+                      .args({"-c", "sleep 0.2; echo done > " + (dir.path / "f").string()})
+                      .on_drop(tether::OnDrop::wait)
+                      .spawn());
   }
   EXPECT_TRUE(std::filesystem::exists(dir.path / "f"));
 }
@@ -508,11 +533,15 @@ TEST_F(Drop, WaitPolicyLetsItFinish) {
 TEST_F(Drop, TerminatePolicySendsSigtermFirst) {
   TempDir dir;
   {
-    auto p = must(Command("sh").args({"-c", "trap 'echo term > " + (dir.path / "f").string() +
-                                                "; exit 0' TERM; echo up; while :; do sleep 0.05; done"})
-                      .stdout_to(Stdio::pipe()).on_drop(tether::OnDrop::terminate, 5s).spawn());
+    auto p = must(Command("sh")
+                      .args({"-c", "trap 'echo term > " + (dir.path / "f").string() +
+                                       "; exit 0' TERM; echo up; while :; do sleep 0.05; done"})
+                      .stdout_to(Stdio::pipe())
+                      .on_drop(tether::OnDrop::terminate, 5s)
+                      .spawn());
     char up[3];
-    ASSERT_TRUE(tether::read_some(p.stdout_fd().get(), std::as_writable_bytes(std::span(up)), "sh"));
+    ASSERT_TRUE(
+        tether::read_some(p.stdout_fd().get(), std::as_writable_bytes(std::span(up)), "sh"));
   }
   EXPECT_TRUE(std::filesystem::exists(dir.path / "f"));
 }
@@ -550,7 +579,8 @@ using Capture = Clean;
 
 TEST_F(Capture, FiftyMegabytesWithoutDeadlock) {
   constexpr std::size_t out_size = 50u << 20, err_size = 5u << 20;
-  auto out = must(helper("spew", {std::to_string(out_size), std::to_string(err_size)}).output({}, 120s));
+  auto out =
+      must(helper("spew", {std::to_string(out_size), std::to_string(err_size)}).output({}, 120s));
   ASSERT_EQ(out.out.size(), out_size);
   ASSERT_EQ(out.err.size(), err_size);
   for (std::size_t i = 0; i < out_size; i += 4093) {

@@ -195,7 +195,8 @@ class Process {
   // left running (its drop policy applies) and timed_out is returned.
   Result<Output> communicate(std::string_view input = {}, Deadline deadline = Deadline::never());
 
-  void set_on_drop(OnDrop policy, std::chrono::milliseconds grace = std::chrono::seconds(5)) noexcept {
+  void set_on_drop(OnDrop policy,
+                   std::chrono::milliseconds grace = std::chrono::seconds(5)) noexcept {
     on_drop_ = policy;
     drop_grace_ = grace;
   }
@@ -394,7 +395,9 @@ class Pipeline {
 inline Pipeline operator|(Command a, Command b) {
   return Pipeline({std::move(a), std::move(b)});
 }
-inline Pipeline operator|(Pipeline p, Command c) { return std::move(p.then(std::move(c))); }
+inline Pipeline operator|(Pipeline p, Command c) {
+  return std::move(p.then(std::move(c)));
+}
 
 // ---------------------------------------------------------------- fork
 

@@ -33,11 +33,11 @@ namespace tether {
 
 // Conditions that have no errno of their own.
 enum class errc {
-  end_of_stream = 1,  // the peer closed its end; no more data will come
-  truncated,          // the stream ended in the middle of a record
-  unsafe_fork,        // fork() asked for while other threads run
-  not_spawned,        // the object holds no process (moved-from or default)
-  child_setup_failed, // the child could not be prepared before exec
+  end_of_stream = 1,   // the peer closed its end; no more data will come
+  truncated,           // the stream ended in the middle of a record
+  unsafe_fork,         // fork() asked for while other threads run
+  not_spawned,         // the object holds no process (moved-from or default)
+  child_setup_failed,  // the child could not be prepared before exec
 };
 
 const std::error_category& error_category() noexcept;
@@ -56,7 +56,8 @@ class Error {
  public:
   Error(std::error_code code, std::string context) noexcept
       : code_(code), context_(std::move(context)) {}
-  Error(errc code, std::string context) noexcept : Error(make_error_code(code), std::move(context)) {}
+  Error(errc code, std::string context) noexcept
+      : Error(make_error_code(code), std::move(context)) {}
 
   // From an errno value.
   static Error from_errno(int err, std::string context) noexcept {
@@ -75,10 +76,8 @@ class Error {
 
   friend bool operator==(const Error& e, const std::error_code& c) noexcept { return e.code_ == c; }
   template <class E>
-    requires std::is_error_code_enum_v<E> || std::is_error_condition_enum_v<E>
-  friend bool operator==(const Error& e, E value) noexcept {
-    return e.code_ == value;
-  }
+  requires std::is_error_code_enum_v<E> || std::is_error_condition_enum_v<E>
+  friend bool operator==(const Error& e, E value) noexcept { return e.code_ == value; }
 
  private:
   std::error_code code_;
@@ -222,6 +221,14 @@ Result<std::size_t> write_some(int fd, std::span<const std::byte> data, std::str
 
 // True when write_some() can avoid SIGPIPE without touching the signal mask.
 bool kernel_has_write_nosignal() noexcept;
+
+// Opt-in, process-wide: sets SIGPIPE to SIG_IGN (as Rust's runtime does at
+// start) so that write_some() can use plain write(2), the cheapest call;
+// otherwise it uses pwritev2(RWF_NOSIGNAL), about 50-100 ns dearer per call,
+// which shows only with small messages (see docs/benchmarks.md). tether never
+// does this by itself. Children spawned by tether still start with SIGPIPE
+// at its default. Do not restore a SIGPIPE handler afterwards.
+Result<void> ignore_sigpipe();
 
 // poll(2) with a deadline; EINTR resumes with the time left. Returns the
 // number of ready entries, which is 0 only if the deadline expired.

@@ -14,7 +14,9 @@ namespace {
 
 constexpr std::string_view kPipe = "pipe";
 
-bool would_block(const Error& e) { return e == std::errc::resource_unavailable_try_again; }
+bool would_block(const Error& e) {
+  return e == std::errc::resource_unavailable_try_again;
+}
 
 }  // namespace
 
@@ -71,12 +73,14 @@ Result<std::size_t> PipeReader::read(std::span<std::byte> buf, Deadline deadline
   // A blocking end with a finite deadline must not enter read(2) before
   // data is there; otherwise try first: one syscall in the common case.
   if (!nonblocking_ && !deadline.is_never()) {
-    if (auto r = await(POLLIN, deadline, "pipe to become readable"); !r) return std::unexpected(r.error());
+    if (auto r = await(POLLIN, deadline, "pipe to become readable"); !r)
+      return std::unexpected(r.error());
   }
   for (;;) {
     auto n = read_some(fd_.get(), buf, kPipe);
     if (n || !would_block(n.error())) return n;
-    if (auto r = await(POLLIN, deadline, "pipe to become readable"); !r) return std::unexpected(r.error());
+    if (auto r = await(POLLIN, deadline, "pipe to become readable"); !r)
+      return std::unexpected(r.error());
   }
 }
 

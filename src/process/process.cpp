@@ -103,7 +103,9 @@ Process& Process::operator=(Process&& other) noexcept {
   return *this;
 }
 
-Process::~Process() { drop(); }
+Process::~Process() {
+  drop();
+}
 
 Process Process::adopt(Fd pidfd, pid_t pid, std::string name) noexcept {
   Process p;
@@ -163,7 +165,8 @@ Result<std::optional<ExitStatus>> Process::reap(bool block) {
   siginfo_t info{};
   rusage ru{};
   int options = WEXITED | (block ? 0 : WNOHANG);
-  int r = retry_eintr([&] { return detail::waitid_rusage(P_PIDFD, pidfd_.get(), &info, options, &ru); });
+  int r = retry_eintr(
+      [&] { return detail::waitid_rusage(P_PIDFD, pidfd_.get(), &info, options, &ru); });
   if (r < 0) {
     if (errno == ECHILD) {
       reaped_elsewhere_ = true;
@@ -189,12 +192,15 @@ Result<ExitStatus> Process::wait(Deadline deadline) {
     if (!r) return std::unexpected(r.error());
     if (*r) return **r;
     // The pidfd turns readable when the child exits (pidfd_open(2)).
-    auto ready = wait_fd(pidfd_.get(), POLLIN, deadline, fmt::format("process {} ({})", pid_, name_));
+    auto ready =
+        wait_fd(pidfd_.get(), POLLIN, deadline, fmt::format("process {} ({})", pid_, name_));
     if (!ready) return std::unexpected(ready.error());
   }
 }
 
-Result<std::optional<ExitStatus>> Process::try_wait() { return reap(false); }
+Result<std::optional<ExitStatus>> Process::try_wait() {
+  return reap(false);
+}
 
 Result<void> Process::signal(int sig) const {
   if (!pidfd_.valid()) return fail(errc::not_spawned, "signal process");
@@ -468,12 +474,14 @@ Result<void> set_child_subreaper(bool on) {
 
 Result<bool> is_child_subreaper() {
   int value = 0;
-  if (::prctl(PR_GET_CHILD_SUBREAPER, &value, 0, 0, 0) != 0) return fail(errno, "get child subreaper");
+  if (::prctl(PR_GET_CHILD_SUBREAPER, &value, 0, 0, 0) != 0)
+    return fail(errno, "get child subreaper");
   return value != 0;
 }
 
 Result<void> signal_process_group(pid_t pgid, int sig) {
-  if (pgid <= 0) return fail(EINVAL, fmt::format("send {} to process group {}", signal_name(sig), pgid));
+  if (pgid <= 0)
+    return fail(EINVAL, fmt::format("send {} to process group {}", signal_name(sig), pgid));
   if (::kill(-pgid, sig) != 0) {
     return fail(errno, fmt::format("send {} to process group {}", signal_name(sig), pgid));
   }

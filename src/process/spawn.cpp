@@ -37,7 +37,9 @@ Stdio Stdio::file(std::filesystem::path path, bool append, mode_t mode) {
   return s;
 }
 
-Command::Command(std::string program) : program_(std::move(program)) { argv_.push_back(program_); }
+Command::Command(std::string program) : program_(std::move(program)) {
+  argv_.push_back(program_);
+}
 
 Command& Command::arg(std::string a) {
   argv_.push_back(std::move(a));
@@ -130,7 +132,7 @@ struct ChildPlan {
   const int* fd_targets = nullptr;
   int* fd_scratch = nullptr;
   std::size_t fd_count = 0;
-  int fd_floor = 3;          // scratch copies go at or above this, past every target
+  int fd_floor = 3;           // scratch copies go at or above this, past every target
   const int* keep = nullptr;  // sorted targets >= 3 that survive close_range
   std::size_t keep_count = 0;
   bool merge_stderr = false;
@@ -175,7 +177,8 @@ TETHER_CHILD_CODE int child_main(void* arg) {
   if (plan->new_session && ::setsid() < 0) child_fail(plan, "setsid");
   if (plan->set_pgid && ::setpgid(0, plan->pgid) != 0) child_fail(plan, "setpgid");
   if (plan->death_signal != 0) {
-    if (::prctl(PR_SET_PDEATHSIG, plan->death_signal, 0, 0, 0) != 0) child_fail(plan, "prctl(PDEATHSIG)");
+    if (::prctl(PR_SET_PDEATHSIG, plan->death_signal, 0, 0, 0) != 0)
+      child_fail(plan, "prctl(PDEATHSIG)");
     if (::getppid() != plan->parent_pid) ::_exit(127);  // the parent is already gone
   }
   if (plan->cwd != nullptr && ::chdir(plan->cwd) != 0) child_fail(plan, "chdir");
@@ -189,7 +192,8 @@ TETHER_CHILD_CODE int child_main(void* arg) {
     if (plan->fd_scratch[i] < 0) child_fail(plan, "set up descriptors");
   }
   for (std::size_t i = 0; i < plan->fd_count; ++i) {
-    if (::dup2(plan->fd_scratch[i], plan->fd_targets[i]) < 0) child_fail(plan, "set up descriptors");
+    if (::dup2(plan->fd_scratch[i], plan->fd_targets[i]) < 0)
+      child_fail(plan, "set up descriptors");
   }
   if (plan->merge_stderr && ::dup2(1, 2) < 0) child_fail(plan, "merge stderr into stdout");
 
@@ -341,13 +345,15 @@ Result<Process> Command::spawn() const {
         break;
       }
       case Stdio::Kind::path: {
-        int flags = O_CLOEXEC | O_NOCTTY |
-                    (target == 0 ? O_RDONLY
-                                 : (O_WRONLY | O_CREAT | (s.append() ? O_APPEND : O_TRUNC)));
+        int flags =
+            O_CLOEXEC | O_NOCTTY |
+            (target == 0 ? O_RDONLY : (O_WRONLY | O_CREAT | (s.append() ? O_APPEND : O_TRUNC)));
         Fd file(::open(s.path().c_str(), flags, s.mode()));
         if (!file.valid()) {
           return fail(errno, fmt::format("{}: open {} for {}", what, s.path().string(),
-                                         target == 0 ? "stdin" : target == 1 ? "stdout" : "stderr"));
+                                         target == 0   ? "stdin"
+                                         : target == 1 ? "stdout"
+                                                       : "stderr"));
         }
         sources.push_back(file.get());
         child_ends.push_back(std::move(file));
@@ -386,7 +392,8 @@ Result<Process> Command::spawn() const {
   plan.fd_targets = targets.data();
   plan.fd_scratch = scratch.data();
   plan.fd_count = sources.size();
-  plan.fd_floor = std::max(3, targets.empty() ? 0 : *std::max_element(targets.begin(), targets.end()) + 1);
+  plan.fd_floor =
+      std::max(3, targets.empty() ? 0 : *std::max_element(targets.begin(), targets.end()) + 1);
   plan.keep = keep.data();
   plan.keep_count = keep.size();
   plan.merge_stderr = merge_stderr;
@@ -405,8 +412,8 @@ Result<Process> Command::spawn() const {
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   int pidfd = -1;
-  pid_t pid = ::clone(child_main, stack, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &plan,
-                      &pidfd);
+  pid_t pid =
+      ::clone(child_main, stack, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &plan, &pidfd);
   int clone_errno = errno;
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (pid < 0) return fail(clone_errno, what + ": clone");

@@ -45,7 +45,9 @@ const std::error_category& error_category() noexcept {
   return category;
 }
 
-std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), error_category()}; }
+std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
 
 std::string Error::message() const {
   std::string text = context_;
@@ -79,8 +81,8 @@ Deadline::clock::time_point Deadline::from_now(double nanoseconds) noexcept {
   constexpr double century_ns = 100.0 * 365 * 24 * 3600 * 1e9;
   if (nanoseconds <= 0) return clock::time_point::min();
   if (nanoseconds >= century_ns) return clock::time_point::max();
-  return clock::now() + std::chrono::ceil<clock::duration>(
-                            std::chrono::duration<double, std::nano>(nanoseconds));
+  return clock::now() +
+         std::chrono::ceil<clock::duration>(std::chrono::duration<double, std::nano>(nanoseconds));
 }
 
 Deadline::clock::duration Deadline::remaining() const noexcept {
@@ -143,6 +145,8 @@ constexpr int RWF_NOSIGNAL = 0x00000100;  // include/uapi/linux/fs.h, Linux 6.16
 
 // 1: pwritev2(RWF_NOSIGNAL) works; 0: it does not; -1: not probed yet.
 std::atomic<int> nosignal_support{-1};
+// Set by ignore_sigpipe(): SIGPIPE cannot kill us, plain write(2) is safe.
+std::atomic<bool> sigpipe_ignored{false};
 
 // Fallback: block SIGPIPE in this thread around the write, and swallow the
 // SIGPIPE our own write raised (one that was pending before is left alone).
@@ -166,6 +170,9 @@ ssize_t write_with_sigpipe_blocked(int fd, const void* data, std::size_t size) {
 }
 
 ssize_t write_nosignal(int fd, const void* data, std::size_t size) {
+  if (sigpipe_ignored.load(std::memory_order_relaxed) && !detail::force_sigpipe_fallback) {
+    return ::write(fd, data, size);
+  }
   int support = nosignal_support.load(std::memory_order_relaxed);
   if (support != 0 && !detail::force_sigpipe_fallback) {
     iovec iov{const_cast<void*>(data), size};
@@ -192,6 +199,14 @@ bool kernel_has_write_nosignal() noexcept {
     }
   }
   return nosignal_support.load() == 1;
+}
+
+Result<void> ignore_sigpipe() {
+  struct sigaction sa {};
+  sa.sa_handler = SIG_IGN;
+  if (::sigaction(SIGPIPE, &sa, nullptr) != 0) return fail(errno, "ignore SIGPIPE");
+  sigpipe_ignored.store(true);
+  return {};
 }
 
 Result<std::size_t> write_some(int fd, std::span<const std::byte> data, std::string_view what) {

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "tether/tether.hpp"
 
@@ -51,7 +51,8 @@ int run(const std::vector<std::string>& argv, double timeout_s, bool verbose) {
   }
   if (!status) return report(status.error());
   if (verbose) {
-    fmt::print(stderr, "tether: {} (pid {}) {}\n", cmd.describe(), status->pid(), status->describe());
+    fmt::print(stderr, "tether: {} (pid {}) {}\n", cmd.describe(), status->pid(),
+               status->describe());
     print_usage(status->usage());
   }
   // A shell-compatible code for scripts; -v prints the exact status.
@@ -68,11 +69,13 @@ int demo() {
              out->status.describe());
 
   fmt::print("2. a pipeline, like `ps -eo pid,comm | grep tether`\n");
-  auto pipeline = tether::Command("ps").args({"-eo", "pid,comm"}) | tether::Command("grep").arg("tether");
+  auto pipeline =
+      tether::Command("ps").args({"-eo", "pid,comm"}) | tether::Command("grep").arg("tether");
   auto piped = pipeline.output();
   if (!piped) return report(piped.error());
   fmt::print("{}", piped->out);
-  fmt::print("   stage statuses: {} / {}\n", piped->statuses[0].describe(), piped->statuses[1].describe());
+  fmt::print("   stage statuses: {} / {}\n", piped->statuses[0].describe(),
+             piped->statuses[1].describe());
 
   fmt::print("3. exit(137) versus killed by SIGKILL: never confused\n");
   auto by_code = tether::Command("sh").args({"-c", "exit 137"}).status();
@@ -120,7 +123,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> run_argv;
   double timeout_s = 0;
   bool verbose = false;
-  run_cmd->add_option("--timeout", timeout_s, "Terminate it after this many seconds (SIGTERM, then SIGKILL)");
+  run_cmd->add_option("--timeout", timeout_s,
+                      "Terminate it after this many seconds (SIGTERM, then SIGKILL)");
   run_cmd->add_flag("-v,--verbose", verbose, "Print the exact exit status and resource usage");
   run_cmd->add_option("command", run_argv, "The command and its arguments (after --)")->required();
 

@@ -88,7 +88,8 @@ class PipeWriter : public PipeEnd {
   Result<std::size_t> try_write(std::span<const std::byte> data) const;
   // Writes everything, waiting for room as needed until the deadline. On
   // timeout some bytes may have been written (a pipe has no undo).
-  Result<void> write_all(std::span<const std::byte> data, Deadline deadline = Deadline::never()) const;
+  Result<void> write_all(std::span<const std::byte> data,
+                         Deadline deadline = Deadline::never()) const;
   Result<void> write_all(std::string_view text, Deadline deadline = Deadline::never()) const {
     return write_all(std::as_bytes(std::span(text)), deadline);
   }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The README's second command: install what is missing, then build and run
+# the whole test suite twice — the developer build (warnings are errors) and
+# an ASan+UBSan build — and check formatting.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools/install-deps.sh
+jobs=$(nproc)
+
+echo "== formatting (clang-format)"
+files=$(git ls-files '*.cpp' '*.hpp' 2>/dev/null || find include src tools tests examples bench -name '*.[ch]pp')
+clang-format --dry-run -Werror $files
+echo "ok"
+
+status=0
+for config in dev asan; do
+  case $config in
+    dev)  flags=(-DCMAKE_BUILD_TYPE=Debug -DTETHER_DEVELOP=ON) ;;
+    asan) flags=(-DCMAKE_BUILD_TYPE=Debug -DTETHER_DEVELOP=ON "-DTETHER_SANITIZE=address;undefined") ;;
+  esac
+  echo
+  echo "== build: $config"
+  cmake -S . -B "build/$config" -G Ninja "${flags[@]}" >/dev/null
+  cmake --build "build/$config" -j "$jobs"
+  echo
+  echo "== tests: $config"
+  # Cases mostly wait on children and pipes: run more at once than cores.
+  (cd "build/$config" && ctest -j $((jobs * 2)) --output-on-failure) || status=1
+done
+exit $status
