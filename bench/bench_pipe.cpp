@@ -51,7 +51,8 @@ bool raw_read_exact(int fd, char* p, std::size_t n) {
 }
 
 // Round trips of `size` bytes; one sample (microseconds) per round trip.
-std::vector<double> round_trip_raw(int iters, std::size_t size) {
+std::vector<double> round_trip_raw(int iters, std::size_t size, bool pwritev2_writes = false) {
+  raw_uses_pwritev2 = pwritev2_writes;
   int there[2], back[2];
   if (pipe2(there, O_CLOEXEC) || pipe2(back, O_CLOEXEC)) std::abort();
   pid_t peer = bench::start_peer(cpu_b, [&] {
@@ -76,6 +77,7 @@ std::vector<double> round_trip_raw(int iters, std::size_t size) {
   }
   bench::join_peer(peer);
   for (int fd : {there[0], there[1], back[0], back[1]}) close(fd);
+  raw_uses_pwritev2 = false;
   return samples;
 }
 
@@ -182,18 +184,21 @@ int main(int argc, char** argv) {
 
   // Round trip.
   int rounds = quick ? 1 : 5, iters = quick ? 200 : 4000;
+  bool nosignal = tether::kernel_has_write_nosignal();
   auto rt = bench::interleave(rounds, {[&] { return round_trip_raw(iters, 64); },
+                                       [&] { return round_trip_raw(iters, 64, nosignal); },
                                        [&] { return round_trip_tether(iters, 64); }});
-  auto raw = bench::summarize(rt[0]), tet = bench::summarize(rt[1]);
+  auto raw = bench::summarize(rt[0]), rawp = bench::summarize(rt[1]), tet = bench::summarize(rt[2]);
   fmt::print("## pipe round trip, 64 B ({} round trips each)\n\n", raw.n);
   fmt::print("| variant | median µs | p99 µs |\n|---|---:|---:|\n");
   fmt::print("| raw read/write | {:.2f} | {:.2f} |\n", raw.median, raw.p99);
+  fmt::print("| raw read/pwritev2 | {:.2f} | {:.2f} |\n", rawp.median, rawp.p99);
   fmt::print("| tether Pipe | {:.2f} | {:.2f} |\n", tet.median, tet.p99);
-  fmt::print("\ntether / raw, median: {:.3f}\n\n", tet.median / raw.median);
+  fmt::print("\ntether / raw write, median: {:.3f}; tether / raw pwritev2, median: {:.3f}\n\n",
+             tet.median / raw.median, tet.median / rawp.median);
 
   // Throughput.
   fmt::print("## pipe one-way throughput (GB/s, median of {} runs each)\n\n", quick ? 1 : 7);
-  bool nosignal = tether::kernel_has_write_nosignal();
   fmt::print(
       "| message | pipe buffer | raw write | raw pwritev2 | tether | tether / raw write | tether / "
       "raw pwritev2 |\n"

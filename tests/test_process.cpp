@@ -618,3 +618,34 @@ TEST_F(Capture, InputWithoutStdinPipeIsAnError) {
   EXPECT_EQ(r.error(), std::errc::invalid_argument);
   (void)p.wait();
 }
+
+// ---------------------------------------------------------------- the reaper thread
+
+// Runs under TSan in CI (tools/test.sh). The children come from fork(), which
+// TSan follows; a clone(CLONE_VM) child would run TSan's interceptors on our
+// memory and confuse its bookkeeping.
+TEST(Reaper, ConcurrentDetachesAreAllReaped) {
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 25; ++i) {
+        // The child only calls _exit: safe although threads run.
+        auto child = tether::fork([]() -> int { _exit(0); }, {.allow_threads = true});
+        if (!child) {
+          ++failures;
+          continue;
+        }
+        child->detach();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  bool all_reaped = false;
+  for (int i = 0; i < 2000 && !all_reaped; ++i) {
+    all_reaped = !tether_test::has_children();
+    if (!all_reaped) std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_TRUE(all_reaped) << "the reaper left zombies";
+}

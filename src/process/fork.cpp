@@ -2,9 +2,13 @@
 //
 // fork() gives a pid, not a pidfd; pidfd_open(pid) afterwards is only safe
 // while the child cannot have been reaped (pidfd_open(2), NOTES). So the child
-// first waits on a gate pipe that the parent closes only once it holds the
-// pidfd: until then the child cannot exit, cannot be reaped, and its pid
-// cannot be recycled.
+// first waits on a gate pipe for one byte that the parent writes only once it
+// holds the pidfd: until then the child cannot exit, cannot be reaped, and
+// its pid cannot be recycled.
+//
+// The gate is a byte, not end-of-file: when two threads fork at once, each
+// child inherits the other's gate write end, and waiting for EOF would
+// deadlock the two children on each other.
 #include <cstdio>
 #include <exception>
 
@@ -41,15 +45,20 @@ Result<Forked> fork_here(ForkOptions options) {
   if (pid < 0) return fail(errno, "fork");
   if (pid == 0) {
     gate->second.reset();
-    char byte;
-    // Returns 0 (end of file) once the parent has its pidfd.
-    (void)retry_eintr([&] { return ::read(gate->first.get(), &byte, 1); });
+    char byte = 0;
+    ssize_t n = retry_eintr([&] { return ::read(gate->first.get(), &byte, 1); });
+    // End of file without the byte: the parent died before it let us go.
+    if (n != 1) ::_exit(127);
     gate->first.reset();
     return Forked{};
   }
   Fd pidfd(detail::pidfd_open(pid));
   int err = errno;
-  gate->second.reset();  // let the child go
+  if (pidfd.valid()) {
+    const char go = 'g';
+    (void)retry_eintr([&] { return ::write(gate->second.get(), &go, 1); });
+  }
+  gate->second.reset();
   if (!pidfd.valid()) {
     // Cannot happen for a live child of ours; if it does, do not leave it.
     ::kill(pid, SIGKILL);
