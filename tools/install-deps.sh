@@ -8,7 +8,8 @@ packages=(
   libfmt-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libbenchmark-dev
   clang-format
-  procps  # ps, used by an example
+  procps   # ps, used by an example
+  python3  # the other end in FIFO interoperability tests
 )
 
 missing=()

@@ -1,4 +1,5 @@
-// tether/channel.hpp — kernel transports. For now: anonymous pipes.
+// tether/channel.hpp — kernel transports: anonymous pipes and FIFOs.
 #pragma once
 
+#include "tether/channel/fifo.hpp"
 #include "tether/channel/pipe.hpp"
