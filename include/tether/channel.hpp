@@ -1,5 +1,6 @@
-// tether/channel.hpp — kernel transports: anonymous pipes and FIFOs.
+// tether/channel.hpp — kernel transports: anonymous pipes, FIFOs, sockets.
 #pragma once
 
 #include "tether/channel/fifo.hpp"
 #include "tether/channel/pipe.hpp"
+#include "tether/channel/socket.hpp"
