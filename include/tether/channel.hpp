@@ -1,6 +1,7 @@
 // tether/channel.hpp — kernel transports: anonymous pipes, FIFOs, sockets.
 #pragma once
 
+#include "tether/channel/channel.hpp"
 #include "tether/channel/fifo.hpp"
 #include "tether/channel/pipe.hpp"
 #include "tether/channel/socket.hpp"

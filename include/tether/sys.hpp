@@ -14,6 +14,7 @@
 #pragma once
 
 #include <poll.h>
+#include <sys/uio.h>
 #include <sys/types.h>
 
 #include <cerrno>
@@ -218,6 +219,9 @@ Result<std::size_t> read_some(int fd, std::span<std::byte> buf, std::string_view
 // blocks SIGPIPE in the calling thread for the duration of the call and
 // discards the signal it caused. EINTR is retried.
 Result<std::size_t> write_some(int fd, std::span<const std::byte> data, std::string_view what);
+
+// write_some() for several buffers in one system call (writev semantics).
+Result<std::size_t> writev_some(int fd, std::span<const struct iovec> buffers, std::string_view what);
 
 // True when write_some() can avoid SIGPIPE without touching the signal mask.
 bool kernel_has_write_nosignal() noexcept;

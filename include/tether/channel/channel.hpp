@@ -1,0 +1,169 @@
+// tether/channel/channel.hpp — one message API over every kernel transport.
+//
+//   auto server = tether::ChannelListener::listen("unix:/run/user/1000/app.sock");
+//   auto client = tether::Channel::connect("unix:/run/user/1000/app.sock", 2s);
+//   auto conn = server->accept(5s);
+//   client->send("hello");                       // a whole message
+//   auto msg = conn->recv_string(5s);             // "hello", boundaries kept
+//
+// Change the address to change the transport; the program stays the same.
+//
+// Addresses:
+//   unix:/path              Unix stream socket (length-prefixed frames)
+//   unix-seqpacket:/path    Unix seqpacket socket (the kernel keeps boundaries)
+//   unix-abstract:name      Unix stream socket in the abstract namespace
+//   tcp://host:port         TCP, IPv4 or IPv6 ([::1]:port); TCP_NODELAY on
+//
+// Frames on byte streams: a 4-byte little-endian length, then the payload,
+// written with one vectored system call. A frame longer than the maximum
+// message size is refused on both ends; a frame cut short by the peer's end
+// (it died mid-message) is reported as errc::truncated, never delivered.
+// After a framing error the channel is broken: every later call fails.
+//
+// End of stream and a vanished peer look the same on every transport:
+// recv fails with errc::end_of_stream when the peer closed cleanly between
+// messages; send fails with std::errc::broken_pipe (or connection_reset)
+// when the peer is gone, and always once recv has seen end of stream. (On
+// TCP alone, a send made before anything noticed the close may still be
+// accepted: the kernel learns of it from the peer's reset.) Nothing raises
+// SIGPIPE.
+#pragma once
+
+#include <cstddef>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+#include "tether/channel/pipe.hpp"
+#include "tether/channel/socket.hpp"
+#include "tether/sys.hpp"
+
+namespace tether {
+
+struct ChannelOptions {
+  // Largest message accepted for sending or receiving.
+  std::size_t max_message = 16u << 20;
+  // Kernel buffer to ask for (pipe capacity, socket send/receive buffer);
+  // 0 leaves the kernel's default. Bigger buffers move large messages
+  // faster (see docs/benchmarks.md); the kernel may cap them.
+  std::size_t buffer_size = 1u << 20;
+};
+
+class Channel {
+ public:
+  Channel() noexcept = default;
+  Channel(Channel&&) noexcept = default;
+  Channel& operator=(Channel&&) noexcept = default;
+
+  // Over transports you already have.
+  static Result<Channel> over_pipes(PipeReader in, PipeWriter out, ChannelOptions options = {});
+  static Result<Channel> over_socket(Socket socket, ChannelOptions options = {});
+  // Two connected ends in this process (e.g. to hand one to a fork child).
+  static Result<std::pair<Channel, Channel>> pipe_pair(ChannelOptions options = {});
+  static Result<std::pair<Channel, Channel>> socket_pair(SocketType type = SocketType::stream,
+                                                         ChannelOptions options = {});
+  // Connects to a ChannelListener's address (see the list above).
+  static Result<Channel> connect(std::string_view address, Deadline deadline = Deadline::never(),
+                                 ChannelOptions options = {});
+
+  bool valid() const noexcept { return in_.valid() || out_.valid(); }
+  // Readable when a message (or part of one) is waiting: for poll/epoll.
+  // A message may already be buffered: call try_recv until it would block.
+  int fd() const noexcept { return in_.get(); }
+  const std::string& description() const noexcept { return what_; }
+  std::size_t max_message() const noexcept { return options_.max_message; }
+
+  // Sends one whole message.
+  Result<void> send(std::span<const std::byte> message, Deadline deadline = Deadline::never());
+  Result<void> send(std::string_view text, Deadline deadline = Deadline::never()) {
+    return send(std::as_bytes(std::span(text)), deadline);
+  }
+  // Never blocks: would-block if nothing could be sent. If the kernel took
+  // part of a frame, the rest is kept and sent first by the next call (or
+  // flush()); the message counts as sent.
+  Result<void> try_send(std::span<const std::byte> message);
+  // Sends what try_send left over.
+  Result<void> flush(Deadline deadline = Deadline::never());
+
+  // Receives one whole message.
+  Result<std::vector<std::byte>> recv(Deadline deadline = Deadline::never());
+  Result<std::vector<std::byte>> try_recv();
+  Result<std::string> recv_string(Deadline deadline = Deadline::never());
+
+  // Trivially copyable values, sent as their bytes (no serialization).
+  template <class T>
+  requires std::is_trivially_copyable_v<T> Result<void> send_value(
+      const T& value, Deadline deadline = Deadline::never()) {
+    return send(std::as_bytes(std::span(&value, 1)), deadline);
+  }
+  template <class T>
+  requires std::is_trivially_copyable_v<T> && std::is_default_constructible_v<T> Result<T>
+  recv_value(Deadline deadline = Deadline::never()) {
+    auto m = recv(deadline);
+    if (!m) return std::unexpected(m.error());
+    if (m->size() != sizeof(T)) {
+      return fail(EBADMSG, "receive a value of " + std::to_string(sizeof(T)) + " bytes on " +
+                               what_ + ": got a message of " + std::to_string(m->size()));
+    }
+    T value;
+    std::memcpy(&value, m->data(), sizeof(T));
+    return value;
+  }
+
+  // Closes both directions; the peer sees end of stream.
+  Result<void> close() noexcept;
+
+ private:
+  enum class Kind { stream, packet };
+  static Result<Channel> make(Fd in, Fd out, Kind kind, bool socket, std::string what,
+                              ChannelOptions options);
+  Result<void> check_usable() const;
+  Result<std::size_t> write_frame(std::span<const std::byte> message, std::size_t offset);
+  Result<bool> fill(std::size_t want, Deadline deadline);  // false: end of stream
+  Result<std::vector<std::byte>> recv_stream(Deadline deadline);
+  Result<std::vector<std::byte>> recv_packet(Deadline deadline);
+  Result<void> await(int fd, short events, Deadline deadline) const;
+  void mark_broken(const Error& e);
+
+  Fd in_, out_;  // the same socket twice is held once: out_ is then empty
+  bool same_fd_ = false;
+  bool socket_ = false;
+  Kind kind_ = Kind::stream;
+  ChannelOptions options_;
+  std::string what_;
+  // Receive buffer: bytes [rpos_, rend_) are read but not yet delivered.
+  std::vector<std::byte> rbuf_;
+  std::size_t rpos_ = 0, rend_ = 0;
+  // The message being received, kept across a timeout.
+  std::vector<std::byte> partial_;
+  std::size_t partial_have_ = 0;
+  bool in_message_ = false;
+  // What try_send could not write yet (the tail of one frame).
+  std::vector<std::byte> pending_;
+  std::optional<Error> broken_;
+  bool peer_gone_ = false;  // recv saw end of stream: a Channel has no half-close
+};
+
+// Accepts channels on an address (see Channel's list).
+class ChannelListener {
+ public:
+  static Result<ChannelListener> listen(std::string_view address, ChannelOptions options = {},
+                                        PeerPolicy policy = PeerPolicy::same_user());
+  Result<Channel> accept(Deadline deadline = Deadline::never()) const;
+  int fd() const noexcept;
+  // The address, with the real port for tcp://host:0.
+  const std::string& address() const noexcept { return address_; }
+
+ private:
+  std::variant<UnixListener, TcpListener> listener_;
+  ChannelOptions options_;
+  bool packet_ = false;
+  std::string address_;
+};
+
+}  // namespace tether

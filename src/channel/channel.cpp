@@ -1,0 +1,481 @@
+#include "tether/channel/channel.hpp"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+
+#include <fmt/format.h>
+
+namespace tether {
+
+namespace {
+
+constexpr std::size_t kHeader = 4;
+constexpr std::size_t kReadChunk = 64 * 1024;
+
+void put_le32(std::byte* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
+}
+std::uint32_t get_le32(const std::byte* p) {
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<std::uint32_t>(p[i]) << (8 * i);
+  return v;
+}
+
+bool would_block(const Error& e) {
+  return e == std::errc::resource_unavailable_try_again;
+}
+
+// A parsed channel address.
+struct Address {
+  enum class Scheme { unix_stream, unix_seqpacket, unix_abstract, tcp } scheme;
+  std::string where;  // path, abstract name, or host
+  std::uint16_t port = 0;
+};
+
+Result<Address> parse_address(std::string_view text) {
+  auto bad = [&](std::string_view why) {
+    return fail(EINVAL, fmt::format("channel address '{}': {} (expected unix:/path, "
+                                    "unix-seqpacket:/path, unix-abstract:name or tcp://host:port)",
+                                    text, why));
+  };
+  auto starts = [&](std::string_view p) { return text.substr(0, p.size()) == p; };
+  if (starts("unix-seqpacket:"))
+    return Address{Address::Scheme::unix_seqpacket, std::string(text.substr(15))};
+  if (starts("unix-abstract:"))
+    return Address{Address::Scheme::unix_abstract, std::string(text.substr(14))};
+  if (starts("unix:")) return Address{Address::Scheme::unix_stream, std::string(text.substr(5))};
+  if (starts("tcp://")) {
+    std::string_view rest = text.substr(6);
+    std::string_view host, port;
+    if (rest.starts_with('[')) {  // [v6]:port
+      auto close = rest.find(']');
+      if (close == std::string_view::npos || close + 1 >= rest.size() || rest[close + 1] != ':') {
+        return bad("an IPv6 host goes in brackets: tcp://[::1]:port");
+      }
+      host = rest.substr(1, close - 1);
+      port = rest.substr(close + 2);
+    } else {
+      auto colon = rest.rfind(':');
+      if (colon == std::string_view::npos) return bad("no port");
+      host = rest.substr(0, colon);
+      port = rest.substr(colon + 1);
+    }
+    unsigned value = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (ec != std::errc() || end != port.data() + port.size() || value > 65535)
+      return bad("bad port");
+    return Address{Address::Scheme::tcp, std::string(host), static_cast<std::uint16_t>(value)};
+  }
+  return bad("unknown scheme");
+}
+
+Result<UnixAddress> unix_address(const Address& a) {
+  return a.scheme == Address::Scheme::unix_abstract ? UnixAddress::abstract(a.where)
+                                                    : UnixAddress::path(a.where);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- construction
+
+Result<Channel> Channel::make(Fd in, Fd out, Kind kind, bool socket, std::string what,
+                              ChannelOptions options) {
+  Channel c;
+  c.same_fd_ = !out.valid();
+  c.in_ = std::move(in);
+  c.out_ = std::move(out);
+  c.kind_ = kind;
+  c.socket_ = socket;
+  c.options_ = options;
+  c.what_ = std::move(what);
+  if (options.max_message > 0xffffffffu)
+    return fail(EINVAL, "channel " + c.what_ + ": max_message above 4 GiB");
+  // Non-blocking underneath: every wait is a poll with the caller's deadline.
+  for (Fd* fd : {&c.in_, &c.out_}) {
+    if (fd->valid()) {
+      if (auto r = fd->set_nonblocking(true); !r) return fail(r.error(), "channel " + c.what_);
+    }
+  }
+  // Bigger kernel buffers are a request, not a requirement: the kernel caps
+  // them (pipe-max-size, wmem_max) and we keep what it grants.
+  if (options.buffer_size > 0) {
+    int size = static_cast<int>(std::min<std::size_t>(options.buffer_size, 1u << 30));
+    if (socket) {
+      ::setsockopt(c.in_.get(), SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+      ::setsockopt(c.in_.get(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    } else {
+      for (Fd* fd : {&c.in_, &c.out_}) {
+        if (fd->valid()) (void)::fcntl(fd->get(), F_SETPIPE_SZ, size);
+      }
+    }
+  }
+  if (kind == Kind::stream) c.rbuf_.resize(kReadChunk);
+  return c;
+}
+
+Result<Channel> Channel::over_pipes(PipeReader in, PipeWriter out, ChannelOptions options) {
+  return make(std::move(in.handle()), std::move(out.handle()), Kind::stream, false, "pipe channel",
+              options);
+}
+
+Result<Channel> Channel::over_socket(Socket socket, ChannelOptions options) {
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (::getsockopt(socket.fd(), SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+    return fail(errno, "channel over " + socket.description());
+  }
+  if (type == SOCK_DGRAM) {
+    return fail(EINVAL,
+                "channel over " + socket.description() + ": datagram sockets are not reliable");
+  }
+  std::string what = socket.description();
+  return make(std::move(socket.handle()), Fd(),
+              type == SOCK_SEQPACKET ? Kind::packet : Kind::stream, true, std::move(what), options);
+}
+
+Result<std::pair<Channel, Channel>> Channel::pipe_pair(ChannelOptions options) {
+  auto d = DuplexPipe::create();
+  if (!d) return std::unexpected(d.error());
+  auto a = over_pipes(std::move(d->first.in), std::move(d->first.out), options);
+  if (!a) return std::unexpected(a.error());
+  auto b = over_pipes(std::move(d->second.in), std::move(d->second.out), options);
+  if (!b) return std::unexpected(b.error());
+  return std::pair<Channel, Channel>{std::move(*a), std::move(*b)};
+}
+
+Result<std::pair<Channel, Channel>> Channel::socket_pair(SocketType type, ChannelOptions options) {
+  auto p = tether::socket_pair(type);
+  if (!p) return std::unexpected(p.error());
+  auto a = over_socket(std::move(p->first), options);
+  if (!a) return std::unexpected(a.error());
+  auto b = over_socket(std::move(p->second), options);
+  if (!b) return std::unexpected(b.error());
+  return std::pair<Channel, Channel>{std::move(*a), std::move(*b)};
+}
+
+Result<Channel> Channel::connect(std::string_view address, Deadline deadline,
+                                 ChannelOptions options) {
+  auto a = parse_address(address);
+  if (!a) return std::unexpected(a.error());
+  Result<Socket> s = fail(EINVAL, "unreachable");
+  if (a->scheme == Address::Scheme::tcp) {
+    s = tcp_connect(a->where, a->port, deadline);
+  } else {
+    auto ua = unix_address(*a);
+    if (!ua) return std::unexpected(ua.error());
+    s = unix_connect(
+        *ua,
+        a->scheme == Address::Scheme::unix_seqpacket ? SocketType::seqpacket : SocketType::stream,
+        deadline);
+  }
+  if (!s) return std::unexpected(s.error());
+  return over_socket(std::move(*s), options);
+}
+
+Result<void> Channel::close() noexcept {
+  auto a = in_.close();
+  auto b = out_.close();
+  if (!a) return a;
+  return b;
+}
+
+// ---------------------------------------------------------------- helpers
+
+Result<void> Channel::check_usable() const {
+  if (broken_) return std::unexpected(*broken_);
+  if (!valid()) return fail(EBADF, "channel " + what_ + ": closed");
+  return {};
+}
+
+void Channel::mark_broken(const Error& e) {
+  broken_ = Error(e.code(), e.context() + " (the channel is now broken)");
+}
+
+Result<void> Channel::await(int fd, short events, Deadline deadline) const {
+  auto ready = wait_fd(fd, events, deadline, what_);
+  if (!ready) return std::unexpected(ready.error());
+  return {};
+}
+
+// ---------------------------------------------------------------- sending
+
+Result<std::size_t> Channel::write_frame(std::span<const std::byte> message, std::size_t offset) {
+  int fd = same_fd_ ? in_.get() : out_.get();
+  std::byte header[kHeader];
+  put_le32(header, static_cast<std::uint32_t>(message.size()));
+  iovec iov[2];
+  int count = 0;
+  if (kind_ == Kind::stream && offset < kHeader) {
+    iov[count++] = {header + offset, kHeader - offset};
+    iov[count++] = {const_cast<std::byte*>(message.data()), message.size()};
+  } else {
+    std::size_t skip = kind_ == Kind::stream ? offset - kHeader : offset;
+    iov[count++] = {const_cast<std::byte*>(message.data()) + skip, message.size() - skip};
+  }
+  if (socket_) {
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<std::size_t>(count);
+    ssize_t n = retry_eintr([&] { return ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT); });
+    if (n < 0) return fail(errno, "send on " + what_);
+    return static_cast<std::size_t>(n);
+  }
+  return writev_some(fd, std::span<const iovec>(iov, static_cast<std::size_t>(count)),
+                     "on " + what_);
+}
+
+Result<void> Channel::flush(Deadline deadline) {
+  if (auto ok = check_usable(); !ok) return ok;
+  int fd = same_fd_ ? in_.get() : out_.get();
+  while (!pending_.empty()) {
+    iovec iov{pending_.data(), pending_.size()};
+    Result<std::size_t> n = socket_ ? [&]() -> Result<std::size_t> {
+      ssize_t r = retry_eintr(
+          [&] { return ::send(fd, iov.iov_base, iov.iov_len, MSG_NOSIGNAL | MSG_DONTWAIT); });
+      if (r < 0) return fail(errno, "send on " + what_);
+      return static_cast<std::size_t>(r);
+    }()
+        : writev_some(fd, std::span<const iovec>(&iov, 1), "on " + what_);
+    if (n) {
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(*n));
+      continue;
+    }
+    if (!would_block(n.error())) {
+      mark_broken(n.error());
+      return std::unexpected(n.error());
+    }
+    if (auto r = await(fd, POLLOUT, deadline); !r) return r;
+  }
+  return {};
+}
+
+Result<void> Channel::send(std::span<const std::byte> message, Deadline deadline) {
+  if (auto ok = check_usable(); !ok) return ok;
+  if (!out_.valid() && !same_fd_) return fail(EBADF, "send on " + what_ + ": receive-only channel");
+  if (peer_gone_) return fail(EPIPE, "send on " + what_ + ": the peer closed the channel");
+  if (message.size() > options_.max_message) {
+    return fail(EMSGSIZE,
+                fmt::format("send on {}: a {}-byte message exceeds the maximum of {} bytes", what_,
+                            message.size(), options_.max_message));
+  }
+  if (kind_ == Kind::packet && message.empty()) {
+    return fail(EINVAL, "send on " + what_ +
+                            ": an empty message cannot be told from the end of a "
+                            "seqpacket stream");
+  }
+  if (auto f = flush(deadline); !f) return f;
+  int fd = same_fd_ ? in_.get() : out_.get();
+  std::size_t total = message.size() + (kind_ == Kind::stream ? kHeader : 0);
+  std::size_t done = 0;
+  while (done < total) {
+    auto n = write_frame(message, done);
+    if (n) {
+      done += *n;
+      continue;
+    }
+    if (!would_block(n.error())) {
+      if (done > 0) mark_broken(n.error());  // half a frame is in the stream
+      return std::unexpected(n.error());
+    }
+    auto ready = await(fd, POLLOUT, deadline);
+    if (!ready) {
+      if (done == 0) return ready;  // nothing of it went out: a clean failure
+      // Part of the frame is in the stream: keep the rest for the next call
+      // rather than leave the stream torn. The message counts as sent.
+      std::size_t payload_done = done > kHeader || kind_ == Kind::packet
+                                     ? done - (kind_ == Kind::stream ? kHeader : 0)
+                                     : 0;
+      std::byte header[kHeader];
+      put_le32(header, static_cast<std::uint32_t>(message.size()));
+      if (kind_ == Kind::stream && done < kHeader) pending_.assign(header + done, header + kHeader);
+      pending_.insert(pending_.end(), message.begin() + static_cast<std::ptrdiff_t>(payload_done),
+                      message.end());
+      return {};
+    }
+  }
+  return {};
+}
+
+Result<void> Channel::try_send(std::span<const std::byte> message) {
+  if (!pending_.empty()) {
+    if (auto f = flush(Deadline::immediate()); !f) {
+      if (f.error() == std::errc::timed_out) return fail(EAGAIN, "send on " + what_);
+      return f;
+    }
+  }
+  auto r = send(message, Deadline::immediate());
+  if (!r && r.error() == std::errc::timed_out) return fail(EAGAIN, "send on " + what_);
+  return r;
+}
+
+// ---------------------------------------------------------------- receiving
+
+Result<bool> Channel::fill(std::size_t want, Deadline deadline) {
+  while (rend_ - rpos_ < want) {
+    if (rbuf_.size() - rpos_ < want) {  // make room at the end
+      std::memmove(rbuf_.data(), rbuf_.data() + rpos_, rend_ - rpos_);
+      rend_ -= rpos_;
+      rpos_ = 0;
+    }
+    auto n = read_some(in_.get(), std::span(rbuf_).subspan(rend_), "on " + what_);
+    if (n) {
+      if (*n == 0) return false;
+      rend_ += *n;
+      continue;
+    }
+    if (!would_block(n.error())) return std::unexpected(n.error());
+    if (auto r = await(in_.get(), POLLIN, deadline); !r) return std::unexpected(r.error());
+  }
+  return true;
+}
+
+Result<std::vector<std::byte>> Channel::recv_stream(Deadline deadline) {
+  // A message in progress (partial_) survives a timeout, so nothing read is lost.
+  if (!in_message_) {
+    auto got = fill(kHeader, deadline);
+    if (!got) return std::unexpected(got.error());
+    if (!*got) {
+      if (rend_ == rpos_) {
+        peer_gone_ = true;
+        return fail(errc::end_of_stream, "receive on " + what_);
+      }
+      Error e(errc::truncated,
+              fmt::format("receive on {}: the stream ended inside a frame header", what_));
+      mark_broken(e);
+      return std::unexpected(e);
+    }
+    std::uint32_t len = get_le32(rbuf_.data() + rpos_);
+    if (len > options_.max_message) {
+      Error e =
+          Error::from_errno(EMSGSIZE, fmt::format("receive on {}: a frame announces {} bytes, more "
+                                                  "than the maximum of {} (garbage on the stream, "
+                                                  "or a peer with a larger limit)",
+                                                  what_, len, options_.max_message));
+      mark_broken(e);
+      return std::unexpected(e);
+    }
+    rpos_ += kHeader;
+    partial_.resize(len);
+    partial_have_ = 0;
+    in_message_ = true;
+  }
+  std::size_t len = partial_.size();
+  std::size_t take = std::min(len - partial_have_, rend_ - rpos_);
+  if (take > 0) std::memcpy(partial_.data() + partial_have_, rbuf_.data() + rpos_, take);
+  rpos_ += take;
+  partial_have_ += take;
+  if (rpos_ == rend_) rpos_ = rend_ = 0;
+  // The rest of a large message goes straight into it: no extra copy.
+  while (partial_have_ < len) {
+    auto n = read_some(in_.get(), std::span(partial_).subspan(partial_have_), "on " + what_);
+    if (n) {
+      if (*n == 0) {
+        Error e(errc::truncated,
+                fmt::format("receive on {}: the stream ended after {} of a {}-byte message", what_,
+                            partial_have_, len));
+        mark_broken(e);
+        return std::unexpected(e);
+      }
+      partial_have_ += *n;
+      continue;
+    }
+    if (!would_block(n.error())) return std::unexpected(n.error());
+    if (auto r = await(in_.get(), POLLIN, deadline); !r) return std::unexpected(r.error());
+  }
+  in_message_ = false;
+  return std::exchange(partial_, {});
+}
+
+Result<std::vector<std::byte>> Channel::recv_packet(Deadline deadline) {
+  for (;;) {
+    // The size of the next message, without taking it.
+    ssize_t size = retry_eintr(
+        [&] { return ::recv(in_.get(), nullptr, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT); });
+    if (size < 0) {
+      if (errno != EAGAIN) return fail(errno, "receive on " + what_);
+      if (auto r = await(in_.get(), POLLIN, deadline); !r) return std::unexpected(r.error());
+      continue;
+    }
+    if (size == 0) {  // empty messages are refused on send: this is the end
+      peer_gone_ = true;
+      return fail(errc::end_of_stream, "receive on " + what_);
+    }
+    std::vector<std::byte> message(static_cast<std::size_t>(size));
+    if (message.size() > options_.max_message) {
+      std::byte discard;
+      (void)::recv(in_.get(), &discard, 1, MSG_DONTWAIT);  // drop it; boundaries stay intact
+      return fail(EMSGSIZE,
+                  fmt::format("receive on {}: a {}-byte message exceeds the maximum of {} "
+                              "bytes (discarded)",
+                              what_, size, options_.max_message));
+    }
+    ssize_t n = retry_eintr(
+        [&] { return ::recv(in_.get(), message.data(), message.size(), MSG_DONTWAIT); });
+    if (n < 0) return fail(errno, "receive on " + what_);
+    return message;
+  }
+}
+
+Result<std::vector<std::byte>> Channel::recv(Deadline deadline) {
+  if (auto ok = check_usable(); !ok) return std::unexpected(ok.error());
+  if (!in_.valid()) return fail(EBADF, "receive on " + what_ + ": send-only channel");
+  return kind_ == Kind::stream ? recv_stream(deadline) : recv_packet(deadline);
+}
+
+Result<std::vector<std::byte>> Channel::try_recv() {
+  auto r = recv(Deadline::immediate());
+  if (!r && r.error() == std::errc::timed_out) return fail(EAGAIN, "receive on " + what_);
+  return r;
+}
+
+Result<std::string> Channel::recv_string(Deadline deadline) {
+  auto m = recv(deadline);
+  if (!m) return std::unexpected(m.error());
+  return std::string(reinterpret_cast<const char*>(m->data()), m->size());
+}
+
+// ---------------------------------------------------------------- listener
+
+Result<ChannelListener> ChannelListener::listen(std::string_view address, ChannelOptions options,
+                                                PeerPolicy policy) {
+  auto a = parse_address(address);
+  if (!a) return std::unexpected(a.error());
+  ChannelListener l;
+  l.options_ = options;
+  if (a->scheme == Address::Scheme::tcp) {
+    auto t = TcpListener::listen(a->where, a->port);
+    if (!t) return std::unexpected(t.error());
+    l.address_ = a->where.find(':') != std::string::npos
+                     ? fmt::format("tcp://[{}]:{}", a->where, t->port())
+                     : fmt::format("tcp://{}:{}", a->where, t->port());
+    l.listener_ = std::move(*t);
+    return l;
+  }
+  auto ua = unix_address(*a);
+  if (!ua) return std::unexpected(ua.error());
+  UnixListenOptions uo;
+  uo.policy = std::move(policy);
+  l.packet_ = a->scheme == Address::Scheme::unix_seqpacket;
+  uo.type = l.packet_ ? SocketType::seqpacket : SocketType::stream;
+  auto u = UnixListener::listen(*ua, uo);
+  if (!u) return std::unexpected(u.error());
+  l.address_ = std::string(address);
+  l.listener_ = std::move(*u);
+  return l;
+}
+
+Result<Channel> ChannelListener::accept(Deadline deadline) const {
+  Result<Socket> s = std::visit([&](const auto& l) { return l.accept(deadline); }, listener_);
+  if (!s) return std::unexpected(s.error());
+  return Channel::over_socket(std::move(*s), options_);
+}
+
+int ChannelListener::fd() const noexcept {
+  return std::visit([](const auto& l) { return l.fd(); }, listener_);
+}
+
+}  // namespace tether

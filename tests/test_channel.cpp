@@ -1,0 +1,288 @@
+#include <signal.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using tether::Channel;
+using tether::ChannelListener;
+using tether::ChannelOptions;
+using tether_test::Clean;
+using tether_test::must;
+
+namespace {
+
+std::span<const std::byte> bytes(std::string_view s) {
+  return std::as_bytes(std::span(s));
+}
+
+std::string temp_socket() {
+  return (std::filesystem::temp_directory_path() / tether_test::unique_name("tether-ch")).string();
+}
+
+// Two connected channels over one transport.
+struct Ends {
+  Channel a, b;
+  bool packet = false;  // message sockets: empty messages refused, kernel-sized limits
+};
+
+Ends connect_over(const std::string& transport, ChannelOptions options = {}) {
+  if (transport == "pipes") {
+    auto [a, b] = must(Channel::pipe_pair(options));
+    return {std::move(a), std::move(b)};
+  }
+  if (transport == "socketpair") {
+    auto [a, b] = must(Channel::socket_pair(tether::SocketType::stream, options));
+    return {std::move(a), std::move(b)};
+  }
+  if (transport == "socketpair-seqpacket") {
+    auto [a, b] = must(Channel::socket_pair(tether::SocketType::seqpacket, options));
+    return {std::move(a), std::move(b), true};
+  }
+  std::string address = transport == "unix"             ? "unix:" + temp_socket()
+                        : transport == "unix-seqpacket" ? "unix-seqpacket:" + temp_socket()
+                        : transport == "unix-abstract"
+                            ? "unix-abstract:" + tether_test::unique_name("ch")
+                            : "tcp://127.0.0.1:0";
+  auto listener = must(ChannelListener::listen(address, options));
+  auto client = must(Channel::connect(listener.address(), 10s, options));
+  auto server = must(listener.accept(10s));
+  return {std::move(client), std::move(server), transport == "unix-seqpacket"};
+}
+
+}  // namespace
+
+class ChannelTest : public Clean, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(ChannelTest, MessagesKeepTheirBoundaries) {
+  auto ends = connect_over(GetParam());
+  std::vector<std::string> messages = {"a", "bb", std::string(3000, 'c'), "d"};
+  if (!ends.packet) messages.push_back("");  // an empty message, on streams
+  for (const auto& m : messages) TT_ASSERT_OK(ends.a.send(m, 10s));
+  for (const auto& m : messages) EXPECT_EQ(must(ends.b.recv_string(10s)), m);
+  TT_ASSERT_OK(ends.b.send("back", 10s));
+  EXPECT_EQ(must(ends.a.recv_string(10s)), "back");
+}
+
+TEST_P(ChannelTest, LargeMessagesWithAConcurrentPeer) {
+  auto ends = connect_over(GetParam());
+  std::size_t size = ends.packet ? 60000 : 4u << 20;
+  std::string big(size, 'x');
+  for (std::size_t i = 0; i < size; i += 101) big[i] = static_cast<char>('a' + i % 26);
+  // The child echoes one message back; both directions exceed the buffers.
+  auto child = must(tether::fork([&] {
+    auto m = ends.b.recv(20s);
+    if (!m || !ends.b.send(*m, 20s)) return 1;
+    return 0;
+  }));
+  TT_ASSERT_OK(ends.a.send(big, 20s));
+  EXPECT_TRUE(must(ends.a.recv_string(20s)) == big);
+  EXPECT_TRUE(must(child.wait(20s)).success());
+}
+
+TEST_P(ChannelTest, MaximumSizeIsEnforcedOnSend) {
+  auto ends = connect_over(GetParam(), {.max_message = 1000});
+  auto r = ends.a.send(std::string(1001, 'y'));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), std::errc::message_size);
+  EXPECT_NE(r.error().message().find("a 1001-byte message exceeds the maximum of 1000"),
+            std::string::npos);
+  TT_ASSERT_OK(ends.a.send("still fine", 10s));  // not broken by a refused send
+  EXPECT_EQ(must(ends.b.recv_string(10s)), "still fine");
+}
+
+TEST_P(ChannelTest, PeerCloseIsEndOfStreamAndBrokenPipe) {
+  auto ends = connect_over(GetParam());
+  TT_ASSERT_OK(ends.a.send("last words", 10s));
+  TT_ASSERT_OK(ends.a.close());
+  EXPECT_EQ(must(ends.b.recv_string(10s)), "last words");
+  auto eos = ends.b.recv(10s);
+  ASSERT_FALSE(eos);
+  EXPECT_EQ(eos.error(), tether::errc::end_of_stream);
+  auto sent = ends.b.send("anyone?", 10s);
+  ASSERT_FALSE(sent);
+  EXPECT_TRUE(sent.error() == std::errc::broken_pipe || sent.error() == std::errc::connection_reset)
+      << sent.error().message();
+}
+
+TEST_P(ChannelTest, DeadlineAndTryForms) {
+  auto ends = connect_over(GetParam());
+  EXPECT_EQ(ends.b.recv(20ms).error(), std::errc::timed_out);
+  EXPECT_EQ(ends.b.try_recv().error(), std::errc::resource_unavailable_try_again);
+  TT_ASSERT_OK(ends.a.try_send(bytes("quick")));
+  EXPECT_EQ(must(ends.b.recv_string(10s)), "quick");
+}
+
+TEST_P(ChannelTest, TypedValues) {
+  struct Sample {
+    int id;
+    double value;
+    char tag[8];
+  };
+  auto ends = connect_over(GetParam());
+  TT_ASSERT_OK(ends.a.send_value(Sample{7, 2.5, "probe"}, 10s));
+  auto s = must(ends.b.recv_value<Sample>(10s));
+  EXPECT_EQ(s.id, 7);
+  EXPECT_EQ(s.value, 2.5);
+  EXPECT_STREQ(s.tag, "probe");
+  TT_ASSERT_OK(ends.a.send_value(std::uint16_t{1}, 10s));
+  EXPECT_EQ(ends.b.recv_value<Sample>(10s).error(), std::errc::bad_message);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, ChannelTest,
+                         ::testing::Values("pipes", "socketpair", "socketpair-seqpacket", "unix",
+                                           "unix-seqpacket", "unix-abstract", "tcp"),
+                         [](const auto& param_info) {
+                           std::string name = param_info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+// ---------------------------------------------------------------- faults on byte streams
+
+using ChannelFaults = Clean;
+
+namespace {
+
+// A channel whose peer is a raw socket we can write anything to.
+std::pair<Channel, tether::Socket> channel_with_raw_peer(ChannelOptions options = {}) {
+  auto [a, raw] = must(tether::socket_pair());
+  return {must(Channel::over_socket(std::move(a), options)), std::move(raw)};
+}
+
+std::string header(std::uint32_t len) {
+  std::string h(4, '\0');
+  for (int i = 0; i < 4; ++i) h[i] = static_cast<char>((len >> (8 * i)) & 0xff);
+  return h;
+}
+
+}  // namespace
+
+TEST_F(ChannelFaults, GarbageBytesAreAnErrorNotAMessage) {
+  auto [ch, raw] = channel_with_raw_peer();
+  TT_ASSERT_OK(raw.send_all("GARBAGE!GARBAGE!"));
+  auto r = ch.recv(10s);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), std::errc::message_size);
+  EXPECT_NE(r.error().message().find("garbage on the stream"), std::string::npos)
+      << r.error().message();
+  // Broken for good: no resynchronisation on a guess.
+  EXPECT_NE(ch.recv(10ms).error().message().find("broken"), std::string::npos);
+  EXPECT_FALSE(ch.send("x"));
+}
+
+TEST_F(ChannelFaults, OversizedFrameIsRefusedByTheReceiver) {
+  auto [ch, raw] = channel_with_raw_peer({.max_message = 100});
+  TT_ASSERT_OK(raw.send_all(header(101) + std::string(101, 'o')));
+  EXPECT_EQ(ch.recv(10s).error(), std::errc::message_size);
+}
+
+TEST_F(ChannelFaults, TruncatedFrameIsNeverDelivered) {
+  auto [ch, raw] = channel_with_raw_peer();
+  TT_ASSERT_OK(raw.send_all(header(100) + std::string(10, 't')));
+  TT_ASSERT_OK(raw.close());
+  auto r = ch.recv(10s);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), tether::errc::truncated);
+  EXPECT_NE(r.error().message().find("after 10 of a 100-byte message"), std::string::npos)
+      << r.error().message();
+
+  auto [ch2, raw2] = channel_with_raw_peer();
+  TT_ASSERT_OK(raw2.send_all(std::string("\x05\x00", 2)));  // half a header
+  TT_ASSERT_OK(raw2.close());
+  EXPECT_EQ(ch2.recv(10s).error(), tether::errc::truncated);
+}
+
+TEST_F(ChannelFaults, PeerKilledMidMessage) {
+  auto [ch, raw] = channel_with_raw_peer();
+  auto child = must(tether::fork([&] {
+    (void)raw.send_all(header(1000) + std::string(500, 'k'));
+    ::raise(SIGKILL);  // dies in the middle of its message
+    return 0;
+  }));
+  TT_ASSERT_OK(raw.close());  // only the dead child held the other end
+  EXPECT_EQ(ch.recv(10s).error(), tether::errc::truncated);
+  EXPECT_EQ(must(child.wait(10s)).signal(), SIGKILL);
+}
+
+TEST_F(ChannelFaults, TryRecvKeepsAPartialMessage) {
+  auto [ch, raw] = channel_with_raw_peer();
+  TT_ASSERT_OK(raw.send_all(header(8) + "half"));
+  EXPECT_EQ(ch.try_recv().error(), std::errc::resource_unavailable_try_again);
+  EXPECT_EQ(ch.recv(20ms).error(), std::errc::timed_out);
+  TT_ASSERT_OK(raw.send_all("done"));
+  auto m = must(ch.recv(10s));
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(m.data()), m.size()), "halfdone");
+}
+
+TEST_F(ChannelFaults, TrySendNeverTearsTheStream) {
+  auto [a, b] = must(Channel::socket_pair(tether::SocketType::stream, {.buffer_size = 0}));
+  std::string msg(10000, 'm');
+  int sent = 0;
+  for (;;) {
+    auto r = a.try_send(bytes(msg));
+    if (!r) {
+      EXPECT_EQ(r.error(), std::errc::resource_unavailable_try_again);
+      break;
+    }
+    ++sent;
+  }
+  ASSERT_GT(sent, 0);
+  // Drain on the other side while the rest of the last frame is flushed.
+  auto child = must(tether::fork([&] { return a.flush(20s) ? 0 : 1; }));
+  for (int i = 0; i < sent; ++i) {
+    auto m = b.recv(20s);
+    ASSERT_TRUE(m) << i << ": " << m.error().message();
+    ASSERT_EQ(m->size(), msg.size());
+  }
+  EXPECT_TRUE(must(child.wait(20s)).success());
+}
+
+TEST_F(ChannelFaults, SeqpacketRefusesEmptyAndOversizedMessages) {
+  auto [a, b] = must(Channel::socket_pair(tether::SocketType::seqpacket, {.max_message = 64}));
+  EXPECT_EQ(a.send("").error(), std::errc::invalid_argument);
+  auto raw = must(tether::socket_pair(tether::SocketType::seqpacket));
+  auto ch = must(Channel::over_socket(std::move(raw.first), {.max_message = 64}));
+  TT_ASSERT_OK(raw.second.send(bytes(std::string(65, 'z'))));
+  TT_ASSERT_OK(raw.second.send(bytes("next")));
+  EXPECT_EQ(ch.recv(10s).error(), std::errc::message_size);
+  EXPECT_EQ(must(ch.recv_string(10s)), "next");  // boundaries intact: not broken
+}
+
+TEST_F(ChannelFaults, BadAddressesSayWhatIsExpected) {
+  for (std::string bad : {"foo:bar", "tcp://localhost", "tcp://[::1]80", "tcp://127.0.0.1:99999"}) {
+    auto r = Channel::connect(bad, 1s);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error(), std::errc::invalid_argument) << bad;
+    EXPECT_NE(r.error().message().find("expected unix:/path"), std::string::npos)
+        << r.error().message();
+  }
+}
+
+TEST_F(ChannelFaults, SignalsDuringBlockingCalls) {
+  struct sigaction sa {
+  }, old{};
+  sa.sa_handler = [](int) {};
+  sigaction(SIGALRM, &sa, &old);  // no SA_RESTART: calls see EINTR
+  itimerval every_ms{{0, 1000}, {0, 1000}};
+  setitimer(ITIMER_REAL, &every_ms, nullptr);
+  auto [a, b] = must(Channel::pipe_pair());
+  auto child = must(tether::fork([&] {
+    for (int i = 0; i < 200; ++i) {
+      if (!b.send(std::string(5000, static_cast<char>('a' + i % 26)), 20s)) return 1;
+    }
+    return 0;
+  }));
+  for (int i = 0; i < 200; ++i) {
+    auto m = a.recv_string(20s);
+    ASSERT_TRUE(m) << m.error().message();
+    ASSERT_EQ(*m, std::string(5000, static_cast<char>('a' + i % 26)));
+  }
+  itimerval off{};
+  setitimer(ITIMER_REAL, &off, nullptr);
+  sigaction(SIGALRM, &old, nullptr);
+  EXPECT_TRUE(must(child.wait(20s)).success());
+}
