@@ -1,0 +1,45 @@
+// The same program over every transport: only the address changes.
+//   channel_transports [ADDRESS...]
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <tether/tether.hpp>
+
+// A server that answers one request, and a forked client that asks.
+int talk_over(const std::string& address) {
+  using namespace std::chrono_literals;
+  auto server = tether::ChannelListener::listen(address);
+  if (!server) return std::printf("%s: %s\n", address.c_str(), server.error().message().c_str()), 1;
+  auto client = tether::fork([&] {
+    auto ch = tether::Channel::connect(server->address(), 10s);
+    if (!ch || !ch->send("hello from pid " + std::to_string(getpid()))) return 1;
+    auto reply = ch->recv_string(10s);
+    return reply && *reply == "got it" ? 0 : 1;
+  });
+  auto conn = server->accept(10s);
+  if (!conn) return std::printf("%s: %s\n", address.c_str(), conn.error().message().c_str()), 1;
+  auto request = conn->recv_string(10s).value();
+  conn->send("got it").value();
+  auto status = client->wait(10s).value();
+  std::string scheme = address.substr(0, address.find(':'));
+  std::printf("%-15s server heard '%s'; client %s\n", scheme.c_str(), request.c_str(),
+              status.describe().c_str());
+  return status.success() ? 0 : 1;
+}
+
+int main(int argc, char** argv) {
+  std::string tmp = "/tmp/channel-transports-" + std::to_string(getpid());
+  std::vector<std::string> addresses(argv + 1, argv + argc);
+  if (addresses.empty()) {
+    addresses = {"unix:" + tmp + ".sock", "unix-seqpacket:" + tmp + ".seq",
+                 "unix-abstract:channel-transports-" + std::to_string(getpid()),
+                 "tcp://127.0.0.1:0"};
+  }
+  int failures = 0;
+  for (const auto& a : addresses) failures += talk_over(a);
+  return failures;
+}
