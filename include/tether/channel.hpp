@@ -3,5 +3,6 @@
 
 #include "tether/channel/channel.hpp"
 #include "tether/channel/fifo.hpp"
+#include "tether/channel/message_queue.hpp"
 #include "tether/channel/pipe.hpp"
 #include "tether/channel/socket.hpp"
