@@ -35,9 +35,14 @@ int main(int argc, char** argv) {
   std::string tmp = "/tmp/channel-transports-" + std::to_string(getpid());
   std::vector<std::string> addresses(argv + 1, argv + argc);
   if (addresses.empty()) {
-    addresses = {"unix:" + tmp + ".sock", "unix-seqpacket:" + tmp + ".seq",
-                 "unix-abstract:channel-transports-" + std::to_string(getpid()),
-                 "tcp://127.0.0.1:0"};
+    std::string pid = std::to_string(getpid());
+    addresses = {"unix:" + tmp + ".sock",
+                 "unix-seqpacket:" + tmp + ".seq",
+                 "unix-abstract:channel-transports-" + pid,
+                 "tcp://127.0.0.1:0",
+                 "fifo:" + tmp + ".fifo",
+                 "mq:/channel-transports-" + pid,
+                 "sysv:" + std::to_string(0x7d000000 + (getpid() & 0xffffff))};
   }
   int failures = 0;
   for (const auto& a : addresses) failures += talk_over(a);

@@ -1,6 +1,7 @@
 #include "tether/channel/channel.hpp"
 
 #include <fcntl.h>
+#include <mqueue.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -31,7 +32,15 @@ bool would_block(const Error& e) {
 
 // A parsed channel address.
 struct Address {
-  enum class Scheme { unix_stream, unix_seqpacket, unix_abstract, tcp } scheme;
+  enum class Scheme {
+    unix_stream,
+    unix_seqpacket,
+    unix_abstract,
+    tcp,
+    fifo,
+    posix_mq,
+    sysv
+  } scheme;
   std::string where;  // path, abstract name, or host
   std::uint16_t port = 0;
 };
@@ -39,7 +48,8 @@ struct Address {
 Result<Address> parse_address(std::string_view text) {
   auto bad = [&](std::string_view why) {
     return fail(EINVAL, fmt::format("channel address '{}': {} (expected unix:/path, "
-                                    "unix-seqpacket:/path, unix-abstract:name or tcp://host:port)",
+                                    "unix-seqpacket:/path, unix-abstract:name, tcp://host:port, "
+                                    "fifo:/path, mq:/name or sysv:KEY)",
                                     text, why));
   };
   auto starts = [&](std::string_view p) { return text.substr(0, p.size()) == p; };
@@ -48,6 +58,9 @@ Result<Address> parse_address(std::string_view text) {
   if (starts("unix-abstract:"))
     return Address{Address::Scheme::unix_abstract, std::string(text.substr(14))};
   if (starts("unix:")) return Address{Address::Scheme::unix_stream, std::string(text.substr(5))};
+  if (starts("fifo:")) return Address{Address::Scheme::fifo, std::string(text.substr(5))};
+  if (starts("mq:")) return Address{Address::Scheme::posix_mq, std::string(text.substr(3))};
+  if (starts("sysv:")) return Address{Address::Scheme::sysv, std::string(text.substr(5))};
   if (starts("tcp://")) {
     std::string_view rest = text.substr(6);
     std::string_view host, port;
@@ -71,6 +84,36 @@ Result<Address> parse_address(std::string_view text) {
     return Address{Address::Scheme::tcp, std::string(host), static_cast<std::uint16_t>(value)};
   }
   return bad("unknown scheme");
+}
+
+// sysv:KEY — a number (decimal or 0x hex) or a path for ftok(3).
+Result<key_t> sysv_key(const std::string& text) {
+  if (!text.empty() && text[0] == '/') return SysvQueue::key_from_path(text, 't');
+  long value = 0;
+  bool hex = text.starts_with("0x") || text.starts_with("0X");
+  std::string_view digits = std::string_view(text).substr(hex ? 2 : 0);
+  auto [end, ec] =
+      std::from_chars(digits.data(), digits.data() + digits.size(), value, hex ? 16 : 10);
+  if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size()) {
+    return fail(EINVAL,
+                fmt::format("channel address 'sysv:{}': the key must be a number (12, 0x1f) or "
+                            "a path",
+                            text));
+  }
+  return static_cast<key_t>(value);
+}
+
+// The message size of an open POSIX queue.
+Result<std::size_t> queue_message_size(int mq, const std::string& name) {
+  mq_attr attr{};
+  if (::mq_getattr(mq, &attr) != 0) return fail(errno, "get attributes of POSIX queue " + name);
+  return static_cast<std::size_t>(attr.mq_msgsize);
+}
+
+Result<Fd> open_queue(const std::string& name) {
+  int mq = ::mq_open(name.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (mq < 0) return fail(errno, "open POSIX queue " + name);
+  return Fd(mq);  // on Linux an mqd_t is a descriptor: mq_close is close
 }
 
 Result<UnixAddress> unix_address(const Address& a) {
@@ -102,7 +145,7 @@ Result<Channel> Channel::make(Fd in, Fd out, Kind kind, bool socket, std::string
   }
   // Bigger kernel buffers are a request, not a requirement: the kernel caps
   // them (pipe-max-size, wmem_max) and we keep what it grants.
-  if (options.buffer_size > 0) {
+  if (options.buffer_size > 0 && (kind == Kind::stream || kind == Kind::packet)) {
     int size = static_cast<int>(std::min<std::size_t>(options.buffer_size, 1u << 30));
     if (socket) {
       ::setsockopt(c.in_.get(), SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
@@ -161,6 +204,50 @@ Result<Channel> Channel::connect(std::string_view address, Deadline deadline,
                                  ChannelOptions options) {
   auto a = parse_address(address);
   if (!a) return std::unexpected(a.error());
+  switch (a->scheme) {
+    case Address::Scheme::fifo: {
+      auto up = Fifo::attach(a->where + ".c2s");
+      if (!up) return fail(up.error(), "connect to fifo:" + a->where);
+      auto down = Fifo::attach(a->where + ".s2c");
+      if (!down) return fail(down.error(), "connect to fifo:" + a->where);
+      // Writer first: it waits for the server's reader, so when the server
+      // sees our reader, our writer already exists (no spurious end of stream).
+      auto writer = up->open_writer(deadline);
+      if (!writer) return fail(writer.error(), "connect to fifo:" + a->where);
+      auto reader = down->open_reader(Deadline::immediate());
+      if (!reader) return fail(reader.error(), "connect to fifo:" + a->where);
+      auto c = over_pipes(std::move(*reader), std::move(*writer), options);
+      if (c) c->what_ = "fifo:" + a->where;
+      return c;
+    }
+    case Address::Scheme::posix_mq: {
+      auto out = open_queue(a->where + ".c2s");
+      if (!out) return fail(out.error(), "connect to mq:" + a->where);
+      auto in = open_queue(a->where + ".s2c");
+      if (!in) return fail(in.error(), "connect to mq:" + a->where);
+      auto size = queue_message_size(in->get(), a->where + ".s2c");
+      if (!size) return std::unexpected(size.error());
+      auto c =
+          make(std::move(*in), std::move(*out), Kind::posix_mq, false, "mq:" + a->where, options);
+      if (c) c->queue_message_size_ = *size;
+      return c;
+    }
+    case Address::Scheme::sysv: {
+      auto key = sysv_key(a->where);
+      if (!key) return std::unexpected(key.error());
+      auto q = SysvQueue::open(*key);
+      if (!q) return fail(q.error(), "connect to sysv:" + a->where);
+      auto c = make(Fd(), Fd(), Kind::sysv, false, "sysv:" + a->where, options);
+      if (c) {
+        c->sysv_id_ = q->id();
+        c->send_type_ = 1;
+        c->recv_type_ = 2;
+      }
+      return c;
+    }
+    default:
+      break;
+  }
   Result<Socket> s = fail(EINVAL, "unreachable");
   if (a->scheme == Address::Scheme::tcp) {
     s = tcp_connect(a->where, a->port, deadline);
@@ -177,6 +264,7 @@ Result<Channel> Channel::connect(std::string_view address, Deadline deadline,
 }
 
 Result<void> Channel::close() noexcept {
+  sysv_id_ = -1;  // the queue belongs to the listener; we only stop using it
   auto a = in_.close();
   auto b = out_.close();
   if (!a) return a;
@@ -262,6 +350,7 @@ Result<void> Channel::send(std::span<const std::byte> message, Deadline deadline
                 fmt::format("send on {}: a {}-byte message exceeds the maximum of {} bytes", what_,
                             message.size(), options_.max_message));
   }
+  if (kind_ == Kind::posix_mq || kind_ == Kind::sysv) return send_queue(message, deadline);
   if (kind_ == Kind::packet && message.empty()) {
     return fail(EINVAL, "send on " + what_ +
                             ": an empty message cannot be told from the end of a "
@@ -420,8 +509,44 @@ Result<std::vector<std::byte>> Channel::recv_packet(Deadline deadline) {
   }
 }
 
+Result<void> Channel::send_queue(std::span<const std::byte> message, Deadline deadline) {
+  if (kind_ == Kind::sysv) return SysvQueue::from_id(sysv_id_).send(send_type_, message, deadline);
+  for (;;) {
+    int r = retry_eintr([&] {
+      return ::mq_send(out_.get(), reinterpret_cast<const char*>(message.data()), message.size(),
+                       0);
+    });
+    if (r == 0) return {};
+    if (errno != EAGAIN) return fail(errno, "send on " + what_);
+    if (auto ready = await(out_.get(), POLLOUT, deadline); !ready) return ready;
+  }
+}
+
+Result<std::vector<std::byte>> Channel::recv_queue(Deadline deadline) {
+  if (kind_ == Kind::sysv) {
+    auto m = SysvQueue::from_id(sysv_id_).recv(recv_type_, deadline);
+    if (!m) return std::unexpected(m.error());
+    return std::move(m->data);
+  }
+  std::vector<std::byte> message(queue_message_size_);
+  for (;;) {
+    ssize_t n = retry_eintr([&] {
+      return ::mq_receive(in_.get(), reinterpret_cast<char*>(message.data()), message.size(),
+                          nullptr);
+    });
+    if (n >= 0) {
+      message.resize(static_cast<std::size_t>(n));
+      return message;
+    }
+    if (errno != EAGAIN) return fail(errno, "receive on " + what_);
+    if (auto ready = await(in_.get(), POLLIN, deadline); !ready)
+      return std::unexpected(ready.error());
+  }
+}
+
 Result<std::vector<std::byte>> Channel::recv(Deadline deadline) {
   if (auto ok = check_usable(); !ok) return std::unexpected(ok.error());
+  if (kind_ == Kind::posix_mq || kind_ == Kind::sysv) return recv_queue(deadline);
   if (!in_.valid()) return fail(EBADF, "receive on " + what_ + ": send-only channel");
   return kind_ == Kind::stream ? recv_stream(deadline) : recv_packet(deadline);
 }
@@ -455,6 +580,36 @@ Result<ChannelListener> ChannelListener::listen(std::string_view address, Channe
     l.listener_ = std::move(*t);
     return l;
   }
+  if (a->scheme == Address::Scheme::fifo || a->scheme == Address::Scheme::posix_mq ||
+      a->scheme == Address::Scheme::sysv) {
+    Rendezvous r;
+    r.scheme = std::string(address.substr(0, address.find(':')));
+    r.name = a->where;
+    if (a->scheme == Address::Scheme::fifo) {
+      for (const char* suffix : {".c2s", ".s2c"}) {
+        auto f = Fifo::create(a->where + suffix);
+        if (!f) return fail(f.error(), fmt::format("listen on {}", address));
+        r.fifos.push_back(std::move(*f));
+      }
+    } else if (a->scheme == Address::Scheme::posix_mq) {
+      PosixQueueOptions qo;
+      qo.message_size = static_cast<long>(std::min<std::size_t>(options.max_message, 8192));
+      for (const char* suffix : {".c2s", ".s2c"}) {
+        auto q = PosixQueue::create(a->where + suffix, qo);
+        if (!q) return fail(q.error(), fmt::format("listen on {}", address));
+        r.queues.push_back(std::move(*q));
+      }
+    } else {
+      auto key = sysv_key(a->where);
+      if (!key) return std::unexpected(key.error());
+      auto q = SysvQueue::create(*key);
+      if (!q) return fail(q.error(), fmt::format("listen on {}", address));
+      r.sysv = std::move(*q);
+    }
+    l.address_ = std::string(address);
+    l.listener_ = std::move(r);
+    return l;
+  }
   auto ua = unix_address(*a);
   if (!ua) return std::unexpected(ua.error());
   UnixListenOptions uo;
@@ -469,13 +624,62 @@ Result<ChannelListener> ChannelListener::listen(std::string_view address, Channe
 }
 
 Result<Channel> ChannelListener::accept(Deadline deadline) const {
-  Result<Socket> s = std::visit([&](const auto& l) { return l.accept(deadline); }, listener_);
+  if (const auto* r = std::get_if<Rendezvous>(&listener_)) {
+    std::string what = r->scheme + ":" + r->name;
+    if (!r->fifos.empty()) {
+      // Our reader first (never blocks), then our writer, which waits for
+      // the client's reader; the client opened its writer before that.
+      auto reader = r->fifos[0].open_reader(Deadline::immediate());
+      if (!reader) return fail(reader.error(), "accept on " + what);
+      auto writer = r->fifos[1].open_writer(deadline);
+      if (!writer) return fail(writer.error(), "accept on " + what);
+      auto c = Channel::over_pipes(std::move(*reader), std::move(*writer), options_);
+      if (c) c->what_ = what;
+      return c;
+    }
+    if (!r->queues.empty()) {
+      auto in = open_queue(r->queues[0].name());
+      if (!in) return fail(in.error(), "accept on " + what);
+      auto out = open_queue(r->queues[1].name());
+      if (!out) return fail(out.error(), "accept on " + what);
+      auto size = queue_message_size(in->get(), r->queues[0].name());
+      if (!size) return std::unexpected(size.error());
+      auto c = Channel::make(std::move(*in), std::move(*out), Channel::Kind::posix_mq, false, what,
+                             options_);
+      if (c) c->queue_message_size_ = *size;
+      return c;
+    }
+    auto c = Channel::make(Fd(), Fd(), Channel::Kind::sysv, false, what, options_);
+    if (c) {
+      c->sysv_id_ = r->sysv->id();
+      c->send_type_ = 2;
+      c->recv_type_ = 1;
+    }
+    return c;
+  }
+  Result<Socket> s = std::visit(
+      [&](const auto& l) -> Result<Socket> {
+        if constexpr (std::is_same_v<std::decay_t<decltype(l)>, Rendezvous>) {
+          return fail(EINVAL, "unreachable");
+        } else {
+          return l.accept(deadline);
+        }
+      },
+      listener_);
   if (!s) return std::unexpected(s.error());
   return Channel::over_socket(std::move(*s), options_);
 }
 
 int ChannelListener::fd() const noexcept {
-  return std::visit([](const auto& l) { return l.fd(); }, listener_);
+  return std::visit(
+      [](const auto& l) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(l)>, Rendezvous>) {
+          return -1;
+        } else {
+          return l.fd();
+        }
+      },
+      listener_);
 }
 
 }  // namespace tether

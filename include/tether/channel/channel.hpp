@@ -13,6 +13,15 @@
 //   unix-seqpacket:/path    Unix seqpacket socket (the kernel keeps boundaries)
 //   unix-abstract:name      Unix stream socket in the abstract namespace
 //   tcp://host:port         TCP, IPv4 or IPv6 ([::1]:port); TCP_NODELAY on
+//   fifo:/path              two FIFOs, /path.c2s and /path.s2c (length-prefixed frames)
+//   mq:/name                two POSIX queues, /name.c2s and /name.s2c
+//   sysv:KEY                one System V queue (KEY in decimal or 0x hex, or a
+//                           path for ftok); type 1 to the server, 2 back
+//
+// FIFO, mq and sysv channels are one conversation at a time: the listener
+// creates (and removes) the named objects, accept() hands out the server's
+// end. Queues have no end of stream: their recv only ever times out. A
+// sysv channel has no descriptor (fd() is -1): its waits poll with backoff.
 //
 // Frames on byte streams: a 4-byte little-endian length, then the payload,
 // written with one vectored system call. A frame longer than the maximum
@@ -39,6 +48,8 @@
 #include <variant>
 #include <vector>
 
+#include "tether/channel/fifo.hpp"
+#include "tether/channel/message_queue.hpp"
 #include "tether/channel/pipe.hpp"
 #include "tether/channel/socket.hpp"
 #include "tether/sys.hpp"
@@ -71,7 +82,7 @@ class Channel {
   static Result<Channel> connect(std::string_view address, Deadline deadline = Deadline::never(),
                                  ChannelOptions options = {});
 
-  bool valid() const noexcept { return in_.valid() || out_.valid(); }
+  bool valid() const noexcept { return in_.valid() || out_.valid() || sysv_id_ >= 0; }
   // Readable when a message (or part of one) is waiting: for poll/epoll.
   // A message may already be buffered: call try_recv until it would block.
   int fd() const noexcept { return in_.get(); }
@@ -119,7 +130,8 @@ class Channel {
   Result<void> close() noexcept;
 
  private:
-  enum class Kind { stream, packet };
+  enum class Kind { stream, packet, posix_mq, sysv };
+  friend class ChannelListener;
   static Result<Channel> make(Fd in, Fd out, Kind kind, bool socket, std::string what,
                               ChannelOptions options);
   Result<void> check_usable() const;
@@ -127,6 +139,8 @@ class Channel {
   Result<bool> fill(std::size_t want, Deadline deadline);  // false: end of stream
   Result<std::vector<std::byte>> recv_stream(Deadline deadline);
   Result<std::vector<std::byte>> recv_packet(Deadline deadline);
+  Result<void> send_queue(std::span<const std::byte> message, Deadline deadline);
+  Result<std::vector<std::byte>> recv_queue(Deadline deadline);
   Result<void> await(int fd, short events, Deadline deadline) const;
   void mark_broken(const Error& e);
 
@@ -146,6 +160,10 @@ class Channel {
   // What try_send could not write yet (the tail of one frame).
   std::vector<std::byte> pending_;
   std::optional<Error> broken_;
+  // Message queues: the in-queue's message size; SysV id and the types.
+  std::size_t queue_message_size_ = 0;
+  int sysv_id_ = -1;
+  long send_type_ = 0, recv_type_ = 0;
   bool peer_gone_ = false;  // recv saw end of stream: a Channel has no half-close
 };
 
@@ -160,7 +178,15 @@ class ChannelListener {
   const std::string& address() const noexcept { return address_; }
 
  private:
-  std::variant<UnixListener, TcpListener> listener_;
+  // FIFO, mq and sysv: the named objects this listener created.
+  struct Rendezvous {
+    std::string scheme;
+    std::string name;
+    std::vector<Fifo> fifos;
+    std::vector<PosixQueue> queues;
+    std::optional<SysvQueue> sysv;
+  };
+  std::variant<UnixListener, TcpListener, Rendezvous> listener_;
   ChannelOptions options_;
   bool packet_ = false;
   std::string address_;
