@@ -16,7 +16,10 @@ int talk_over(const std::string& address) {
   if (!server) return std::printf("%s: %s\n", address.c_str(), server.error().message().c_str()), 1;
   auto client = tether::fork([&] {
     auto ch = tether::Channel::connect(server->address(), 10s);
-    if (!ch || !ch->send("hello from pid " + std::to_string(getpid()))) return 1;
+    if (!ch) return std::fprintf(stderr, "client: %s\n", ch.error().message().c_str()), 1;
+    if (auto sent = ch->send("hello from pid " + std::to_string(getpid())); !sent) {
+      return std::fprintf(stderr, "client: %s\n", sent.error().message().c_str()), 1;
+    }
     auto reply = ch->recv_string(10s);
     return reply && *reply == "got it" ? 0 : 1;
   });

@@ -310,3 +310,23 @@ TEST_F(ChannelFaults, SignalsDuringBlockingCalls) {
   sigaction(SIGALRM, &old, nullptr);
   EXPECT_TRUE(must(child.wait(20s)).success());
 }
+
+TEST_F(ChannelFaults, FifoClientNeverSeesASpuriousEndOfStream) {
+  // A FIFO read before the other side's writer exists returns end of file;
+  // the rendezvous must not hand out a channel in that state.
+  for (int round = 0; round < 20; ++round) {
+    std::string address =
+        "fifo:" +
+        (std::filesystem::temp_directory_path() / tether_test::unique_name("tether-rv")).string();
+    auto listener = must(ChannelListener::listen(address));
+    Result<Channel> server = tether::fail(EINVAL, "not accepted");
+    std::thread acceptor([&] { server = listener.accept(10s); });
+    auto client = must(Channel::connect(address, 10s));
+    auto first = client.recv(5ms);
+    acceptor.join();
+    ASSERT_TRUE(server) << server.error().message();
+    ASSERT_FALSE(first);
+    ASSERT_EQ(first.error(), std::errc::timed_out)
+        << "round " << round << ": " << first.error().message();
+  }
+}

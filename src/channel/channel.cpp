@@ -16,6 +16,8 @@ namespace {
 
 constexpr std::size_t kHeader = 4;
 constexpr std::size_t kReadChunk = 64 * 1024;
+// The byte a FIFO channel's server sends first (see Channel::connect).
+constexpr std::byte kFifoAck{0x06};
 
 void put_le32(std::byte* p, std::uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
@@ -216,6 +218,18 @@ Result<Channel> Channel::connect(std::string_view address, Deadline deadline,
       if (!writer) return fail(writer.error(), "connect to fifo:" + a->where);
       auto reader = down->open_reader(Deadline::immediate());
       if (!reader) return fail(reader.error(), "connect to fifo:" + a->where);
+      // A FIFO read with no writer yet returns end of file; poll does not
+      // (it reports a hang-up only once a writer came and went). So wait
+      // with poll for the server's handshake byte before the first read.
+      if (auto ready = wait_fd(reader->fd(), POLLIN, deadline, "the server of fifo:" + a->where);
+          !ready) {
+        return fail(ready.error(), "connect to fifo:" + a->where);
+      }
+      std::byte ack[1];
+      if (auto got = reader->read_exact(ack, deadline); !got || ack[0] != kFifoAck) {
+        return fail(got ? Error::from_errno(EPROTO, "no handshake") : got.error(),
+                    "connect to fifo:" + a->where);
+      }
       auto c = over_pipes(std::move(*reader), std::move(*writer), options);
       if (c) c->what_ = "fifo:" + a->where;
       return c;
@@ -633,6 +647,9 @@ Result<Channel> ChannelListener::accept(Deadline deadline) const {
       if (!reader) return fail(reader.error(), "accept on " + what);
       auto writer = r->fifos[1].open_writer(deadline);
       if (!writer) return fail(writer.error(), "accept on " + what);
+      const std::byte ack[1] = {kFifoAck};  // tells the client our writer is there
+      if (auto sent = writer->write_all(ack, deadline); !sent)
+        return fail(sent.error(), "accept on " + what);
       auto c = Channel::over_pipes(std::move(*reader), std::move(*writer), options_);
       if (c) c->what_ = what;
       return c;
