@@ -139,10 +139,15 @@ Result<Channel> Channel::make(Fd in, Fd out, Kind kind, bool socket, std::string
   c.what_ = std::move(what);
   if (options.max_message > 0xffffffffu)
     return fail(EINVAL, "channel " + c.what_ + ": max_message above 4 GiB");
-  // Non-blocking underneath: every wait is a poll with the caller's deadline.
-  for (Fd* fd : {&c.in_, &c.out_}) {
-    if (fd->valid()) {
-      if (auto r = fd->set_nonblocking(true); !r) return fail(r.error(), "channel " + c.what_);
+  // Pipes are made non-blocking and every wait is a poll with the caller's
+  // deadline. Sockets stay blocking: each call passes MSG_DONTWAIT when a
+  // deadline must be kept, and with no deadline simply blocks in the kernel
+  // (one system call per receive, not read + poll + read).
+  if (!socket) {
+    for (Fd* fd : {&c.in_, &c.out_}) {
+      if (fd->valid()) {
+        if (auto r = fd->set_nonblocking(true); !r) return fail(r.error(), "channel " + c.what_);
+      }
     }
   }
   // Bigger kernel buffers are a request, not a requirement: the kernel caps
@@ -305,7 +310,8 @@ Result<void> Channel::await(int fd, short events, Deadline deadline) const {
 
 // ---------------------------------------------------------------- sending
 
-Result<std::size_t> Channel::write_frame(std::span<const std::byte> message, std::size_t offset) {
+Result<std::size_t> Channel::write_frame(std::span<const std::byte> message, std::size_t offset,
+                                         bool may_block) {
   int fd = same_fd_ ? in_.get() : out_.get();
   std::byte header[kHeader];
   put_le32(header, static_cast<std::uint32_t>(message.size()));
@@ -322,7 +328,8 @@ Result<std::size_t> Channel::write_frame(std::span<const std::byte> message, std
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = static_cast<std::size_t>(count);
-    ssize_t n = retry_eintr([&] { return ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT); });
+    int flags = MSG_NOSIGNAL | (may_block ? 0 : MSG_DONTWAIT);
+    ssize_t n = retry_eintr([&] { return ::sendmsg(fd, &msg, flags); });
     if (n < 0) return fail(errno, "send on " + what_);
     return static_cast<std::size_t>(n);
   }
@@ -375,7 +382,7 @@ Result<void> Channel::send(std::span<const std::byte> message, Deadline deadline
   std::size_t total = message.size() + (kind_ == Kind::stream ? kHeader : 0);
   std::size_t done = 0;
   while (done < total) {
-    auto n = write_frame(message, done);
+    auto n = write_frame(message, done, deadline.is_never());
     if (n) {
       done += *n;
       continue;
@@ -417,6 +424,14 @@ Result<void> Channel::try_send(std::span<const std::byte> message) {
 
 // ---------------------------------------------------------------- receiving
 
+Result<std::size_t> Channel::read_in(std::span<std::byte> buf, Deadline deadline) {
+  if (!socket_) return read_some(in_.get(), buf, "on " + what_);
+  int flags = deadline.is_never() ? 0 : MSG_DONTWAIT;
+  ssize_t n = retry_eintr([&] { return ::recv(in_.get(), buf.data(), buf.size(), flags); });
+  if (n < 0) return fail(errno, "receive on " + what_);
+  return static_cast<std::size_t>(n);
+}
+
 Result<bool> Channel::fill(std::size_t want, Deadline deadline) {
   while (rend_ - rpos_ < want) {
     if (rbuf_.size() - rpos_ < want) {  // make room at the end
@@ -424,7 +439,7 @@ Result<bool> Channel::fill(std::size_t want, Deadline deadline) {
       rend_ -= rpos_;
       rpos_ = 0;
     }
-    auto n = read_some(in_.get(), std::span(rbuf_).subspan(rend_), "on " + what_);
+    auto n = read_in(std::span(rbuf_).subspan(rend_), deadline);
     if (n) {
       if (*n == 0) return false;
       rend_ += *n;
@@ -474,7 +489,7 @@ Result<std::vector<std::byte>> Channel::recv_stream(Deadline deadline) {
   if (rpos_ == rend_) rpos_ = rend_ = 0;
   // The rest of a large message goes straight into it: no extra copy.
   while (partial_have_ < len) {
-    auto n = read_some(in_.get(), std::span(partial_).subspan(partial_have_), "on " + what_);
+    auto n = read_in(std::span(partial_).subspan(partial_have_), deadline);
     if (n) {
       if (*n == 0) {
         Error e(errc::truncated,
@@ -496,8 +511,10 @@ Result<std::vector<std::byte>> Channel::recv_stream(Deadline deadline) {
 Result<std::vector<std::byte>> Channel::recv_packet(Deadline deadline) {
   for (;;) {
     // The size of the next message, without taking it.
-    ssize_t size = retry_eintr(
-        [&] { return ::recv(in_.get(), nullptr, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT); });
+    ssize_t size = retry_eintr([&] {
+      return ::recv(in_.get(), nullptr, 0,
+                    MSG_PEEK | MSG_TRUNC | (deadline.is_never() ? 0 : MSG_DONTWAIT));
+    });
     if (size < 0) {
       if (errno != EAGAIN) return fail(errno, "receive on " + what_);
       if (auto r = await(in_.get(), POLLIN, deadline); !r) return std::unexpected(r.error());

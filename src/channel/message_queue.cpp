@@ -166,9 +166,13 @@ Result<void> PosixQueue::close() noexcept {
 // ---------------------------------------------------------------- System V
 
 std::size_t sysv_max_message() {
-  std::ifstream in("/proc/sys/kernel/msgmax");
-  std::size_t value = 8192;  // the kernel's default (MSGMAX)
-  in >> value;
+  // Read once: an ifstream on /proc per message cost more than the message.
+  static const std::size_t value = [] {
+    std::ifstream in("/proc/sys/kernel/msgmax");
+    std::size_t v = 8192;  // the kernel's default (MSGMAX)
+    in >> v;
+    return v;
+  }();
   return value;
 }
 

@@ -135,7 +135,9 @@ class Channel {
   static Result<Channel> make(Fd in, Fd out, Kind kind, bool socket, std::string what,
                               ChannelOptions options);
   Result<void> check_usable() const;
-  Result<std::size_t> write_frame(std::span<const std::byte> message, std::size_t offset);
+  Result<std::size_t> write_frame(std::span<const std::byte> message, std::size_t offset,
+                                  bool may_block);
+  Result<std::size_t> read_in(std::span<std::byte> buf, Deadline deadline);
   Result<bool> fill(std::size_t want, Deadline deadline);  // false: end of stream
   Result<std::vector<std::byte>> recv_stream(Deadline deadline);
   Result<std::vector<std::byte>> recv_packet(Deadline deadline);

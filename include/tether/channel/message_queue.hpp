@@ -157,7 +157,8 @@ class SysvQueue {
   bool owned_ = false;
 };
 
-// The largest System V message this system accepts (/proc/sys/kernel/msgmax).
+// The largest System V message this system accepts (/proc/sys/kernel/msgmax,
+// read once per process).
 std::size_t sysv_max_message();
 
 }  // namespace tether
