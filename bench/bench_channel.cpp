@@ -425,12 +425,6 @@ std::vector<double> rt_nng(int iters) {
 }
 #endif
 
-std::string size_name(std::size_t n) {
-  if (n >= (1u << 20)) return fmt::format("{} MiB", n >> 20);
-  if (n >= 1024) return fmt::format("{} KiB", n >> 10);
-  return fmt::format("{} B", n);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -496,8 +490,8 @@ int main(int argc, char** argv) {
       auto all = bench::interleave(quick ? 1 : 5, {[&] { return tp_raw(t, size, count); },
                                                    [&] { return tp_channel(t, size, count); }});
       auto r = bench::summarize(all[0]), c = bench::summarize(all[1]);
-      fmt::print("| {} | {} | {:.2f} | {:.2f} | {:.3f} |\n", t, size_name(size), r.median, c.median,
-                 c.median / r.median);
+      fmt::print("| {} | {} | {:.2f} | {:.2f} | {:.3f} |\n", t, bench::size_name(size), r.median,
+                 c.median, c.median / r.median);
     }
   }
   return 0;

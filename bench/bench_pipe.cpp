@@ -166,12 +166,6 @@ std::vector<double> throughput_tether(std::size_t size, std::size_t total, std::
   return {static_cast<double>(count * size) / us / 1e3};
 }
 
-std::string size_name(std::size_t n) {
-  if (n >= (1u << 20)) return fmt::format("{} MiB", n >> 20);
-  if (n >= 1024) return fmt::format("{} KiB", n >> 10);
-  return fmt::format("{} B", n);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -217,8 +211,9 @@ int main(int argc, char** argv) {
                         [&] { return throughput_tether(c.size, total, c.capacity); }});
     auto r = bench::summarize(runs[0]), rp = bench::summarize(runs[1]),
          t = bench::summarize(runs[2]);
-    fmt::print("| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.3f} | {:.3f} |\n", size_name(c.size),
-               c.capacity ? size_name(c.capacity) : "64 KiB (default)", r.median, rp.median,
+    fmt::print("| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.3f} | {:.3f} |\n",
+               bench::size_name(c.size),
+               c.capacity ? bench::size_name(c.capacity) : "64 KiB (default)", r.median, rp.median,
                t.median, t.median / r.median, t.median / rp.median);
   }
 
@@ -233,7 +228,7 @@ int main(int argc, char** argv) {
         bench::interleave(quick ? 1 : 7, {[&] { return throughput_raw(size, total, 0); },
                                           [&] { return throughput_tether(size, total, 0); }});
     auto r = bench::summarize(runs[0]), t = bench::summarize(runs[1]);
-    fmt::print("| {} | {:.2f} | {:.2f} | {:.3f} |\n", size_name(size), r.median, t.median,
+    fmt::print("| {} | {:.2f} | {:.2f} | {:.3f} |\n", bench::size_name(size), r.median, t.median,
                t.median / r.median);
   }
   return 0;

@@ -109,6 +109,13 @@ inline std::vector<std::vector<double>> interleave(
   return all;
 }
 
+// "64 B", "4 KiB", "1 MiB".
+inline std::string size_name(std::size_t n) {
+  if (n >= (1u << 20)) return std::to_string(n >> 20) + " MiB";
+  if (n >= 1024) return std::to_string(n >> 10) + " KiB";
+  return std::to_string(n) + " B";
+}
+
 inline bool quick_mode(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--quick") return true;

@@ -13,7 +13,9 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tether/tether.hpp"
@@ -43,6 +45,11 @@ class Clean : public ::testing::Test {
  private:
   int fds_before_ = -1;
 };
+
+// A string's bytes, for APIs that take std::span<const std::byte>.
+inline std::span<const std::byte> bytes(std::string_view s) {
+  return std::as_bytes(std::span(s));
+}
 
 // ASSERT that a Result holds a value, printing the error message otherwise.
 #define TT_ASSERT_OK(expr)                                                                \

@@ -13,14 +13,11 @@ using tether::Channel;
 using tether::ChannelListener;
 using tether::ChannelOptions;
 using tether::Result;
+using tether_test::bytes;
 using tether_test::Clean;
 using tether_test::must;
 
 namespace {
-
-std::span<const std::byte> bytes(std::string_view s) {
-  return std::as_bytes(std::span(s));
-}
 
 std::string temp_socket() {
   return (std::filesystem::temp_directory_path() / tether_test::unique_name("tether-ch")).string();

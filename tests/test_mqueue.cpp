@@ -1,4 +1,5 @@
 #include <poll.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -10,13 +11,11 @@
 using namespace std::chrono_literals;
 using tether::PosixQueue;
 using tether::SysvQueue;
+using tether_test::bytes;
 using tether_test::Clean;
 using tether_test::must;
 
 namespace {
-std::span<const std::byte> bytes(std::string_view s) {
-  return std::as_bytes(std::span(s));
-}
 std::string queue_name() {
   return "/" + tether_test::unique_name("tether-mq");
 }
@@ -181,7 +180,16 @@ TEST_F(SysvMq, RemovalWakesABlockedReceiver) {
     auto r = SysvQueue::from_id(id).recv(0);  // blocks in the kernel
     return !r && r.error() == std::errc::identifier_removed ? 0 : 1;
   }));
-  std::this_thread::sleep_for(50ms);
+  // Remove only once the child sleeps in msgrcv: /proc/PID/syscall starts
+  // with the number of the system call a blocked task is in.
+  bool blocked = false;
+  for (int i = 0; i < 2000 && !blocked; ++i) {
+    std::ifstream in("/proc/" + std::to_string(child.pid()) + "/syscall");
+    long number = -1;
+    blocked = (in >> number) && number == SYS_msgrcv;
+    if (!blocked) std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_TRUE(blocked) << "the child never blocked in msgrcv";
   TT_ASSERT_OK(q.remove());
   EXPECT_TRUE(must(child.wait(10s)).success());
 }

@@ -9,15 +9,12 @@
 
 using namespace std::chrono_literals;
 using tether::Pipe;
+using tether_test::bytes;
 using tether_test::Clean;
 using tether_test::helper;
 using tether_test::must;
 
 namespace {
-
-std::span<const std::byte> bytes(std::string_view s) {
-  return std::as_bytes(std::span(s));
-}
 
 std::string read_string(const tether::PipeReader& r, std::size_t max = 256) {
   std::string s(max, '\0');

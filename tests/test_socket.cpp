@@ -17,6 +17,7 @@ using tether::Socket;
 using tether::SocketType;
 using tether::UnixAddress;
 using tether::UnixListener;
+using tether_test::bytes;
 using tether_test::Clean;
 using tether_test::must;
 
@@ -24,10 +25,6 @@ namespace {
 
 std::filesystem::path socket_path() {
   return std::filesystem::temp_directory_path() / tether_test::unique_name("tether-sock");
-}
-
-std::span<const std::byte> bytes(std::string_view s) {
-  return std::as_bytes(std::span(s));
 }
 
 std::string recv_string(const Socket& s, std::size_t max = 256, tether::Deadline d = 10s) {

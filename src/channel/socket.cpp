@@ -48,6 +48,18 @@ Result<void> connect_with_deadline(int fd, const sockaddr* addr, socklen_t len, 
   return {};
 }
 
+// accept4 on a non-blocking listener, waiting for a connection until the
+// deadline. The new socket is blocking and close-on-exec.
+Result<Fd> accept_with_deadline(int listener, Deadline deadline, const std::string& what) {
+  for (;;) {
+    int fd = retry_eintr([&] { return ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC); });
+    if (fd >= 0) return Fd(fd);
+    if (errno != EAGAIN) return fail(errno, "accept on " + what);
+    auto ready = wait_fd(listener, POLLIN, deadline, "a connection on " + what);
+    if (!ready) return std::unexpected(ready.error());
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- policy
@@ -413,23 +425,16 @@ Result<UnixListener> UnixListener::listen(const UnixAddress& address, UnixListen
 
 Result<Socket> UnixListener::accept(Deadline deadline) const {
   const std::string what = address_.describe();
-  for (;;) {
-    int fd = retry_eintr([&] { return ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC); });
-    if (fd < 0) {
-      if (errno != EAGAIN) return fail(errno, "accept on " + what);
-      auto ready = wait_fd(fd_.get(), POLLIN, deadline, "a connection on " + what);
-      if (!ready) return std::unexpected(ready.error());
-      continue;
-    }
-    Socket s(Fd(fd), false, "connection on " + what);
-    auto peer = s.peer_credentials();
-    if (!peer) return std::unexpected(peer.error());
-    if (!options_.policy.allows(*peer)) {
-      return fail(EACCES, fmt::format("refuse connection on {} from uid {} (pid {})", what,
-                                      peer->uid, peer->pid));
-    }
-    return s;
+  auto fd = accept_with_deadline(fd_.get(), deadline, what);
+  if (!fd) return std::unexpected(fd.error());
+  Socket s(std::move(*fd), false, "connection on " + what);
+  auto peer = s.peer_credentials();
+  if (!peer) return std::unexpected(peer.error());
+  if (!options_.policy.allows(*peer)) {
+    return fail(EACCES, fmt::format("refuse connection on {} from uid {} (pid {})", what, peer->uid,
+                                    peer->pid));
   }
+  return s;
 }
 
 Result<Socket> unix_connect(const UnixAddress& address, SocketType type, Deadline deadline) {
@@ -532,18 +537,11 @@ Result<TcpListener> TcpListener::listen(std::string_view host, std::uint16_t por
 }
 
 Result<Socket> TcpListener::accept(Deadline deadline) const {
-  for (;;) {
-    int fd = retry_eintr([&] { return ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC); });
-    if (fd < 0) {
-      if (errno != EAGAIN) return fail(errno, "accept on " + what_);
-      auto ready = wait_fd(fd_.get(), POLLIN, deadline, "a connection on " + what_);
-      if (!ready) return std::unexpected(ready.error());
-      continue;
-    }
-    Socket s(Fd(fd), false, "connection on " + what_);
-    if (auto r = s.set_nodelay(true); !r) return std::unexpected(r.error());
-    return s;
-  }
+  auto fd = accept_with_deadline(fd_.get(), deadline, what_);
+  if (!fd) return std::unexpected(fd.error());
+  Socket s(std::move(*fd), false, "connection on " + what_);
+  if (auto r = s.set_nodelay(true); !r) return std::unexpected(r.error());
+  return s;
 }
 
 Result<Socket> tcp_connect(std::string_view host, std::uint16_t port, Deadline deadline) {
