@@ -14,8 +14,8 @@
 #pragma once
 
 #include <poll.h>
-#include <sys/uio.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <cerrno>
 #include <chrono>
@@ -221,7 +221,8 @@ Result<std::size_t> read_some(int fd, std::span<std::byte> buf, std::string_view
 Result<std::size_t> write_some(int fd, std::span<const std::byte> data, std::string_view what);
 
 // write_some() for several buffers in one system call (writev semantics).
-Result<std::size_t> writev_some(int fd, std::span<const struct iovec> buffers, std::string_view what);
+Result<std::size_t> writev_some(int fd, std::span<const struct iovec> buffers,
+                                std::string_view what);
 
 // True when write_some() can avoid SIGPIPE without touching the signal mask.
 bool kernel_has_write_nosignal() noexcept;
