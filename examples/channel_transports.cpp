@@ -23,15 +23,22 @@ int talk_over(const std::string& address) {
     auto reply = ch->recv_string(10s);
     return reply && *reply == "got it" ? 0 : 1;
   });
+  // Errors are reported, never thrown: the listener must live to remove
+  // the socket files, FIFOs and queues it made.
   auto conn = server->accept(10s);
   if (!conn) return std::printf("%s: %s\n", address.c_str(), conn.error().message().c_str()), 1;
-  auto request = conn->recv_string(10s).value();
-  conn->send("got it").value();
-  auto status = client->wait(10s).value();
+  auto request = conn->recv_string(10s);
+  if (!request)
+    return std::printf("%s: %s\n", address.c_str(), request.error().message().c_str()), 1;
+  if (auto sent = conn->send("got it", 10s); !sent) {
+    return std::printf("%s: %s\n", address.c_str(), sent.error().message().c_str()), 1;
+  }
+  auto status = client->wait(10s);
+  if (!status) return std::printf("%s: %s\n", address.c_str(), status.error().message().c_str()), 1;
   std::string scheme = address.substr(0, address.find(':'));
-  std::printf("%-15s server heard '%s'; client %s\n", scheme.c_str(), request.c_str(),
-              status.describe().c_str());
-  return status.success() ? 0 : 1;
+  std::printf("%-15s server heard '%s'; client %s\n", scheme.c_str(), request->c_str(),
+              status->describe().c_str());
+  return status->success() ? 0 : 1;
 }
 
 int main(int argc, char** argv) {

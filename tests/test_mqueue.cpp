@@ -1,4 +1,5 @@
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -192,4 +193,20 @@ TEST_F(SysvMq, RemovalWakesABlockedReceiver) {
   ASSERT_TRUE(blocked) << "the child never blocked in msgrcv";
   TT_ASSERT_OK(q.remove());
   EXPECT_TRUE(must(child.wait(10s)).success());
+}
+
+TEST_F(PosixMq, QueueMemoryLimitIsNamedInTheError) {
+  // In a child, lower this process's queue memory limit below one queue.
+  auto child = must(tether::fork([] {
+    rlimit tiny{1000, 1000};
+    if (::setrlimit(RLIMIT_MSGQUEUE, &tiny) != 0) return 2;
+    auto q = PosixQueue::create(queue_name());
+    if (q) return 3;
+    std::printf("%s\n", q.error().message().c_str());
+    return q.error() == std::errc::too_many_files_open &&
+                   q.error().message().find("RLIMIT_MSGQUEUE") != std::string::npos
+               ? 0
+               : 1;
+  }));
+  EXPECT_EQ(must(child.wait(10s)).code(), 0);
 }

@@ -70,6 +70,14 @@ Result<PosixQueue> PosixQueue::create(std::string name, PosixQueueOptions option
                        options.mode, &attr);
   if (mq < 0) {
     int err = errno;
+    if (err == EMFILE) {
+      // What the kernel reports when RLIMIT_MSGQUEUE, the per-user memory
+      // for all queues (819200 bytes by default), would be exceeded.
+      return fail(err,
+                  fmt::format("create POSIX queue {} ({} x {} bytes): this user's queue memory "
+                              "limit (RLIMIT_MSGQUEUE, ulimit -q) would be exceeded",
+                              name, options.capacity, options.message_size));
+    }
     if (err == EINVAL) {
       return fail(err,
                   fmt::format("create POSIX queue {} with capacity {} and message size {}: beyond "
