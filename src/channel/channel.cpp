@@ -334,7 +334,7 @@ Result<std::size_t> Channel::write_frame(std::span<const std::byte> message, std
     return static_cast<std::size_t>(n);
   }
   return writev_some(fd, std::span<const iovec>(iov, static_cast<std::size_t>(count)),
-                     "on " + what_);
+                     what_);
 }
 
 Result<void> Channel::flush(Deadline deadline) {
@@ -348,7 +348,7 @@ Result<void> Channel::flush(Deadline deadline) {
       if (r < 0) return fail(errno, "send on " + what_);
       return static_cast<std::size_t>(r);
     }()
-        : writev_some(fd, std::span<const iovec>(&iov, 1), "on " + what_);
+        : writev_some(fd, std::span<const iovec>(&iov, 1), what_);
     if (n) {
       pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(*n));
       continue;
@@ -425,7 +425,7 @@ Result<void> Channel::try_send(std::span<const std::byte> message) {
 // ---------------------------------------------------------------- receiving
 
 Result<std::size_t> Channel::read_in(std::span<std::byte> buf, Deadline deadline) {
-  if (!socket_) return read_some(in_.get(), buf, "on " + what_);
+  if (!socket_) return read_some(in_.get(), buf, what_);
   int flags = deadline.is_never() ? 0 : MSG_DONTWAIT;
   ssize_t n = retry_eintr([&] { return ::recv(in_.get(), buf.data(), buf.size(), flags); });
   if (n < 0) return fail(errno, "receive on " + what_);
