@@ -333,8 +333,7 @@ Result<std::size_t> Channel::write_frame(std::span<const std::byte> message, std
     if (n < 0) return fail(errno, "send on " + what_);
     return static_cast<std::size_t>(n);
   }
-  return writev_some(fd, std::span<const iovec>(iov, static_cast<std::size_t>(count)),
-                     what_);
+  return writev_some(fd, std::span<const iovec>(iov, static_cast<std::size_t>(count)), what_);
 }
 
 Result<void> Channel::flush(Deadline deadline) {
