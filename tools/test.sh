@@ -14,8 +14,9 @@ files=$(git ls-files '*.cpp' '*.hpp' 2>/dev/null || find include src tools tests
 clang-format --dry-run -Werror $files
 echo "ok"
 
-# Many test processes own POSIX queues at once; the per-user queue memory
-# (RLIMIT_MSGQUEUE, 800 KiB by default) fits about nine. Root may raise it.
+# Test processes running at once share one per-user budget for POSIX queue
+# memory (RLIMIT_MSGQUEUE, 800 KiB by default); the tests keep their queues
+# small, and where the limit may be raised (CAP_SYS_RESOURCE) it is.
 ulimit -q unlimited 2>/dev/null || true
 
 status=0

@@ -36,6 +36,23 @@ Result<Fd> open_checked(const std::filesystem::path& path, int flags, std::strin
   return owned;
 }
 
+// Looks at what is at `path` without opening it for I/O: an O_PATH
+// descriptor is neither a reader nor a writer, so probing can never pair with
+// (and then abandon) a process waiting at the other end. Same checks as
+// open_checked; a symbolic link is seen as itself (O_PATH | O_NOFOLLOW).
+Result<Fd> probe(const std::filesystem::path& path, std::string_view what, struct stat& st) {
+  auto context = [&] { return fmt::format("{} FIFO {}", what, path.string()); };
+  Fd fd(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid()) return fail(errno, context());
+  if (::fstat(fd.get(), &st) != 0) return fail(errno, context());
+  if (S_ISLNK(st.st_mode)) return fail(ELOOP, context() + ": it is a symbolic link");
+  if (!S_ISFIFO(st.st_mode)) return fail(EEXIST, context() + ": the path exists and is not a FIFO");
+  if (st.st_uid != ::geteuid()) {
+    return fail(EPERM, fmt::format("{}: the FIFO belongs to uid {}", context(), st.st_uid));
+  }
+  return fd;
+}
+
 // The mode the caller asked for (O_NONBLOCK on or off), after opening
 // non-blocking.
 Result<void> set_mode(const Fd& fd, bool nonblocking) {
@@ -70,18 +87,19 @@ Result<Fifo> Fifo::create(std::filesystem::path path, mode_t mode) {
   fifo.path_ = std::move(path);
   bool created = ::mkfifo(fifo.path_.c_str(), mode) == 0;
   if (!created && errno != EEXIST) return fail(errno, "create FIFO " + fifo.path_.string());
-  // Opening for reading, non-blocking, needs no writer and lets us check
-  // what is really at the path.
-  auto fd = open_checked(fifo.path_, O_RDONLY | O_NONBLOCK, "checking");
-  if (!fd) return std::unexpected(fd.error());
   struct stat st {};
-  if (::fstat(fd->get(), &st) != 0) return fail(errno, "stat FIFO " + fifo.path_.string());
-  // The umask may have narrowed the mode; widening it to what was asked
-  // is safe: it never had more than that.
-  if (created && (st.st_mode & 07777) != mode && ::fchmod(fd->get(), mode) != 0) {
-    int err = errno;
-    (void)::unlink(fifo.path_.c_str());
-    return fail(err, "set mode of FIFO " + fifo.path_.string());
+  auto fd = probe(fifo.path_, "create", st);
+  if (!fd) return std::unexpected(fd.error());
+  // The umask may have narrowed the mode; widening it to what was asked is
+  // safe: it never had more than that. chmod through /proc/self/fd reaches
+  // exactly the inode we probed, even if the path changes meanwhile.
+  if (created && (st.st_mode & 07777) != mode) {
+    std::string self = fmt::format("/proc/self/fd/{}", fd->get());
+    if (::chmod(self.c_str(), mode) != 0) {
+      int err = errno;
+      (void)::unlink(fifo.path_.c_str());
+      return fail(err, "set mode of FIFO " + fifo.path_.string());
+    }
   }
   fifo.owned_ = created;
   fifo.dev_ = st.st_dev;
@@ -91,8 +109,7 @@ Result<Fifo> Fifo::create(std::filesystem::path path, mode_t mode) {
 
 Result<Fifo> Fifo::attach(std::filesystem::path path) {
   struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) return fail(errno, "attach to FIFO " + path.string());
-  auto fd = open_checked(path, O_RDONLY | O_NONBLOCK, "checking");
+  auto fd = probe(path, "attach to", st);
   if (!fd) return std::unexpected(fd.error());
   Fifo fifo;
   fifo.path_ = std::move(path);
