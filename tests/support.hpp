@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -58,11 +59,14 @@ inline std::span<const std::byte> bytes(std::string_view s) {
     ASSERT_TRUE(tt_result_.has_value()) << #expr << ": " << tt_result_.error().message(); \
   } while (0)
 
+// The value of a Result, or a failed test. It throws rather than aborts, so
+// the stack unwinds through the owners of FIFOs, sockets and queues and a
+// failing test still leaves nothing behind (gtest reports the exception).
 template <class T>
 T must(tether::Result<T> r, const char* what = "") {
   if (!r) {
     ADD_FAILURE() << what << ": " << r.error().message();
-    std::abort();
+    throw std::runtime_error(r.error().message());
   }
   return std::move(*r);
 }
