@@ -34,11 +34,10 @@ namespace tether {
 
 // Conditions that have no errno of their own.
 enum class errc {
-  end_of_stream = 1,   // the peer closed its end; no more data will come
-  truncated,           // the stream ended in the middle of a record
-  unsafe_fork,         // fork() asked for while other threads run
-  not_spawned,         // the object holds no process (moved-from or default)
-  child_setup_failed,  // the child could not be prepared before exec
+  end_of_stream = 1,  // the peer closed its end; no more data will come
+  truncated,          // the stream ended in the middle of a record
+  unsafe_fork,        // fork() asked for while other threads run
+  not_spawned,        // the object holds no process (moved-from or default)
 };
 
 const std::error_category& error_category() noexcept;
@@ -234,6 +233,25 @@ bool kernel_has_write_nosignal() noexcept;
 // does this by itself. Children spawned by tether still start with SIGPIPE
 // at its default. Do not restore a SIGPIPE handler afterwards.
 Result<void> ignore_sigpipe();
+
+// Calls `read(span)` (returning Result<size_t>, 0 at end of stream) until
+// `buf` is full. Fails with errc::end_of_stream if the stream ended before
+// the first byte, errc::truncated ("<what>: got N of M bytes") part way.
+template <class Read>
+Result<void> read_exactly(std::span<std::byte> buf, std::string_view what, Read&& read) {
+  std::size_t done = 0;
+  while (done < buf.size()) {
+    auto n = read(buf.subspan(done));
+    if (!n) return std::unexpected(n.error());
+    if (*n == 0) {
+      if (done == 0) return fail(errc::end_of_stream, std::string(what));
+      return fail(errc::truncated, std::string(what) + ": got " + std::to_string(done) + " of " +
+                                       std::to_string(buf.size()) + " bytes");
+    }
+    done += *n;
+  }
+  return {};
+}
 
 // poll(2) with a deadline; EINTR resumes with the time left. Returns the
 // number of ready entries, which is 0 only if the deadline expired.

@@ -96,17 +96,8 @@ Result<std::size_t> PipeReader::try_read(std::span<std::byte> buf) const {
 }
 
 Result<void> PipeReader::read_exact(std::span<std::byte> buf, Deadline deadline) const {
-  std::size_t done = 0;
-  while (done < buf.size()) {
-    auto n = read(buf.subspan(done), deadline);
-    if (!n) return std::unexpected(n.error());
-    if (*n == 0) {
-      if (done == 0) return fail(errc::end_of_stream, "read pipe");
-      return fail(errc::truncated, fmt::format("read pipe: got {} of {} bytes", done, buf.size()));
-    }
-    done += *n;
-  }
-  return {};
+  return read_exactly(buf, "read pipe",
+                      [&](std::span<std::byte> rest) { return read(rest, deadline); });
 }
 
 Result<std::string> PipeReader::read_all(Deadline deadline) const {

@@ -209,18 +209,8 @@ Result<std::size_t> Socket::try_recv(std::span<std::byte> buf) const {
 }
 
 Result<void> Socket::recv_exact(std::span<std::byte> buf, Deadline deadline) const {
-  std::size_t done = 0;
-  while (done < buf.size()) {
-    auto n = recv(buf.subspan(done), deadline);
-    if (!n) return std::unexpected(n.error());
-    if (*n == 0) {
-      if (done == 0) return fail(errc::end_of_stream, "receive on " + what_);
-      return fail(errc::truncated,
-                  fmt::format("receive on {}: got {} of {} bytes", what_, done, buf.size()));
-    }
-    done += *n;
-  }
-  return {};
+  return read_exactly(buf, "receive on " + what_,
+                      [&](std::span<std::byte> rest) { return recv(rest, deadline); });
 }
 
 Result<void> Socket::shutdown_write() const {
