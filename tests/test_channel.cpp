@@ -287,6 +287,17 @@ TEST_F(ChannelFaults, BadAddressesSayWhatIsExpected) {
   }
 }
 
+TEST_F(ChannelFaults, BadSysvKeyAndDatagramSocketsAreRefused) {
+  auto key = Channel::connect("sysv:not-a-number", 1s);
+  ASSERT_FALSE(key);
+  EXPECT_EQ(key.error(), std::errc::invalid_argument);
+  EXPECT_NE(key.error().message().find("the key must be a number"), std::string::npos);
+  auto [a, b] = must(tether::socket_pair(tether::SocketType::datagram));
+  auto dgram = Channel::over_socket(std::move(a));
+  ASSERT_FALSE(dgram);
+  EXPECT_NE(dgram.error().message().find("datagram sockets are not reliable"), std::string::npos);
+}
+
 TEST_F(ChannelFaults, SignalsDuringBlockingCalls) {
   struct sigaction sa {
   }, old{};

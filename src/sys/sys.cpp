@@ -31,8 +31,6 @@ class TetherCategory final : public std::error_category {
         return "fork refused: other threads are running (see tether::fork)";
       case errc::not_spawned:
         return "no process (moved-from or never spawned)";
-      case errc::child_setup_failed:
-        return "the child process could not be set up";
     }
     return fmt::format("tether error {}", value);
   }
