@@ -1,7 +1,9 @@
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <optional>
 #include <thread>
@@ -275,6 +277,44 @@ TEST_F(ChannelFaults, SeqpacketRefusesEmptyAndOversizedMessages) {
   TT_ASSERT_OK(raw.second.send(bytes("next")));
   EXPECT_EQ(ch.recv(10s).error(), std::errc::message_size);
   EXPECT_EQ(must(ch.recv_string(10s)), "next");  // boundaries intact: not broken
+}
+
+// Seqpacket messages are received with one recv into a buffer as large as
+// the largest packet a peer's SO_SNDBUF allows (twice net.core.wmem_max).
+// A large packet arrives whole; one beyond that bound (only SO_SNDBUFFORCE,
+// for root, can make it, and only where the kernel can allocate it) is
+// reported and discarded whole, never delivered cut short.
+TEST_F(ChannelFaults, SeqpacketLargePacketsWholeAndBeyondAnySendBufferReported) {
+  auto [a, b] =
+      must(Channel::socket_pair(tether::SocketType::seqpacket, {.buffer_size = 4u << 20}));
+  std::string large(1u << 20, 'L');
+  large[12345] = 'x';
+  TT_ASSERT_OK(a.send(large, 10s));
+  EXPECT_EQ(must(b.recv_string(10s)), large);
+
+  std::FILE* f = std::fopen("/proc/sys/net/core/wmem_max", "r");
+  ASSERT_NE(f, nullptr);
+  unsigned long wmem_max = 0;
+  ASSERT_EQ(std::fscanf(f, "%lu", &wmem_max), 1);
+  std::fclose(f);
+  std::string big(2 * wmem_max + 100, 'q');
+  auto raw = must(tether::socket_pair(tether::SocketType::seqpacket));
+  int force = static_cast<int>(2 * big.size());
+  if (::setsockopt(raw.second.fd(), SOL_SOCKET, SO_SNDBUFFORCE, &force, sizeof force) != 0) {
+    GTEST_SKIP() << "SO_SNDBUFFORCE needs CAP_NET_ADMIN";
+  }
+  auto ch = must(Channel::over_socket(std::move(raw.first), {.max_message = 2 * big.size()}));
+  if (auto sent = raw.second.send(bytes(big)); !sent) {
+    // The kernel allocates a packet's head in one piece (at most a few MiB).
+    GTEST_SKIP() << "this kernel cannot make a " << big.size()
+                 << "-byte packet: " << sent.error().message();
+  }
+  TT_ASSERT_OK(raw.second.send(bytes("after")));
+  auto r = ch.recv(10s);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), std::errc::message_size);
+  EXPECT_NE(r.error().message().find("wmem_max"), std::string::npos) << r.error().message();
+  EXPECT_EQ(must(ch.recv_string(10s)), "after");
 }
 
 TEST_F(ChannelFaults, BadAddressesSayWhatIsExpected) {

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdio>
+#include <memory>
 
 #include <fmt/format.h>
 
@@ -507,12 +509,42 @@ Result<std::vector<std::byte>> Channel::recv_stream(Deadline deadline) {
   return std::exchange(partial_, {});
 }
 
+namespace {
+
+// The largest packet a Unix seqpacket peer can send: the kernel refuses
+// one longer than the sender's send buffer (unix_dgram_sendmsg: EMSGSIZE
+// above sk_sndbuf - 32), and SO_SNDBUF grants at most twice
+// net.core.wmem_max. (SO_SNDBUFFORCE, root only, can go beyond: such a
+// packet is detected and reported, never delivered cut short.)
+std::size_t largest_seqpacket() {
+  static const std::size_t largest = [] {
+    std::size_t wmem_max = 0;
+    if (std::FILE* f = std::fopen("/proc/sys/net/core/wmem_max", "re")) {
+      unsigned long v = 0;
+      if (std::fscanf(f, "%lu", &v) == 1) wmem_max = v;
+      std::fclose(f);
+    }
+    return wmem_max > 0 ? 2 * wmem_max : std::size_t{4} << 20;
+  }();
+  return largest;
+}
+
+}  // namespace
+
 Result<std::vector<std::byte>> Channel::recv_packet(Deadline deadline) {
+  // One recv per message, into a buffer large enough for any packet the
+  // peer can send (or one byte more than the maximum we accept): MSG_TRUNC
+  // makes recv return the packet's real length, so an oversized packet is
+  // seen, and discarded whole, boundaries intact. The buffer is allocated
+  // once and uninitialised, so only the pages messages touch are ever used.
+  if (!pbuf_) {
+    pbuf_size_ = std::min(options_.max_message, largest_seqpacket()) + 1;
+    pbuf_ = std::make_unique_for_overwrite<std::byte[]>(pbuf_size_);
+  }
   for (;;) {
-    // The size of the next message, without taking it.
     ssize_t size = retry_eintr([&] {
-      return ::recv(in_.get(), nullptr, 0,
-                    MSG_PEEK | MSG_TRUNC | (deadline.is_never() ? 0 : MSG_DONTWAIT));
+      return ::recv(in_.get(), pbuf_.get(), pbuf_size_,
+                    MSG_TRUNC | (deadline.is_never() ? 0 : MSG_DONTWAIT));
     });
     if (size < 0) {
       if (errno != EAGAIN) return fail(errno, "receive on " + what_);
@@ -523,19 +555,20 @@ Result<std::vector<std::byte>> Channel::recv_packet(Deadline deadline) {
       peer_gone_ = true;
       return fail(errc::end_of_stream, "receive on " + what_);
     }
-    std::vector<std::byte> message(static_cast<std::size_t>(size));
-    if (message.size() > options_.max_message) {
-      std::byte discard;
-      (void)::recv(in_.get(), &discard, 1, MSG_DONTWAIT);  // drop it; boundaries stay intact
+    auto n = static_cast<std::size_t>(size);
+    if (n > options_.max_message) {
       return fail(EMSGSIZE,
                   fmt::format("receive on {}: a {}-byte message exceeds the maximum of {} "
                               "bytes (discarded)",
-                              what_, size, options_.max_message));
+                              what_, n, options_.max_message));
     }
-    ssize_t n = retry_eintr(
-        [&] { return ::recv(in_.get(), message.data(), message.size(), MSG_DONTWAIT); });
-    if (n < 0) return fail(errno, "receive on " + what_);
-    return message;
+    if (n >= pbuf_size_) {
+      return fail(EMSGSIZE,
+                  fmt::format("receive on {}: a {}-byte message exceeds the largest packet "
+                              "expected ({} bytes, twice net.core.wmem_max) (discarded)",
+                              what_, n, pbuf_size_ - 1));
+    }
+    return std::vector<std::byte>(pbuf_.get(), pbuf_.get() + n);
   }
 }
 

@@ -40,6 +40,7 @@
 
 #include <cstddef>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -159,6 +160,9 @@ class Channel {
   std::vector<std::byte> partial_;
   std::size_t partial_have_ = 0;
   bool in_message_ = false;
+  // Seqpacket: where each packet is received (see recv_packet).
+  std::unique_ptr<std::byte[]> pbuf_;
+  std::size_t pbuf_size_ = 0;
   // What try_send could not write yet (the tail of one frame).
   std::vector<std::byte> pending_;
   std::optional<Error> broken_;
