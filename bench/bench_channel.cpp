@@ -319,14 +319,10 @@ std::vector<double> tp_channel(const std::string& t, std::size_t size, std::size
   auto p = channel_pair(t);
   int gate[2];
   if (::pipe2(gate, O_CLOEXEC)) std::abort();
-  std::vector<std::byte> out(size, std::byte{'x'});
+  std::vector<std::byte> out(size, std::byte{'x'}), in;
   double gbps = throughput(
       size, count, [&] { return p.b.send(out).has_value(); },
-      [&] {
-        auto m = p.a.recv();
-        return m && m->size() == size;
-      },
-      gate[0], gate[1]);
+      [&] { return p.a.recv_into(in).has_value() && in.size() == size; }, gate[0], gate[1]);
   ::close(gate[0]);
   ::close(gate[1]);
   return {gbps};
@@ -436,8 +432,13 @@ int main(int argc, char** argv) {
       "buffer request as Channel\n\n",
       cpu_a, cpu_b);
 
-  const std::vector<std::string> transports = {"pipe", "unix", "unix-seqpacket",
-                                               "tcp",  "mq",   "sysv"};
+  // Optional arguments name the transports to measure (default: all).
+  std::vector<std::string> transports = {"pipe", "unix", "unix-seqpacket", "tcp", "mq", "sysv"};
+  std::vector<std::string> chosen;
+  for (int i = 1; i < argc; ++i) {
+    if (argv[i][0] != '-') chosen.emplace_back(argv[i]);
+  }
+  if (!chosen.empty()) transports = chosen;
   fmt::print("## 64 B round trip ({} each)\n\n", rounds * iters);
   fmt::print(
       "| transport | raw median µs | raw p99 | Channel median µs | Channel p99 | Channel / raw |\n"

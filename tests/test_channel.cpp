@@ -107,6 +107,20 @@ TEST_P(ChannelTest, LargeMessagesWithAConcurrentPeer) {
   EXPECT_TRUE(must(child.wait(20s)).success());
 }
 
+TEST_P(ChannelTest, RecvIntoReusesTheCallersBuffer) {
+  auto ends = connect_over(GetParam());
+  std::vector<std::string> messages = {std::string(3000, 'p'), "qq", std::string(3000, 'r'), "s"};
+  for (const auto& m : messages) TT_ASSERT_OK(ends.a.send(m, 10s));
+  std::vector<std::byte> into(5000, std::byte{'?'});  // longer than any: must shrink
+  for (const auto& m : messages) {
+    TT_ASSERT_OK(ends.b.recv_into(into, 10s));
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(into.data()), into.size()), m);
+  }
+  auto none = ends.b.recv_into(into, 50ms);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error(), std::errc::timed_out);
+}
+
 TEST_P(ChannelTest, MaximumSizeIsEnforcedOnSend) {
   auto ends = connect_over(GetParam(), {.max_message = 1000});
   auto r = ends.a.send(std::string(1001, 'y'));

@@ -115,7 +115,7 @@ Result<std::size_t> queue_message_size(int mq, const std::string& name) {
 }
 
 Result<Fd> open_queue(const std::string& name) {
-  int mq = ::mq_open(name.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  int mq = ::mq_open(name.c_str(), O_RDWR | O_CLOEXEC);  // blocking: see send_queue
   if (mq < 0) return fail(errno, "open POSIX queue " + name);
   return Fd(mq);  // on Linux an mqd_t is a descriptor: mq_close is close
 }
@@ -142,10 +142,10 @@ Result<Channel> Channel::make(Fd in, Fd out, Kind kind, bool socket, std::string
   if (options.max_message > 0xffffffffu)
     return fail(EINVAL, "channel " + c.what_ + ": max_message above 4 GiB");
   // Pipes are made non-blocking and every wait is a poll with the caller's
-  // deadline. Sockets stay blocking: each call passes MSG_DONTWAIT when a
+  // deadline. Sockets and POSIX queues stay blocking: each call passes MSG_DONTWAIT when a
   // deadline must be kept, and with no deadline simply blocks in the kernel
   // (one system call per receive, not read + poll + read).
-  if (!socket) {
+  if (!socket && kind != Kind::posix_mq) {
     for (Fd* fd : {&c.in_, &c.out_}) {
       if (fd->valid()) {
         if (auto r = fd->set_nonblocking(true); !r) return fail(r.error(), "channel " + c.what_);
@@ -572,15 +572,24 @@ Result<std::vector<std::byte>> Channel::recv_packet(Deadline deadline) {
   }
 }
 
+// POSIX queue descriptors stay blocking, as sockets do: with no deadline a
+// call blocks in the kernel (one system call per message, not try + poll +
+// try). With a deadline, each attempt is mq_timed*() with an expired
+// timeout, which never blocks (mq_send(3): "the timeout has already expired
+// by the time of the call"), and the wait between attempts is a poll on the
+// steady clock, so a change of the wall clock cannot stretch it.
+const timespec kExpired{0, 0};
+
 Result<void> Channel::send_queue(std::span<const std::byte> message, Deadline deadline) {
   if (kind_ == Kind::sysv) return SysvQueue::from_id(sysv_id_).send(send_type_, message, deadline);
+  const char* data = reinterpret_cast<const char*>(message.data());
   for (;;) {
     int r = retry_eintr([&] {
-      return ::mq_send(out_.get(), reinterpret_cast<const char*>(message.data()), message.size(),
-                       0);
+      return deadline.is_never() ? ::mq_send(out_.get(), data, message.size(), 0)
+                                 : ::mq_timedsend(out_.get(), data, message.size(), 0, &kExpired);
     });
     if (r == 0) return {};
-    if (errno != EAGAIN) return fail(errno, "send on " + what_);
+    if (errno != ETIMEDOUT && errno != EAGAIN) return fail(errno, "send on " + what_);
     if (auto ready = await(out_.get(), POLLOUT, deadline); !ready) return ready;
   }
 }
@@ -591,17 +600,16 @@ Result<std::vector<std::byte>> Channel::recv_queue(Deadline deadline) {
     if (!m) return std::unexpected(m.error());
     return std::move(m->data);
   }
-  std::vector<std::byte> message(queue_message_size_);
+  if (qbuf_.size() != queue_message_size_) qbuf_.resize(queue_message_size_);
+  char* buf = reinterpret_cast<char*>(qbuf_.data());
   for (;;) {
     ssize_t n = retry_eintr([&] {
-      return ::mq_receive(in_.get(), reinterpret_cast<char*>(message.data()), message.size(),
-                          nullptr);
+      return deadline.is_never()
+                 ? ::mq_receive(in_.get(), buf, qbuf_.size(), nullptr)
+                 : ::mq_timedreceive(in_.get(), buf, qbuf_.size(), nullptr, &kExpired);
     });
-    if (n >= 0) {
-      message.resize(static_cast<std::size_t>(n));
-      return message;
-    }
-    if (errno != EAGAIN) return fail(errno, "receive on " + what_);
+    if (n >= 0) return std::vector<std::byte>(qbuf_.data(), qbuf_.data() + n);
+    if (errno != ETIMEDOUT && errno != EAGAIN) return fail(errno, "receive on " + what_);
     if (auto ready = await(in_.get(), POLLIN, deadline); !ready)
       return std::unexpected(ready.error());
   }
@@ -612,6 +620,23 @@ Result<std::vector<std::byte>> Channel::recv(Deadline deadline) {
   if (kind_ == Kind::posix_mq || kind_ == Kind::sysv) return recv_queue(deadline);
   if (!in_.valid()) return fail(EBADF, "receive on " + what_ + ": send-only channel");
   return kind_ == Kind::stream ? recv_stream(deadline) : recv_packet(deadline);
+}
+
+Result<void> Channel::recv_into(std::vector<std::byte>& into, Deadline deadline) {
+  if (auto ok = check_usable(); !ok) return ok;
+  if (kind_ == Kind::stream && in_.valid()) {
+    // The message is assembled in `into`'s own storage: resizing it to a
+    // size it already has neither allocates nor zero-fills.
+    if (!in_message_) partial_ = std::move(into);
+    auto m = recv_stream(deadline);
+    if (!m) return std::unexpected(m.error());
+    into = std::move(*m);
+    return {};
+  }
+  auto m = recv(deadline);
+  if (!m) return std::unexpected(m.error());
+  into = std::move(*m);
+  return {};
 }
 
 Result<std::vector<std::byte>> Channel::try_recv() {
