@@ -3,5 +3,6 @@
 
 #include "tether/channel.hpp"
 #include "tether/process.hpp"
+#include "tether/supervise.hpp"
 #include "tether/sys.hpp"
 #include "tether/version.hpp"

@@ -4,6 +4,9 @@
 //   0  success
 //   1  the operation failed (the message says which object and why)
 //   2  bad command line
+//   3  no such worker
+//   4  the worker is not running (its supervisor is not listening)
+//   5  timed out waiting for the effect
 //   `tether run` exits with the child's code, or 128 + signal only when it
 //   must look like a shell; it prints the exact status on stderr with -v.
 #include <unistd.h>
@@ -17,6 +20,7 @@
 #include <CLI/CLI.hpp>
 
 #include "tether/tether.hpp"
+#include "workers.hpp"
 
 namespace {
 
@@ -129,6 +133,7 @@ int main(int argc, char** argv) {
   run_cmd->add_option("command", run_argv, "The command and its arguments (after --)")->required();
 
   auto* demo_cmd = app.add_subcommand("demo", "Show processes and pipes at work, step by step");
+  tether_cli::add_worker_commands(app);
 
   try {
     app.parse(argc, argv);
@@ -138,6 +143,7 @@ int main(int argc, char** argv) {
   }
   if (*run_cmd) return run(run_argv, timeout_s, verbose);
   if (*demo_cmd) return demo();
+  if (int code = tether_cli::run_workers(); code >= 0) return code;
   fmt::print("{}", app.help());
   return 0;
 }

@@ -1,0 +1,569 @@
+// tether open / list / status / exit / stop / start / restart / signal /
+// send / logs, and the hidden entry points the supervisor and the demo
+// worker run as. See docs/supervisor.md and docs/cli.md.
+#include "workers.hpp"
+
+#include <sys/inotify.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "tether/tether.hpp"
+
+namespace tether_cli {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+int report_error(const tether::Error& e) {
+  fmt::print(stderr, "tether: {}\n", e.message());
+  if (e == std::errc::no_such_process) return 3;            // no such worker
+  if (e == std::errc::no_such_device_or_address) return 4;  // supervisor not listening
+  if (e == std::errc::timed_out) return 5;
+  return 1;
+}
+
+namespace {
+
+tether::Deadline seconds(double s) {
+  return s > 0 ? tether::Deadline(std::chrono::duration<double>(s)) : tether::Deadline::never();
+}
+
+struct Options {
+  // open
+  std::string name, restart = "on-failure", cwd;
+  std::vector<std::string> command, env;
+  bool non_blocking = false, wait_ready = false, json_out = false, no_wait = false;
+  bool prune = false, follow = false;
+  double poll_interval = 1.0, grace = 5.0, timeout = 10.0;
+  int max_restarts = -1, ready_fd = 3, lines = 20, log_keep = 3;
+  std::uint64_t log_size = 1u << 20;
+  // the others
+  std::string key, signal;
+  std::vector<std::string> words;
+  // hidden
+  std::string dir, spec;
+  int report_fd = 3;
+};
+
+Options opt;
+CLI::App *open_cmd, *list_cmd, *status_cmd, *exit_cmd, *stop_cmd, *start_cmd, *restart_cmd,
+    *signal_cmd, *send_cmd, *logs_cmd, *supervise_cmd, *demo_worker_cmd;
+
+std::string self_exe() {
+  std::error_code ec;
+  auto p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? "tether" : p.string();
+}
+
+std::string new_id() {
+  unsigned char b[4];
+  if (::getrandom(b, sizeof b, 0) != sizeof b) {
+    auto t = std::chrono::steady_clock::now().time_since_epoch().count() ^ ::getpid();
+    std::memcpy(b, &t, sizeof b);
+  }
+  return fmt::format("{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3]);
+}
+
+tether::Result<tether::StateDir> state_dir(bool create) {
+  return tether::StateDir::open_default(create);
+}
+
+std::string who(const tether::WorkerInfo& w) {
+  return w.name.empty() || w.name == w.id ? w.id : fmt::format("{} ({})", w.name, w.id);
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string uptime(const tether::WorkerInfo& w) {
+  if (w.started_ms == 0 || w.pid == 0) return "-";
+  auto s = (now_ms() - w.started_ms) / 1000;
+  if (s < 60) return fmt::format("{}s", s);
+  if (s < 3600) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  if (s < 86400) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+  return fmt::format("{}d{:02}h", s / 86400, (s % 86400) / 3600);
+}
+
+json to_json(const tether::WorkerInfo& w) {
+  json j = {{"id", w.id},
+            {"name", w.name},
+            {"pid", w.pid},
+            {"supervisor_pid", w.supervisor_pid},
+            {"state", w.state},
+            {"want", w.want},
+            {"restarts", w.restarts},
+            {"restart", w.restart_policy},
+            {"command", w.command},
+            {"dir", w.dir.string()},
+            {"uptime_s", w.started_ms && w.pid ? (now_ms() - w.started_ms) / 1000 : 0}};
+  if (w.last_exit_code) j["last_exit"] = {{"code", *w.last_exit_code}};
+  if (w.last_exit_signal) {
+    j["last_exit"] = {{"signal", *w.last_exit_signal},
+                      {"signal_name", tether::signal_name(*w.last_exit_signal)}};
+  }
+  return j;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) {
+    if (!out.empty()) out += ' ';
+    out += s;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- open
+
+int do_open() {
+  auto dir = state_dir(true);
+  if (!dir) return report_error(dir.error());
+  tether::SupervisorSpec spec;
+  spec.id = new_id();
+  bool demo = opt.command.empty();
+  if (demo) {
+    spec.command = {self_exe(), "_demo-worker"};
+    if (opt.non_blocking) {
+      spec.command.push_back("--poll-interval");
+      spec.command.push_back(fmt::format("{}", opt.poll_interval));
+    }
+  } else {
+    spec.command = opt.command;
+  }
+  spec.name = !opt.name.empty() ? opt.name
+              : demo            ? "demo"
+                                : fs::path(opt.command.front()).filename().string();
+  if (spec.name.empty() || spec.name.size() > 64 || spec.name.starts_with('.') ||
+      spec.name.find('/') != std::string::npos ||
+      std::all_of(spec.name.begin(), spec.name.end(),
+                  [](char c) { return c >= '0' && c <= '9'; })) {
+    fmt::print(stderr,
+               "tether: open: bad worker name '{}' (1 to 64 characters, no '/', not starting "
+               "with '.', not only digits)\n",
+               spec.name);
+    return 2;
+  }
+  if (!opt.name.empty()) {
+    if (auto w = tether::find_worker(*dir, spec.name);
+        w && w->supervisor_alive && w->name == spec.name) {
+      fmt::print(stderr, "tether: open: a worker named {} is already running (id {}, pid {})\n",
+                 spec.name, w->id, w->pid);
+      return 1;
+    }
+  }
+  spec.restart = opt.restart == "always"  ? tether::RestartPolicy::always
+                 : opt.restart == "never" ? tether::RestartPolicy::never
+                                          : tether::RestartPolicy::on_failure;
+  spec.max_restarts = opt.max_restarts;
+  spec.grace = std::chrono::milliseconds(static_cast<long>(opt.grace * 1000));
+  spec.wait_ready = opt.wait_ready;
+  spec.ready_fd = opt.ready_fd;
+  spec.log_max_bytes = opt.log_size;
+  spec.log_keep = opt.log_keep;
+  if (!opt.cwd.empty()) spec.cwd = fs::absolute(opt.cwd);
+  for (const auto& e : opt.env) {
+    auto eq = e.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      fmt::print(stderr, "tether: open: --env wants NAME=VALUE, not '{}'\n", e);
+      return 2;
+    }
+    spec.env.emplace_back(e.substr(0, eq), e.substr(eq + 1));
+  }
+  json j = {{"id", spec.id},
+            {"name", spec.name},
+            {"command", spec.command},
+            {"env", spec.env},
+            {"cwd", spec.cwd.string()},
+            {"restart", opt.restart},
+            {"max_restarts", spec.max_restarts},
+            {"grace_ms", spec.grace.count()},
+            {"wait_ready", spec.wait_ready},
+            {"ready_fd", spec.ready_fd},
+            {"log_max_bytes", spec.log_max_bytes},
+            {"log_keep", spec.log_keep}};
+
+  // The supervisor reports how the start went on this pipe, then closes it.
+  auto report = tether::make_pipe();
+  if (!report) return report_error(report.error());
+  auto sup = tether::Command(self_exe())
+                 .args({"_supervise", "--dir", dir->path().string(), "--spec", j.dump(),
+                        "--report-fd", "3"})
+                 .arg0("tether-supervise")
+                 .new_session()  // detached: no terminal, no SIGHUP when it closes
+                 .stdin_from(tether::Stdio::null())
+                 .stdout_to(tether::Stdio::null())
+                 .stderr_to(tether::Stdio::null())
+                 .pass_fd(report->second.get(), 3)
+                 .spawn();
+  if (!sup) return report_error(sup.error());
+  report->second.reset();
+  tether::PipeReader reader(std::move(report->first));
+  std::string answer;
+  auto deadline = seconds(opt.timeout);
+  for (;;) {
+    std::byte buf[4096];
+    auto n = reader.read(buf, deadline);
+    if (!n) {
+      // No answer in time (a worker slow to say it is ready): stop it all.
+      (void)sup->signal(SIGTERM);
+      (void)sup->wait(10s);
+      fmt::print(stderr, "tether: open {}: {} (stopped it)\n", spec.name,
+                 n.error() == std::errc::timed_out
+                     ? fmt::format("the worker was not {} within {} s",
+                                   spec.wait_ready ? "ready" : "running", opt.timeout)
+                     : n.error().message());
+      return n.error() == std::errc::timed_out ? 5 : 1;
+    }
+    if (*n == 0) break;
+    answer.append(reinterpret_cast<const char*>(buf), *n);
+  }
+  if (!answer.starts_with("ok ")) {
+    (void)sup->wait(10s);  // it exits after reporting an error
+    std::string why = answer.starts_with("error ") ? answer.substr(6) : "the supervisor ended";
+    while (!why.empty() && why.back() == '\n') why.pop_back();
+    fmt::print(stderr, "tether: open {}: {}\n", spec.name, why);
+    return 1;
+  }
+  int pid = std::atoi(answer.c_str() + 3);
+  pid_t sup_pid = sup->pid();
+  sup->detach();  // it outlives us, re-parented to init (or a subreaper)
+  fs::path wdir = dir->worker_path(spec.id);
+  if (opt.json_out) {
+    fmt::print("{}\n", json({{"id", spec.id},
+                             {"name", spec.name},
+                             {"pid", pid},
+                             {"supervisor_pid", sup_pid},
+                             {"dir", wdir.string()}})
+                           .dump());
+  } else {
+    fmt::print("started worker {} (name {}), pid {}; control FIFO {}\n", spec.id, spec.name, pid,
+               (wdir / "control").string());
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- list, status
+
+int do_list() {
+  auto dir = state_dir(false);
+  std::vector<tether::WorkerInfo> workers;
+  if (dir) {
+    auto all = tether::list_workers(*dir);
+    if (!all) return report_error(all.error());
+    workers = std::move(*all);
+  } else if (dir.error() != std::errc::no_such_file_or_directory) {
+    return report_error(dir.error());
+  }
+  if (opt.prune) {
+    std::erase_if(workers, [](const tether::WorkerInfo& w) {
+      if (w.supervisor_alive) return false;
+      if (auto r = tether::prune_worker(w); !r) {
+        fmt::print(stderr, "tether: prune {}: {}\n", who(w), r.error().message());
+        return false;
+      }
+      fmt::print(stderr, "pruned {} (its supervisor was dead)\n", who(w));
+      return true;
+    });
+  }
+  if (opt.json_out) {
+    json pids = json::object(), list = json::array();
+    for (const auto& w : workers) {
+      if (w.pid > 0 && w.supervisor_alive) pids[std::to_string(w.pid)] = w.id;
+      list.push_back(to_json(w));
+    }
+    fmt::print("{}\n", json({{"pids", pids}, {"workers", list}}).dump());
+    return 0;
+  }
+  if (workers.empty()) {
+    fmt::print("no workers\n");
+    return 0;
+  }
+  fmt::print("{:<9} {:<16} {:>7} {:<15} {:>7} {:>8}  {:<22} {}\n", "ID", "NAME", "PID", "STATE",
+             "UPTIME", "RESTARTS", "LAST EXIT", "COMMAND");
+  for (const auto& w : workers) {
+    fmt::print("{:<9} {:<16} {:>7} {:<15} {:>7} {:>8}  {:<22} {}\n", w.id, w.name,
+               w.pid > 0 ? std::to_string(w.pid) : "-", w.state, uptime(w), w.restarts,
+               w.last_exit().empty() ? "-" : w.last_exit(), join(w.command));
+  }
+  return 0;
+}
+
+tether::Result<tether::WorkerInfo> find(const std::string& key) {
+  auto dir = state_dir(false);
+  if (!dir) {
+    if (dir.error() == std::errc::no_such_file_or_directory) {
+      return tether::fail(ESRCH, fmt::format("no worker '{}' (no worker was ever started)", key));
+    }
+    return std::unexpected(dir.error());
+  }
+  return tether::find_worker(*dir, key);
+}
+
+int do_status() {
+  auto w = find(opt.key);
+  if (!w) return report_error(w.error());
+  if (opt.json_out) {
+    fmt::print("{}\n", to_json(*w).dump());
+    return 0;
+  }
+  fmt::print(
+      "worker {}\n  state      {} (wants {})\n  pid        {}\n  supervisor {}\n  uptime     "
+      "{}\n  restarts   {} (policy {})\n  last exit  {}\n  command    {}\n  directory  {}\n",
+      who(*w), w->state, w->want.empty() ? "-" : w->want, w->pid > 0 ? std::to_string(w->pid) : "-",
+      w->supervisor_alive ? std::to_string(w->supervisor_pid) : "dead", uptime(*w), w->restarts,
+      w->restart_policy, w->last_exit().empty() ? "-" : w->last_exit(), join(w->command),
+      w->dir.string());
+  return 0;
+}
+
+// ---------------------------------------------------------------- commands
+
+int do_exit() {
+  auto w = find(opt.key);
+  if (!w) return report_error(w.error());
+  if (auto r = tether::send_command(*w, "exit"); !r) {
+    // Two clients at once: the other one's exit may have won the race.
+    std::error_code ec;
+    if (r.error() == std::errc::no_such_device_or_address && !fs::exists(w->dir, ec)) {
+      fmt::print("worker {} has exited\n", who(*w));
+      return 0;
+    }
+    return report_error(r.error());
+  }
+  if (opt.no_wait) return 0;
+  if (auto r = tether::wait_supervisor_gone(*w, seconds(opt.timeout)); !r) {
+    return report_error(r.error());
+  }
+  fmt::print("worker {} has exited\n", who(*w));
+  return 0;
+}
+
+int do_updown(const char* command, const char* state, bool restart) {
+  auto w = find(opt.key);
+  if (!w) return report_error(w.error());
+  if (auto r = tether::send_command(*w, command); !r) return report_error(r.error());
+  if (opt.no_wait) return 0;
+  auto now = tether::wait_worker_state(*w, state, seconds(opt.timeout), restart ? w->pid : 0);
+  if (!now) return report_error(now.error());
+  if (now->pid > 0) {
+    fmt::print("worker {} is {}, pid {}\n", who(*now), now->state, now->pid);
+  } else {
+    fmt::print("worker {} is {}\n", who(*now), now->state);
+  }
+  return 0;
+}
+
+int do_signal() {
+  auto w = find(opt.key);
+  if (!w) return report_error(w.error());
+  if (auto r = tether::send_command(*w, "signal " + opt.signal); !r) return report_error(r.error());
+  return 0;
+}
+
+int do_send() {
+  auto w = find(opt.key);
+  if (!w) return report_error(w.error());
+  if (auto r = tether::send_command(*w, "send " + join(opt.words)); !r) {
+    return report_error(r.error());
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------- logs
+
+int do_logs() {
+  auto w = find(opt.key);
+  if (!w) return report_error(w.error());
+  fs::path log = w->dir / "log";
+  std::FILE* f = std::fopen(log.c_str(), "re");
+  if (!f) return report_error(tether::Error::from_errno(errno, "open " + log.string()));
+  std::deque<std::string> last;
+  char* line = nullptr;
+  std::size_t cap = 0;
+  ssize_t len;
+  while ((len = ::getline(&line, &cap, f)) > 0) {
+    last.emplace_back(line, static_cast<std::size_t>(len));
+    if (opt.lines >= 0 && last.size() > static_cast<std::size_t>(opt.lines)) last.pop_front();
+  }
+  for (const auto& l : last) std::fputs(l.c_str(), stdout);
+  std::fflush(stdout);
+  if (!opt.follow) {
+    std::free(line);
+    std::fclose(f);
+    return 0;
+  }
+  // Follow: woken by inotify when the log grows or is rotated, until the
+  // supervisor removes the directory.
+  tether::Fd in(::inotify_init1(IN_CLOEXEC));
+  ::inotify_add_watch(in.get(), w->dir.c_str(), IN_MODIFY | IN_CREATE | IN_DELETE_SELF);
+  struct stat st {};
+  ::fstat(fileno(f), &st);
+  for (;;) {
+    std::clearerr(f);
+    while ((len = ::getline(&line, &cap, f)) > 0)
+      std::fwrite(line, 1, static_cast<std::size_t>(len), stdout);
+    std::fflush(stdout);
+    struct stat now {};
+    if (::stat(log.c_str(), &now) != 0) break;  // the worker exited: its directory is gone
+    if (now.st_ino != st.st_ino) {              // rotated: follow the new file
+      std::fclose(f);
+      f = std::fopen(log.c_str(), "re");
+      if (!f) break;
+      st = now;
+      continue;
+    }
+    char buf[4096];
+    if (::read(in.get(), buf, sizeof buf) <= 0) break;
+  }
+  std::free(line);
+  if (f) std::fclose(f);
+  return 0;
+}
+
+// ---------------------------------------------------------------- hidden entry points
+
+int do_supervise() {
+  auto dir = tether::StateDir::open(opt.dir, false);
+  auto fail_report = [&](const std::string& why) {
+    std::string line = "error " + why + "\n";
+    (void)tether::write_some(opt.report_fd, std::as_bytes(std::span(line)), "report");
+    return 1;
+  };
+  if (!dir) return fail_report(dir.error().message());
+  json j = json::parse(opt.spec, nullptr, false);
+  if (j.is_discarded()) return fail_report("bad --spec");
+  tether::SupervisorSpec spec;
+  try {
+    spec.id = j.at("id");
+    spec.name = j.at("name");
+    spec.command = j.at("command").get<std::vector<std::string>>();
+    spec.env = j.at("env").get<std::vector<std::pair<std::string, std::string>>>();
+    spec.cwd = j.at("cwd").get<std::string>();
+    std::string r = j.at("restart");
+    spec.restart = r == "always"  ? tether::RestartPolicy::always
+                   : r == "never" ? tether::RestartPolicy::never
+                                  : tether::RestartPolicy::on_failure;
+    spec.max_restarts = j.at("max_restarts");
+    spec.grace = std::chrono::milliseconds(j.at("grace_ms").get<long>());
+    spec.wait_ready = j.at("wait_ready");
+    spec.ready_fd = j.at("ready_fd");
+    spec.log_max_bytes = j.at("log_max_bytes");
+    spec.log_keep = j.at("log_keep");
+  } catch (const json::exception& e) {
+    return fail_report(std::string("bad --spec: ") + e.what());
+  }
+  return tether::run_supervisor(*dir, spec, opt.report_fd);
+}
+
+int do_demo_worker() {
+  std::optional<std::chrono::milliseconds> interval;
+  if (opt.poll_interval > 0 && demo_worker_cmd->count("--poll-interval")) {
+    interval = std::chrono::milliseconds(static_cast<long>(opt.poll_interval * 1000));
+  }
+  return tether::run_demo_worker(interval);
+}
+
+CLI::App* with_key(CLI::App* cmd) {
+  cmd->add_option("worker", opt.key, "The worker: its pid, id or name")->required();
+  return cmd;
+}
+
+CLI::App* with_wait(CLI::App* cmd) {
+  cmd->add_flag("--no-wait", opt.no_wait, "Return once the command is delivered");
+  cmd->add_option("--timeout", opt.timeout, "Seconds to wait for the effect (default 10)");
+  return cmd;
+}
+
+}  // namespace
+
+void add_worker_commands(CLI::App& app) {
+  open_cmd =
+      app.add_subcommand("open", "Start a worker under its own supervisor, in the background");
+  open_cmd->add_option("--name", opt.name, "A name for the worker (default: the program's)");
+  open_cmd->add_flag("--non-blocking", opt.non_blocking,
+                     "Demo worker: poll the input instead of blocking on it");
+  open_cmd->add_option("--poll-interval", opt.poll_interval,
+                       "Demo worker: seconds between polls (default 1)");
+  open_cmd->add_option("--restart", opt.restart, "always, on-failure (default) or never")
+      ->check(CLI::IsMember({"always", "on-failure", "never"}));
+  open_cmd->add_option("--max-restarts", opt.max_restarts, "Give up after this many restarts");
+  open_cmd->add_option("--env", opt.env, "NAME=VALUE for the worker's environment (repeatable)");
+  open_cmd->add_option("--cwd", opt.cwd, "The worker's working directory")
+      ->check(CLI::ExistingDirectory);
+  open_cmd->add_flag("--wait-ready", opt.wait_ready,
+                     "Return once the worker writes a line on fd $TETHER_READY_FD");
+  open_cmd->add_option("--ready-fd", opt.ready_fd, "The readiness fd number (default 3)");
+  open_cmd->add_option("--grace", opt.grace, "Seconds from SIGTERM to SIGKILL on stop (default 5)");
+  open_cmd->add_option("--log-size", opt.log_size,
+                       "Rotate the log at this many bytes (default 1 MiB)");
+  open_cmd->add_option("--log-keep", opt.log_keep, "Rotated logs to keep (default 3)");
+  open_cmd->add_option("--timeout", opt.timeout, "Seconds to wait for the start (default 10)");
+  open_cmd->add_flag("--json", opt.json_out, "Print id, name, pid as JSON");
+  open_cmd->add_option("command", opt.command,
+                       "The command to run (after --); default: a demo worker");
+
+  list_cmd = app.add_subcommand("list", "List the workers");
+  list_cmd->add_flag("--json", opt.json_out, "JSON, with the {pid: id} mapping");
+  list_cmd->add_flag("--prune", opt.prune, "Remove workers whose supervisor is dead");
+
+  status_cmd = with_key(app.add_subcommand("status", "Show one worker"));
+  status_cmd->add_flag("--json", opt.json_out, "JSON");
+
+  exit_cmd = with_wait(with_key(app.add_subcommand("exit", "Stop a worker and its supervisor")));
+  stop_cmd =
+      with_wait(with_key(app.add_subcommand("stop", "Take a worker down (its supervisor stays)")));
+  start_cmd = with_wait(with_key(app.add_subcommand("start", "Bring a stopped worker up")));
+  restart_cmd =
+      with_wait(with_key(app.add_subcommand("restart", "Stop a worker and start it again")));
+
+  signal_cmd = with_key(app.add_subcommand("signal", "Send a signal to a worker's process group"));
+  signal_cmd->add_option("signal", opt.signal, "TERM, SIGHUP, 10, …")->required();
+
+  send_cmd = with_key(app.add_subcommand("send", "Deliver a line to a worker's standard input"));
+  send_cmd->add_option("message", opt.words, "The message")->required();
+
+  logs_cmd = with_key(app.add_subcommand("logs", "Show a worker's log"));
+  logs_cmd->add_flag("-f,--follow", opt.follow, "Keep printing as the log grows");
+  logs_cmd->add_option("-n,--lines", opt.lines, "Lines to show (default 20; -1: all)");
+
+  supervise_cmd = app.add_subcommand("_supervise", "")->group("");  // hidden
+  supervise_cmd->add_option("--dir", opt.dir)->required();
+  supervise_cmd->add_option("--spec", opt.spec)->required();
+  supervise_cmd->add_option("--report-fd", opt.report_fd);
+  demo_worker_cmd = app.add_subcommand("_demo-worker", "")->group("");
+  demo_worker_cmd->add_option("--poll-interval", opt.poll_interval);
+}
+
+int run_workers() {
+  if (*open_cmd) return do_open();
+  if (*list_cmd) return do_list();
+  if (*status_cmd) return do_status();
+  if (*exit_cmd) return do_exit();
+  if (*stop_cmd) return do_updown("stop", "down", false);
+  if (*start_cmd) return do_updown("start", "up", false);
+  if (*restart_cmd) return do_updown("restart", "up", true);
+  if (*signal_cmd) return do_signal();
+  if (*send_cmd) return do_send();
+  if (*logs_cmd) return do_logs();
+  if (*supervise_cmd) return do_supervise();
+  if (*demo_worker_cmd) return do_demo_worker();
+  return -1;
+}
+
+}  // namespace tether_cli
