@@ -7,7 +7,7 @@
 //   <state>/<id>/control        FIFO, 0600: one text command per line
 //   <state>/<id>/lock           held (flock) by the live supervisor
 //   <state>/<id>/status.json    replaced atomically on every change
-//   <state>/<id>/log, log.1 …   the worker's output, timestamped, rotated
+//   <state>/<id>/worker.log …   the worker's output, timestamped, rotated (.1 .2 …)
 //   <state>/<id>/supervise/     runit/daemontools view: control (the same
 //                               FIFO), ok, status (20 bytes), stat, pid
 //
@@ -100,9 +100,12 @@ Result<WorkerInfo> find_worker(const StateDir& dir, std::string_view key);
 Result<void> send_command(const WorkerInfo& worker, std::string_view line,
                           Deadline deadline = std::chrono::seconds(5));
 
-// Waits until the worker's supervisor has ended (after "exit"): woken by
-// its pidfd, not by polling.
-Result<void> wait_supervisor_gone(const WorkerInfo& worker, Deadline deadline);
+// Asks the worker's supervisor to stop the worker and exit ("exit"), then,
+// unless `wait` is false, waits until it has: woken by the supervisor's
+// pidfd, taken before the command is sent, not by polling. A worker that
+// another client stopped meanwhile counts as stopped; one whose supervisor
+// is dead is "not running" (ENXIO).
+Result<void> exit_worker(const WorkerInfo& worker, Deadline deadline, bool wait = true);
 
 // Waits until the worker's status file says `state` (one of those above),
 // with a pid other than `not_pid` when that is given (a restart), or its

@@ -14,7 +14,8 @@ namespace tether::supervise_detail {
 inline constexpr const char* kStatusFile = "status.json";
 inline constexpr const char* kLockFile = "lock";
 inline constexpr const char* kControlFifo = "control";
-inline constexpr const char* kLogFile = "log";
+// Not "log": runit's sv takes <dir>/log for a log service's directory.
+inline constexpr const char* kLogFile = "worker.log";
 // Longest command line: a write this short to a FIFO is atomic (PIPE_BUF).
 inline constexpr std::size_t kMaxCommand = 4096;
 

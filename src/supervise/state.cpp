@@ -232,16 +232,28 @@ Result<Fd> pidfd_of(pid_t pid) {
 
 }  // namespace
 
-Result<void> wait_supervisor_gone(const WorkerInfo& worker, Deadline deadline) {
-  if (worker.supervisor_pid <= 0) return {};
+Result<void> exit_worker(const WorkerInfo& worker, Deadline deadline, bool wait) {
+  std::error_code ec;
+  // A supervisor renames its directory away (atomically) only once its
+  // worker is gone, so a missing directory means "stopped".
+  auto gone = [&] { return !fs::exists(worker.dir, ec); };
+  auto not_running = [&] {
+    return fail(ENXIO, "worker " + display_name(worker) +
+                           " is not running (its supervisor is not listening)");
+  };
+  // The pidfd first, then the lock: if the lock is held after the pidfd
+  // exists, the pidfd is the live supervisor's (not a recycled pid's).
   auto pidfd = pidfd_of(worker.supervisor_pid);
   if (!pidfd) {
-    if (pidfd.error() == std::errc::no_such_process) return {};
-    return std::unexpected(pidfd.error());
+    if (pidfd.error() != std::errc::no_such_process) return std::unexpected(pidfd.error());
+    return gone() ? Result<void>() : not_running();
   }
-  // The pid was read from the status file: it is the supervisor's only if
-  // the supervisor still holds the lock now that the pidfd exists.
-  if (!sd::lock_held(worker.dir)) return {};
+  if (!sd::lock_held(worker.dir)) return gone() ? Result<void>() : not_running();
+  if (auto sent = send_command(worker, "exit", deadline); !sent) {
+    if (sent.error() != std::errc::no_such_device_or_address) return sent;
+    if (gone()) return {};  // another client's exit got there first
+  }
+  if (!wait) return {};
   auto r = wait_fd(pidfd->get(), POLLIN, deadline,
                    fmt::format("the supervisor of worker {} to end", display_name(worker)));
   if (!r) return std::unexpected(r.error());

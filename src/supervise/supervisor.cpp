@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -145,12 +146,13 @@ class Supervisor {
   void rotate_log();
   void report(std::string_view line);
   void finish();
+  bool directory_lost();
 
   SupervisorSpec spec_;
   fs::path final_, tmp_;
   bool created_ = false, renamed_ = false, dir_removed_ = false;
   Fd dirfd_, lock_, control_, control_keep_, svcontrol_, svcontrol_keep_, ok_;
-  Fd sigfd_, timer_, log_;
+  Fd sigfd_, timer_, log_, watch_;
   std::uint64_t log_size_ = 0;
   int report_fd_ = -1;
 
@@ -162,6 +164,7 @@ class Supervisor {
 
   std::string state_ = "starting", want_ = "up";
   bool once_ = false, paused_ = false, got_term_ = false, stopping_ = false;
+  bool restart_now_ = false;  // `restart`: start again at once, whatever the policy
   bool done_ = false;
   std::int64_t since_ms_ = 0;
   timespec since_ts_{};
@@ -228,6 +231,15 @@ Result<void> Supervisor::setup() {
 
   if (::rename(tmp_.c_str(), final_.c_str()) != 0) return fail(errno, "create " + final_.string());
   renamed_ = true;
+  // A supervisor whose directory is removed or moved can no longer be
+  // reached by any client: it then stops its worker and exits.
+  watch_.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  // (IN_DELETE_SELF comes only once the inode is freed, which our open
+  // descriptors prevent; the removal of the lock or the FIFO comes at once.)
+  if (!watch_ || ::inotify_add_watch(watch_.get(), final_.c_str(),
+                                     IN_DELETE | IN_MOVED_FROM | IN_MOVE_SELF) < 0) {
+    return fail(errno, "watch " + final_.string());
+  }
   return {};
 }
 
@@ -318,14 +330,15 @@ void Supervisor::decide_after_exit(const ExitStatus& status, milliseconds ran) {
     want_ = "down";
     return set_state("down");
   }
-  bool restart = spec_.restart == RestartPolicy::always ||
+  bool asked = std::exchange(restart_now_, false);
+  bool restart = asked || spec_.restart == RestartPolicy::always ||
                  (spec_.restart == RestartPolicy::on_failure && !status.success());
   if (!restart) return set_state("exited");
-  if (spec_.max_restarts >= 0 && restarts_ >= spec_.max_restarts) {
+  if (!asked && spec_.max_restarts >= 0 && restarts_ >= spec_.max_restarts) {
     event(fmt::format("not restarting: {} restarts already (--max-restarts)", restarts_));
     return set_state("exited");
   }
-  if (ran >= spec_.healthy_after) {
+  if (asked || ran >= spec_.healthy_after) {
     backoff_ = milliseconds(0);  // it ran healthily: again, at once
   } else {
     backoff_ =
@@ -402,7 +415,12 @@ void Supervisor::read_control(int fd, std::string& line, bool& discarding, bool 
   char buf[65536];
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) return;  // EAGAIN: drained (our keepalive writer means no EOF)
+    if (n <= 0) {  // EAGAIN: drained (our keepalive writer means no EOF)
+      if (bad_suppressed_ > 0) {
+        event(fmt::format("{} more bad commands ignored", std::exchange(bad_suppressed_, 0)));
+      }
+      return;
+    }
     for (ssize_t i = 0; i < n; ++i) {
       char c = buf[i];
       if (letters_only) {  // runit/daemontools: every byte is a command
@@ -460,8 +478,8 @@ void Supervisor::command(std::string_view line) {
     if (!proc_) return letter('u');
     want_ = "up";
     once_ = false;
-    backoff_ = milliseconds(0);
-    return stop_worker();  // decide_after_exit starts it again (want up)
+    restart_now_ = true;
+    return stop_worker();  // decide_after_exit starts it again at once
   }
   bad_command("unknown command", line);
 }
@@ -613,7 +631,7 @@ void Supervisor::set_state(std::string state) {
 }
 
 void Supervisor::write_status() {
-  if (!renamed_ || done_) return;
+  if (!renamed_ || done_ || dir_removed_) return;
   nlohmann::json j;
   j["id"] = spec_.id;
   j["name"] = spec_.name;
@@ -666,13 +684,40 @@ void Supervisor::report(std::string_view line) {
   report_fd_ = -1;
 }
 
+// Reads the directory watch: true when the directory was moved, or its lock
+// or control FIFO removed (by something other than us: we move only
+// status/log files, and remove nothing before finish()).
+bool Supervisor::directory_lost() {
+  alignas(inotify_event) char buf[4096];
+  bool lost = false;
+  for (;;) {
+    ssize_t n = ::read(watch_.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    for (char* p = buf; p < buf + n;) {
+      auto* ev = reinterpret_cast<inotify_event*>(p);
+      std::string_view name = ev->len ? std::string_view(ev->name) : std::string_view();
+      if ((ev->mask & IN_MOVE_SELF) || name == sd::kLockFile || name == sd::kControlFifo ||
+          name == "supervise") {
+        lost = true;
+      }
+      p += sizeof(inotify_event) + ev->len;
+    }
+  }
+  return lost;
+}
+
 void Supervisor::finish() {
   event("supervisor exiting");
   done_ = true;
   // Remove the directory while still holding the lock: a client sees the
   // worker either alive or gone, never a stale directory.
+  if (dir_removed_) return;
+  // Renamed away first, in one step, then removed: a client sees the
+  // directory whole (lock held) or not at all, never half-removed.
+  fs::path gone = final_.parent_path() / ("." + spec_.id + ".gone");
   std::error_code ec;
-  fs::remove_all(final_, ec);
+  if (::rename(final_.c_str(), gone.c_str()) != 0) gone = final_;
+  fs::remove_all(gone, ec);
   dir_removed_ = !ec;
 }
 
@@ -693,7 +738,7 @@ int Supervisor::run(int report_fd) {
   if (!spec_.wait_ready) report(fmt::format("ok {}", proc_->pid()));
 
   while (!done_) {
-    enum { kControl, kSvControl, kSignal, kTimer, kPid, kOut, kReady, kCount };
+    enum { kControl, kSvControl, kSignal, kTimer, kPid, kOut, kReady, kWatch, kCount };
     pollfd fds[kCount] = {
         {control_.get(), POLLIN, 0},
         {svcontrol_.get(), POLLIN, 0},
@@ -702,6 +747,7 @@ int Supervisor::run(int report_fd) {
         {proc_ ? proc_->pidfd() : -1, POLLIN, 0},
         {out_.get(), POLLIN, 0},
         {ready_.get(), POLLIN, 0},
+        {watch_.get(), POLLIN, 0},
     };
     int n = ::poll(fds, kCount, -1);
     if (n < 0) {
@@ -746,6 +792,11 @@ int Supervisor::run(int report_fd) {
         }
       }
       if (child && !done_) reap_orphans();
+    }
+    if (fds[kWatch].revents && !done_ && directory_lost()) {
+      dir_removed_ = true;  // by someone else: nothing of ours to remove
+      log_.reset();
+      if (want_ != "exit") letter('x');
     }
     if (done_) break;
     if (fds[kTimer].revents) on_timer();

@@ -337,20 +337,10 @@ int do_status() {
 int do_exit() {
   auto w = find(opt.key);
   if (!w) return report_error(w.error());
-  if (auto r = tether::send_command(*w, "exit"); !r) {
-    // Two clients at once: the other one's exit may have won the race.
-    std::error_code ec;
-    if (r.error() == std::errc::no_such_device_or_address && !fs::exists(w->dir, ec)) {
-      fmt::print("worker {} has exited\n", who(*w));
-      return 0;
-    }
+  if (auto r = tether::exit_worker(*w, seconds(opt.timeout), !opt.no_wait); !r) {
     return report_error(r.error());
   }
-  if (opt.no_wait) return 0;
-  if (auto r = tether::wait_supervisor_gone(*w, seconds(opt.timeout)); !r) {
-    return report_error(r.error());
-  }
-  fmt::print("worker {} has exited\n", who(*w));
+  if (!opt.no_wait) fmt::print("worker {} has exited\n", who(*w));
   return 0;
 }
 
@@ -390,7 +380,7 @@ int do_send() {
 int do_logs() {
   auto w = find(opt.key);
   if (!w) return report_error(w.error());
-  fs::path log = w->dir / "log";
+  fs::path log = w->dir / "worker.log";
   std::FILE* f = std::fopen(log.c_str(), "re");
   if (!f) return report_error(tether::Error::from_errno(errno, "open " + log.string()));
   std::deque<std::string> last;

@@ -1,0 +1,507 @@
+// The worker supervisor, through the real `tether` command (as a user runs
+// it) and through the library. Every case has its own state directory
+// ($TETHER_DIR), exits every worker it opened, and checks that no
+// supervisor, worker or directory is left behind.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using tether_test::Clean;
+using tether_test::must;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct CliResult {
+  int code = -1;
+  std::string out, err;
+};
+
+class Supervise : public Clean {
+ protected:
+  void SetUp() override {
+    Clean::SetUp();
+    dir_ = fs::temp_directory_path() / tether_test::unique_name("tether-state");
+    ASSERT_EQ(::mkdir(dir_.c_str(), 0700), 0);
+  }
+  void TearDown() override {
+    // Exit whatever is still there; then nothing may be left.
+    auto l = cli("list", {"--json"});
+    if (l.code != 0) ADD_FAILURE() << "list: " << l.code << " " << l.err << l.out;
+    if (l.code == 0) {
+      json all = json::parse(l.out);  // named: a range-for over a temporary's member dangles
+      for (const auto& w : all["workers"]) {
+        auto id = w["id"].get<std::string>();
+        if (w["state"] == "dead-supervisor") {
+          cli("list", {"--prune"});
+        } else {
+          auto x = cli("exit", {id});
+          if (x.code != 0) ADD_FAILURE() << "exit " << id << ": " << x.code << " " << x.err;
+        }
+      }
+    }
+    std::error_code ec;
+    std::size_t left = 0;
+    for (const auto& e : fs::directory_iterator(dir_, ec)) {
+      ADD_FAILURE() << "left behind: " << e.path();
+      ++left;
+    }
+    fs::remove_all(dir_, ec);
+    Clean::TearDown();
+  }
+
+  CliResult cli(const std::string& sub, std::vector<std::string> args = {},
+                tether::Deadline deadline = 30s) {
+    tether::Command c(TETHER_CLI);
+    c.arg(sub).args(args).env("TETHER_DIR", dir_.string());
+    auto o = c.output({}, deadline);
+    if (!o) return {-1, "", o.error().message()};
+    CliResult r{o->status.code().value_or(128 + o->status.signal().value_or(0)), o->out, o->err};
+    return r;
+  }
+
+  // Opens a worker and returns its id.
+  std::string open(std::vector<std::string> args) {
+    args.insert(args.begin(), "--json");
+    auto r = cli("open", args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    if (r.code != 0) throw std::runtime_error("open failed: " + r.err);
+    return json::parse(r.out)["id"].get<std::string>();
+  }
+
+  json status(const std::string& key) {
+    auto r = cli("status", {key, "--json"});
+    if (r.code != 0) throw std::runtime_error("status failed: " + r.err);
+    return json::parse(r.out);
+  }
+
+  std::string log_of(const std::string& id) {
+    std::ifstream in(dir_ / id / "worker.log");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  // Waits (up to 20 s; the figure is a bound against hanging, not a
+  // measurement) until the worker's log contains `text`.
+  bool log_shows(const std::string& id, const std::string& text) {
+    for (int i = 0; i < 2000; ++i) {
+      if (log_of(id).find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
+
+  fs::path dir_;
+};
+
+// A pidfd for a process that is not our child; readable once it has ended.
+tether::Fd pidfd(pid_t pid) {
+  return tether::Fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+}
+
+bool ends_within(const tether::Fd& fd, tether::Deadline d) {
+  auto r = tether::wait_fd(fd.get(), POLLIN, d, "process");
+  return r.has_value();
+}
+
+}  // namespace
+
+TEST_F(Supervise, OpenListSendExitWithTheLogShown) {
+  std::string id = open({"--name", "demo"});
+  auto l = cli("list", {"--json"});
+  ASSERT_EQ(l.code, 0) << l.err;
+  auto j = json::parse(l.out);
+  ASSERT_EQ(j["workers"].size(), 1u);
+  auto pid = j["workers"][0]["pid"].get<int>();
+  EXPECT_EQ(j["pids"][std::to_string(pid)], id);  // the reference system's {pid: id}
+  EXPECT_EQ(j["workers"][0]["state"], "up");
+  auto text = cli("list");
+  EXPECT_NE(text.out.find("demo"), std::string::npos) << text.out;
+
+  auto s = cli("send", {"demo", "hello", "there"});
+  ASSERT_EQ(s.code, 0) << s.err;
+  EXPECT_TRUE(log_shows(id, "received: hello there")) << log_of(id);
+
+  auto sup = pidfd(j["workers"][0]["supervisor_pid"].get<int>());
+  auto worker = pidfd(pid);
+  auto e = cli("exit", {std::to_string(pid)});  // by pid
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_NE(e.out.find("has exited"), std::string::npos);
+  // It waited: supervisor and worker are gone when it returns.
+  EXPECT_TRUE(ends_within(sup, tether::Deadline::immediate()));
+  EXPECT_TRUE(ends_within(worker, tether::Deadline::immediate()));
+  EXPECT_FALSE(fs::exists(dir_ / id));
+}
+
+TEST_F(Supervise, NonBlockingDemoWorkerPollsAndSaysTheFifoIsEmpty) {
+  std::string id = open({"--non-blocking", "--poll-interval", "0.05"});
+  EXPECT_TRUE(log_shows(id, "FIFO is empty")) << log_of(id);
+  ASSERT_EQ(cli("send", {id, "ping"}).code, 0);
+  EXPECT_TRUE(log_shows(id, "received: ping")) << log_of(id);
+}
+
+TEST_F(Supervise, ACommandThatCannotStartIsExplainedAndLeavesNothing) {
+  auto r = cli("open", {"--", "/no/such/program"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("/no/such/program"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("ENOENT"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::is_empty(dir_));
+  // A worker that dies before it is ready: also an error, nothing left.
+  auto early = cli("open", {"--wait-ready", "--", "sh", "-c", "exit 7"});
+  EXPECT_EQ(early.code, 1);
+  EXPECT_NE(early.err.find("exited with code 7"), std::string::npos) << early.err;
+  EXPECT_TRUE(fs::is_empty(dir_));
+}
+
+TEST_F(Supervise, UnknownWorkersAndBadUsageHaveTheirExitCodes) {
+  auto r = cli("exit", {"999999"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_NE(r.err.find("no worker with pid 999999"), std::string::npos) << r.err;
+  auto n = cli("send", {"nosuchname", "x"});
+  EXPECT_EQ(n.code, 3);
+  EXPECT_NE(n.err.find("'nosuchname'"), std::string::npos) << n.err;
+  EXPECT_EQ(cli("open", {"--restart", "sometimes"}).code, 2);
+  EXPECT_EQ(cli("open", {"--name", "12345"}).code, 2);  // a name that looks like a pid
+  std::string id = open({"--name", "web"});
+  auto dup = cli("open", {"--name", "web"});
+  EXPECT_EQ(dup.code, 1);
+  EXPECT_NE(dup.err.find("already running"), std::string::npos) << dup.err;
+  (void)id;
+}
+
+TEST_F(Supervise, WaitReadyReturnsOnceTheWorkerSaysSo) {
+  std::string id =
+      open({"--wait-ready", "--", "sh", "-c", "sleep 0.2; echo ready >&3; exec sleep 1000"});
+  EXPECT_EQ(status(id)["state"], "up");
+  EXPECT_TRUE(log_shows(id, "worker is ready"));
+}
+
+TEST_F(Supervise, GarbageLongLinesAndUnknownCommandsAreLoggedAndIgnored) {
+  std::string id = open({});
+  int pid = status(id)["pid"];
+  {
+    tether::Fd fd(::open((dir_ / id / "control").c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+    ASSERT_TRUE(fd.valid());
+    std::string junk = "frobnicate\n\x01\x02\xff\xfe\n";
+    junk += "signal NOSUCHSIG\n";
+    junk += "exit now please\n";  // exit takes no argument: refused, not obeyed
+    ASSERT_EQ(::write(fd.get(), junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
+    std::string longline(10000, 'z');  // longer than a command may be
+    longline += "\nsend still-alive\n";
+    ASSERT_EQ(::write(fd.get(), longline.data(), longline.size()),
+              static_cast<ssize_t>(longline.size()));
+  }
+  EXPECT_TRUE(log_shows(id, "received: still-alive")) << log_of(id);
+  auto log = log_of(id);
+  EXPECT_NE(log.find("unknown command: \"frobnicate\""), std::string::npos) << log;
+  EXPECT_NE(log.find("\\x01\\x02\\xff\\xfe"), std::string::npos) << log;
+  EXPECT_NE(log.find("unknown signal"), std::string::npos) << log;
+  EXPECT_NE(log.find("line longer than"), std::string::npos) << log;
+  auto s = status(id);
+  EXPECT_EQ(s["pid"], pid);  // the worker was never touched
+  EXPECT_EQ(s["state"], "up");
+}
+
+TEST_F(Supervise, AFloodOfCommandsLeavesMemoryAndLogBounded) {
+  std::string id = open({"--log-size", "65536", "--log-keep", "2"});
+  auto s = status(id);
+  int sup = s["supervisor_pid"], pid = s["pid"];
+  // 100,000 commands from another process, as fast as the FIFO takes them.
+  auto writer = must(tether::fork([&] {
+    tether::Fd fd(::open((dir_ / id / "control").c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) return 1;
+    std::string batch;
+    for (int i = 0; i < 100; ++i) batch += "bogus\n";
+    for (int i = 0; i < 1000; ++i) {
+      if (!tether::write_some(fd.get(), std::as_bytes(std::span(batch)), "flood")) return 2;
+    }
+    const char done[] = "send after-the-flood\n";
+    return tether::write_some(fd.get(), std::as_bytes(std::span(done, sizeof done - 1)), "flood")
+               ? 0
+               : 3;
+  }));
+  EXPECT_TRUE(must(writer.wait(60s)).success());
+  EXPECT_TRUE(log_shows(id, "received: after-the-flood")) << log_of(id).substr(0, 2000);
+  // Rate-limited logging: the flood is summarized, not copied.
+  EXPECT_NE(log_of(id).find("more bad commands ignored"), std::string::npos);
+  std::uintmax_t total = 0;
+  for (const auto& e : fs::directory_iterator(dir_ / id)) {
+    if (e.path().filename().string().starts_with("worker.log")) total += e.file_size();
+  }
+  EXPECT_LE(total, 3u * 65536u + 4096u);
+  std::ifstream st("/proc/" + std::to_string(sup) + "/status");
+  std::string line;
+  long rss_kib = -1;
+  while (std::getline(st, line)) {
+    if (line.starts_with("VmHWM:")) rss_kib = std::stol(line.substr(6));
+  }
+  EXPECT_GT(rss_kib, 0);
+  EXPECT_LT(rss_kib, 64 * 1024) << "supervisor peak RSS " << rss_kib << " KiB";
+  EXPECT_EQ(status(id)["pid"], pid);
+}
+
+TEST_F(Supervise, AKilledWorkerIsRestartedAndEveryExitIsRecorded) {
+  std::string id = open({"--restart", "always", "--", "sleep", "1000"});
+  auto s = status(id);
+  int pid = s["pid"];
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  auto dir = must(tether::StateDir::open(dir_, false));
+  auto w = must(tether::find_worker(dir, id));
+  auto now = must(tether::wait_worker_state(w, "up", 20s, pid));
+  EXPECT_NE(now.pid, pid);
+  EXPECT_EQ(now.restarts, 1);
+  EXPECT_EQ(now.last_exit_signal, SIGKILL);
+  EXPECT_TRUE(log_shows(id, "killed by SIGKILL"));
+}
+
+TEST_F(Supervise, RestartPolicyOnFailureAndNeverAndTheBackoff) {
+  // on-failure: a clean exit stays down ("exited").
+  std::string ok = open({"--", "sh", "-c", "sleep 0.1; exit 0"});
+  auto dir = must(tether::StateDir::open(dir_, false));
+  auto w = must(tether::wait_worker_state(must(tether::find_worker(dir, ok)), "exited", 20s));
+  EXPECT_EQ(w.last_exit_code, 0);
+  EXPECT_EQ(w.restarts, 0);
+  // A crash loop: restarted with backoff until --max-restarts.
+  std::string bad = open({"--max-restarts", "3", "--", "sh", "-c", "sleep 0.05; exit 3"});
+  auto b = must(tether::wait_worker_state(must(tether::find_worker(dir, bad)), "exited", 30s));
+  EXPECT_EQ(b.restarts, 3);
+  EXPECT_EQ(b.last_exit_code, 3);
+  auto log = log_of(bad);
+  EXPECT_NE(log.find("restarting in 100 ms"), std::string::npos) << log;
+  EXPECT_NE(log.find("restarting in 200 ms"), std::string::npos) << log;
+  EXPECT_NE(log.find("restarting in 400 ms"), std::string::npos) << log;
+  EXPECT_NE(log.find("not restarting: 3 restarts"), std::string::npos) << log;
+}
+
+TEST_F(Supervise, StopStartRestartKeepTheSupervisor) {
+  std::string id = open({"--", "sleep", "1000"});
+  auto s = status(id);
+  int sup = s["supervisor_pid"], pid = s["pid"];
+  auto stop = cli("stop", {id});
+  ASSERT_EQ(stop.code, 0) << stop.err;
+  EXPECT_EQ(status(id)["state"], "down");
+  EXPECT_EQ(status(id)["last_exit"]["signal"], SIGTERM);
+  auto start = cli("start", {id});
+  ASSERT_EQ(start.code, 0) << start.err;
+  int pid2 = status(id)["pid"];
+  EXPECT_NE(pid2, pid);
+  auto restart = cli("restart", {id});
+  ASSERT_EQ(restart.code, 0) << restart.err;
+  auto after = status(id);
+  EXPECT_EQ(after["state"], "up");
+  EXPECT_NE(after["pid"], pid2);
+  EXPECT_EQ(after["supervisor_pid"], sup);
+}
+
+TEST_F(Supervise, StoppingKillsTheWholeTreeAndIgnoringTermMeansKill) {
+  // The worker ignores SIGTERM and has a child in its group: after the
+  // grace period both get SIGKILL; nothing survives.
+  std::string id = open({"--grace", "0.3", "--", "sh", "-c",
+                         "trap '' TERM; sleep 1000 & echo \"child is $!\"; wait"});
+  ASSERT_TRUE(log_shows(id, "Z child is "));  // the worker's line, not the command's
+  auto log = log_of(id);
+  int child = std::stoi(log.substr(log.find("Z child is ") + 11));
+  auto child_fd = pidfd(child);
+  ASSERT_TRUE(child_fd.valid());
+  auto stop = cli("stop", {id});
+  ASSERT_EQ(stop.code, 0) << stop.err;
+  EXPECT_TRUE(ends_within(child_fd, 10s));
+  EXPECT_TRUE(log_shows(id, "still running 300 ms after SIGTERM: SIGKILL"));
+  EXPECT_EQ(status(id)["last_exit"]["signal"], SIGKILL);
+}
+
+TEST_F(Supervise, AKilledSupervisorLeavesNoDuplicateAndIsReportedThenPruned) {
+  std::string id = open({"--restart", "always", "--", "sh", "-c", "sleep 1000 & wait"});
+  auto s = status(id);
+  auto worker = pidfd(s["pid"]);
+  ASSERT_EQ(::kill(s["supervisor_pid"].get<int>(), SIGKILL), 0);
+  EXPECT_TRUE(ends_within(worker, 10s));  // it stopped with its supervisor
+  auto l = json::parse(cli("list", {"--json"}).out);
+  ASSERT_EQ(l["workers"].size(), 1u);
+  EXPECT_EQ(l["workers"][0]["state"], "dead-supervisor");
+  EXPECT_TRUE(l["pids"].empty());
+  auto send = cli("send", {id, "x"});
+  EXPECT_EQ(send.code, 4);
+  EXPECT_NE(send.err.find("is not running (its supervisor is not listening)"), std::string::npos)
+      << send.err;
+  auto p = cli("list", {"--prune"});
+  EXPECT_EQ(p.code, 0);
+  EXPECT_FALSE(fs::exists(dir_ / id));
+}
+
+TEST_F(Supervise, AShellIsAClientAndSighupIsIgnored) {
+  std::string id = open({});
+  auto s = status(id);
+  auto sup = pidfd(s["supervisor_pid"]);
+  ASSERT_EQ(::kill(s["supervisor_pid"].get<int>(), SIGHUP), 0);  // a terminal closing
+  EXPECT_TRUE(log_shows(id, "got SIGHUP: ignored"));
+  auto sh =
+      tether::Command("sh")
+          .args({"-c", "echo 'send from a shell' > \"$0\"/control && echo exit > \"$0\"/control",
+                 (dir_ / id).string()})
+          .status(20s);
+  ASSERT_TRUE(sh && sh->success());
+  EXPECT_TRUE(ends_within(sup, 20s));
+  EXPECT_FALSE(fs::exists(dir_ / id));
+}
+
+TEST_F(Supervise, ASupervisorWhoseDirectoryIsRemovedStopsItsWorkerAndExits) {
+  std::string id = open({"--", "sleep", "1000"});
+  auto s = status(id);
+  auto sup = pidfd(s["supervisor_pid"]), worker = pidfd(s["pid"]);
+  std::error_code ec;
+  fs::remove_all(dir_ / id, ec);  // nobody could reach it any more
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(ends_within(worker, 20s));
+  EXPECT_TRUE(ends_within(sup, 20s));
+}
+
+TEST_F(Supervise, TwoClientsExitingTheSameWorkerAtOnce) {
+  std::string id = open({"--", "sleep", "1000"});
+  tether::Command a(TETHER_CLI), b(TETHER_CLI);
+  a.args({"exit", id}).env("TETHER_DIR", dir_.string()).stdout_to(tether::Stdio::null());
+  b.args({"exit", id}).env("TETHER_DIR", dir_.string()).stdout_to(tether::Stdio::null());
+  auto pa = must(a.stderr_to(tether::Stdio::null()).spawn());
+  auto pb = must(b.stderr_to(tether::Stdio::null()).spawn());
+  auto sa = must(pa.wait(30s)), sb = must(pb.wait(30s));
+  // Each either stopped it or found it already gone (3: no such worker).
+  EXPECT_TRUE(sa.code() == 0 || sa.code() == 3) << sa.describe();
+  EXPECT_TRUE(sb.code() == 0 || sb.code() == 3) << sb.describe();
+  EXPECT_TRUE(sa.code() == 0 || sb.code() == 0);
+  EXPECT_FALSE(fs::exists(dir_ / id));
+}
+
+TEST_F(Supervise, AHundredWorkersOpenedAndExitedLeaveNothing) {
+  std::vector<std::pair<std::string, int>> opened;
+  for (int i = 0; i < 100; ++i) {
+    auto id = open({"--", "sleep", "1000"});
+    opened.emplace_back(id, status(id)["supervisor_pid"].get<int>());
+  }
+  EXPECT_EQ(json::parse(cli("list", {"--json"}).out)["workers"].size(), 100u);
+  std::vector<tether::Fd> sups;
+  for (auto& [id, sup] : opened) sups.push_back(pidfd(sup));
+  for (auto& [id, sup] : opened) ASSERT_EQ(cli("exit", {id}).code, 0);
+  for (auto& fd : sups) EXPECT_TRUE(ends_within(fd, tether::Deadline::immediate()));
+  EXPECT_TRUE(fs::is_empty(dir_));
+}
+
+TEST_F(Supervise, TheLogRotatesBySizeKeepingNFiles) {
+  std::string id = open({"--log-size", "4096", "--log-keep", "2", "--", "sh", "-c",
+                         "i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); done; "
+                         "exec sleep 1000"});
+  ASSERT_TRUE(log_shows(id, "line 399"));
+  EXPECT_TRUE(fs::exists(dir_ / id / "worker.log.1"));
+  EXPECT_TRUE(fs::exists(dir_ / id / "worker.log.2"));
+  EXPECT_FALSE(fs::exists(dir_ / id / "worker.log.3"));
+  EXPECT_LE(fs::file_size(dir_ / id / "worker.log"), 4096u);
+  auto logs = cli("logs", {id, "-n", "1"});
+  EXPECT_NE(logs.out.find("line 399"), std::string::npos) << logs.out;
+}
+
+TEST_F(Supervise, EnvironmentAndWorkingDirectory) {
+  std::string id = open({"--env", "GREETING=bonjour", "--cwd", "/tmp", "--", "sh", "-c",
+                         "echo $GREETING in $(pwd) as $TETHER_WORKER_NAME; exec sleep 1000"});
+  EXPECT_TRUE(log_shows(id, "bonjour in /tmp as sh")) << log_of(id);
+  EXPECT_EQ(cli("open", {"--env", "NOEQUALS"}).code, 2);
+}
+
+TEST_F(Supervise, RunitAndDaemontoolsClientsWork) {
+  if (!fs::exists("/usr/bin/sv") || !fs::exists("/usr/bin/svok")) {
+    GTEST_SKIP() << "runit's sv and daemontools' svok are not installed";
+  }
+  std::string id = open({"--", "sleep", "1000"});
+  std::string d = (dir_ / id).string();
+  auto sv = [&](std::vector<std::string> args) {
+    auto o = tether::Command("sv").args(args).output({}, 20s);
+    return o ? o->out + o->err : o.error().message();
+  };
+  int pid = status(id)["pid"];
+  EXPECT_NE(sv({"status", d}).find("run: " + d + ": (pid " + std::to_string(pid) + ")"),
+            std::string::npos)
+      << sv({"status", d});
+  EXPECT_TRUE(must(tether::Command("svok").arg(d).status(20s)).success());
+  sv({"down", d});
+  auto dir = must(tether::StateDir::open(dir_, false));
+  must(tether::wait_worker_state(must(tether::find_worker(dir, id)), "down", 20s));
+  EXPECT_NE(sv({"status", d}).find("down: " + d), std::string::npos) << sv({"status", d});
+  auto svstat = must(tether::Command("svstat").arg(d).output({}, 20s));
+  EXPECT_NE(svstat.out.find(": down"), std::string::npos) << svstat.out;
+  must(tether::Command("svc").args({"-u", d}).status(20s));
+  must(tether::wait_worker_state(must(tether::find_worker(dir, id)), "up", 20s));
+  auto sup = pidfd(status(id)["supervisor_pid"]);
+  sv({"exit", d});
+  EXPECT_TRUE(ends_within(sup, 20s));
+  EXPECT_FALSE(must(tether::Command("svok").arg(d).status(20s)).success());
+}
+
+TEST_F(Supervise, AnotherUserCannotListOrControlOurWorkers) {
+  if (::geteuid() != 0 || !fs::exists("/usr/bin/setpriv")) GTEST_SKIP() << "needs root and setpriv";
+  std::string id = open({"--", "sleep", "1000"});
+  auto as_nobody = [&](std::vector<std::string> args) {
+    tether::Command c("setpriv");
+    c.args({"--reuid=nobody", "--regid=nogroup", "--clear-groups", TETHER_CLI});
+    c.args(args).env("TETHER_DIR", dir_.string());
+    return must(c.output({}, 20s));
+  };
+  auto l = as_nobody({"list"});
+  EXPECT_EQ(l.status.code(), 1);
+  EXPECT_NE(l.err.find("owned by uid 0, not by you"), std::string::npos) << l.err;
+  auto e = as_nobody({"exit", id});
+  EXPECT_NE(e.status.code(), 0);
+  auto echo = tether::Command("setpriv")
+                  .args({"--reuid=nobody", "--regid=nogroup", "--clear-groups", "sh", "-c",
+                         "echo exit > \"$0\"", (dir_ / id / "control").string()})
+                  .stderr_to(tether::Stdio::null())
+                  .status(20s);
+  EXPECT_FALSE(must(std::move(echo)).success());
+  EXPECT_EQ(status(id)["state"], "up");
+}
+
+TEST_F(Supervise, TheStateDirectoryIsVerified) {
+  fs::path link = dir_.string() + "-link";
+  fs::create_directory_symlink(dir_, link);
+  auto r = tether::StateDir::open(link, false);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("symbolic link"), std::string::npos);
+  fs::remove(link);
+  fs::path open_dir = dir_.string() + "-open";
+  ASSERT_EQ(::mkdir(open_dir.c_str(), 0700), 0);
+  ASSERT_EQ(::chmod(open_dir.c_str(), 0755), 0);
+  auto o = tether::StateDir::open(open_dir, false);
+  ASSERT_FALSE(o);
+  EXPECT_NE(o.error().message().find("lets other users in"), std::string::npos);
+  fs::remove(open_dir);
+  auto made = must(tether::StateDir::open(dir_ / "sub", true));
+  struct stat st {};
+  ASSERT_EQ(::stat(made.path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  fs::remove(made.path());
+}
+
+// The worker's side, without a supervisor: lines from a pipe.
+TEST_F(Clean, WorkerInboxBlockingAndPolling) {
+  auto p = must(tether::Pipe::create());
+  tether::WorkerInbox inbox(p.reader.fd());
+  auto none = must(inbox.poll(20ms));
+  EXPECT_FALSE(none.has_value());
+  TT_ASSERT_OK(p.writer.write_all(tether_test::bytes("one\ntwo\npart")));
+  EXPECT_EQ(must(inbox.next(5s)), "one");
+  EXPECT_EQ(must(inbox.poll(5s)).value_or(""), "two");
+  EXPECT_FALSE(must(inbox.poll(20ms)).has_value());  // "part" has no newline yet
+  TT_ASSERT_OK(p.writer.close());
+  EXPECT_EQ(must(inbox.next(5s)), "part");
+  EXPECT_EQ(inbox.next(5s).error(), tether::errc::end_of_stream);
+}
