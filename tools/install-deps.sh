@@ -8,8 +8,10 @@ packages=(
   libfmt-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libbenchmark-dev
   clang-format
-  procps   # ps, used by an example
-  python3  # the other end in FIFO interoperability tests
+  procps      # ps, used by an example
+  python3     # the other end in FIFO interoperability tests
+  util-linux  # setpriv: tests run a client as another user
+  runit daemontools  # sv, svok, svstat, svc: tested against tether's workers
 )
 
 missing=()
