@@ -182,6 +182,25 @@ TEST_F(Supervise, UnknownWorkersAndBadUsageHaveTheirExitCodes) {
   (void)id;
 }
 
+TEST_F(Supervise, CountStartsNamedWorkersAllOrNothing) {
+  auto r = cli("open", {"--count", "3", "--name", "pool", "--json", "--", "sleep", "1000"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto started = json::parse(r.out);
+  ASSERT_EQ(started.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    auto name = "pool-" + std::to_string(i + 1);
+    EXPECT_EQ(started[i]["name"], name);
+    EXPECT_EQ(status(name)["state"], "up");
+  }
+  for (const auto& w : started) ASSERT_EQ(cli("exit", {w["id"].get<std::string>()}).code, 0);
+  // One that cannot get ready makes them all go: nothing is left.
+  auto bad =
+      cli("open", {"--count", "2", "--wait-ready", "--timeout", "0.5", "--", "sleep", "1000"});
+  EXPECT_EQ(bad.code, 5) << bad.err;
+  EXPECT_NE(bad.err.find("was not ready within 0.5 s"), std::string::npos) << bad.err;
+  EXPECT_TRUE(fs::is_empty(dir_));
+}
+
 TEST_F(Supervise, WaitReadyReturnsOnceTheWorkerSaysSo) {
   std::string id =
       open({"--wait-ready", "--", "sh", "-c", "sleep 0.2; echo ready >&3; exec sleep 1000"});

@@ -152,7 +152,10 @@ Result<std::vector<WorkerInfo>> list_workers(const StateDir& dir) {
       w = std::move(stale);
     }
     w->supervisor_alive = alive;
-    if (!alive) w->state = "dead-supervisor";
+    if (!alive) {
+      w->state = "dead-supervisor";
+      w->started_ms = 0;  // no uptime to show
+    }
     out.push_back(std::move(*w));
   }
   std::sort(out.begin(), out.end(), [](const WorkerInfo& a, const WorkerInfo& b) {
@@ -162,6 +165,15 @@ Result<std::vector<WorkerInfo>> list_workers(const StateDir& dir) {
 }
 
 Result<WorkerInfo> find_worker(const StateDir& dir, std::string_view key) {
+  // By id: one directory, not a scan of them all.
+  if (!key.empty() && !key.starts_with('.') && key.find('/') == std::string_view::npos) {
+    fs::path one = dir.worker_path(key);
+    if (auto w = sd::read_status(one); w && w->id == key) {
+      w->supervisor_alive = sd::lock_held(one);
+      if (!w->supervisor_alive) w->state = "dead-supervisor";
+      return w;
+    }
+  }
   auto all = list_workers(dir);
   if (!all) return std::unexpected(all.error());
   const WorkerInfo* found = nullptr;

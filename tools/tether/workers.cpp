@@ -3,7 +3,9 @@
 // worker run as. See docs/supervisor.md and docs/cli.md.
 #include "workers.hpp"
 
+#include <fcntl.h>
 #include <sys/inotify.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,19 +51,16 @@ struct Options {
   bool non_blocking = false, wait_ready = false, json_out = false, no_wait = false;
   bool prune = false, follow = false;
   double poll_interval = 1.0, grace = 5.0, timeout = 10.0;
-  int max_restarts = -1, ready_fd = 3, lines = 20, log_keep = 3;
+  int max_restarts = -1, ready_fd = 3, lines = 20, log_keep = 3, count = 1;
   std::uint64_t log_size = 1u << 20;
   // the others
   std::string key, signal;
   std::vector<std::string> words;
-  // hidden
-  std::string dir, spec;
-  int report_fd = 3;
 };
 
 Options opt;
 CLI::App *open_cmd, *list_cmd, *status_cmd, *exit_cmd, *stop_cmd, *start_cmd, *restart_cmd,
-    *signal_cmd, *send_cmd, *logs_cmd, *supervise_cmd, *demo_worker_cmd;
+    *signal_cmd, *send_cmd, *logs_cmd, *demo_worker_cmd;
 
 std::string self_exe() {
   std::error_code ec;
@@ -185,76 +185,110 @@ int do_open() {
     }
     spec.env.emplace_back(e.substr(0, eq), e.substr(eq + 1));
   }
-  json j = {{"id", spec.id},
-            {"name", spec.name},
-            {"command", spec.command},
-            {"env", spec.env},
-            {"cwd", spec.cwd.string()},
-            {"restart", opt.restart},
-            {"max_restarts", spec.max_restarts},
-            {"grace_ms", spec.grace.count()},
-            {"wait_ready", spec.wait_ready},
-            {"ready_fd", spec.ready_fd},
-            {"log_max_bytes", spec.log_max_bytes},
-            {"log_keep", spec.log_keep}};
-
-  // The supervisor reports how the start went on this pipe, then closes it.
-  auto report = tether::make_pipe();
-  if (!report) return report_error(report.error());
-  auto sup = tether::Command(self_exe())
-                 .args({"_supervise", "--dir", dir->path().string(), "--spec", j.dump(),
-                        "--report-fd", "3"})
-                 .arg0("tether-supervise")
-                 .new_session()  // detached: no terminal, no SIGHUP when it closes
-                 .stdin_from(tether::Stdio::null())
-                 .stdout_to(tether::Stdio::null())
-                 .stderr_to(tether::Stdio::null())
-                 .pass_fd(report->second.get(), 3)
-                 .spawn();
-  if (!sup) return report_error(sup.error());
-  report->second.reset();
-  tether::PipeReader reader(std::move(report->first));
-  std::string answer;
-  auto deadline = seconds(opt.timeout);
-  for (;;) {
-    std::byte buf[4096];
-    auto n = reader.read(buf, deadline);
-    if (!n) {
-      // No answer in time (a worker slow to say it is ready): stop it all.
-      (void)sup->signal(SIGTERM);
-      (void)sup->wait(10s);
-      fmt::print(stderr, "tether: open {}: {} (stopped it)\n", spec.name,
-                 n.error() == std::errc::timed_out
-                     ? fmt::format("the worker was not {} within {} s",
-                                   spec.wait_ready ? "ready" : "running", opt.timeout)
-                     : n.error().message());
-      return n.error() == std::errc::timed_out ? 5 : 1;
+  // --count N: N workers NAME-1 … NAME-N, all or none (as supervisord's numprocs).
+  struct Start {
+    tether::SupervisorSpec spec;
+    std::optional<tether::Process> supervisor;
+    tether::Fd report;
+    std::string answer;
+    bool answered = false;
+  };
+  std::vector<Start> starts(static_cast<std::size_t>(opt.count));
+  for (int i = 0; i < opt.count; ++i) {
+    Start& st = starts[static_cast<std::size_t>(i)];
+    st.spec = spec;
+    if (opt.count > 1) {
+      st.spec.id = new_id();
+      st.spec.name = fmt::format("{}-{}", spec.name, i + 1);
     }
-    if (*n == 0) break;
-    answer.append(reinterpret_cast<const char*>(buf), *n);
+    // The supervisor is a fork of this process, not a new exec of the
+    // binary: it starts in microseconds, and sibling supervisors share their
+    // unmodified pages. It reports how the start went on a pipe.
+    auto report = tether::make_pipe();
+    if (!report) return report_error(report.error());
+    int wfd = report->second.get();
+    const tether::SupervisorSpec& child_spec = st.spec;
+    const tether::StateDir& child_dir = *dir;
+    auto sup = tether::fork(
+        [&]() -> int {
+          ::setsid();  // detached: no terminal, no SIGHUP when it closes
+          if (::dup2(wfd, 3) < 0) return 1;
+          int null = ::open("/dev/null", O_RDWR);
+          for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
+          ::close_range(4, ~0U, 0);  // nothing else of ours: other starts' pipes
+          ::prctl(PR_SET_NAME, "tether-sup");
+          return tether::run_supervisor(child_dir, child_spec, 3);
+        },
+        {.on_drop = tether::OnDrop::detach});  // it outlives us, re-parented to init
+    if (!sup) return report_error(sup.error());
+    st.supervisor = std::move(*sup);
+    st.report = std::move(report->first);
   }
-  if (!answer.starts_with("ok ")) {
-    (void)sup->wait(10s);  // it exits after reporting an error
-    std::string why = answer.starts_with("error ") ? answer.substr(6) : "the supervisor ended";
-    while (!why.empty() && why.back() == '\n') why.pop_back();
-    fmt::print(stderr, "tether: open {}: {}\n", spec.name, why);
-    return 1;
+
+  // Every report, or the deadline.
+  auto deadline = seconds(opt.timeout);
+  std::size_t pending = starts.size();
+  while (pending > 0) {
+    std::vector<pollfd> fds;
+    std::vector<Start*> who_fd;
+    for (auto& st : starts) {
+      if (!st.answered) {
+        fds.push_back({st.report.get(), POLLIN, 0});
+        who_fd.push_back(&st);
+      }
+    }
+    auto n = tether::poll_fds(fds, deadline);
+    if (!n || *n == 0) break;
+    for (std::size_t k = 0; k < fds.size(); ++k) {
+      if (!fds[k].revents) continue;
+      char buf[4096];
+      ssize_t got = ::read(fds[k].fd, buf, sizeof buf);
+      if (got > 0) {
+        who_fd[k]->answer.append(buf, static_cast<std::size_t>(got));
+      } else {
+        who_fd[k]->answered = true;  // end of file: it said all it had to say
+        --pending;
+      }
+    }
   }
-  int pid = std::atoi(answer.c_str() + 3);
-  pid_t sup_pid = sup->pid();
-  sup->detach();  // it outlives us, re-parented to init (or a subreaper)
-  fs::path wdir = dir->worker_path(spec.id);
-  if (opt.json_out) {
-    fmt::print("{}\n", json({{"id", spec.id},
-                             {"name", spec.name},
-                             {"pid", pid},
-                             {"supervisor_pid", sup_pid},
-                             {"dir", wdir.string()}})
-                           .dump());
-  } else {
-    fmt::print("started worker {} (name {}), pid {}; control FIFO {}\n", spec.id, spec.name, pid,
-               (wdir / "control").string());
+  bool all_ok = true;
+  for (auto& st : starts) all_ok = all_ok && st.answered && st.answer.starts_with("ok ");
+  if (!all_ok) {
+    // All or nothing: the ones that started are stopped again (SIGTERM to a
+    // supervisor is `exit`), and every failure is explained.
+    for (auto& st : starts) {
+      if (st.answered && !st.answer.starts_with("ok ")) {
+        std::string why =
+            st.answer.starts_with("error ") ? st.answer.substr(6) : "its supervisor ended";
+        while (!why.empty() && why.back() == '\n') why.pop_back();
+        fmt::print(stderr, "tether: open {}: {}\n", st.spec.name, why);
+      } else if (!st.answered) {
+        fmt::print(stderr, "tether: open {}: the worker was not {} within {} s (stopped it)\n",
+                   st.spec.name, st.spec.wait_ready ? "ready" : "running", opt.timeout);
+      }
+      (void)st.supervisor->signal(SIGTERM);
+    }
+    for (auto& st : starts) (void)st.supervisor->wait(30s);
+    bool timed_out =
+        std::any_of(starts.begin(), starts.end(), [](const Start& s) { return !s.answered; });
+    return timed_out ? 5 : 1;
   }
+  json out = json::array();
+  for (auto& st : starts) {
+    int pid = std::atoi(st.answer.c_str() + 3);
+    fs::path wdir = dir->worker_path(st.spec.id);
+    if (opt.json_out) {
+      out.push_back({{"id", st.spec.id},
+                     {"name", st.spec.name},
+                     {"pid", pid},
+                     {"supervisor_pid", st.supervisor->pid()},
+                     {"dir", wdir.string()}});
+    } else {
+      fmt::print("started worker {} (name {}), pid {}; control FIFO {}\n", st.spec.id, st.spec.name,
+                 pid, (wdir / "control").string());
+    }
+  }
+  if (opt.json_out) fmt::print("{}\n", opt.count == 1 ? out[0].dump() : out.dump());
   return 0;
 }
 
@@ -428,39 +462,6 @@ int do_logs() {
 
 // ---------------------------------------------------------------- hidden entry points
 
-int do_supervise() {
-  auto dir = tether::StateDir::open(opt.dir, false);
-  auto fail_report = [&](const std::string& why) {
-    std::string line = "error " + why + "\n";
-    (void)tether::write_some(opt.report_fd, std::as_bytes(std::span(line)), "report");
-    return 1;
-  };
-  if (!dir) return fail_report(dir.error().message());
-  json j = json::parse(opt.spec, nullptr, false);
-  if (j.is_discarded()) return fail_report("bad --spec");
-  tether::SupervisorSpec spec;
-  try {
-    spec.id = j.at("id");
-    spec.name = j.at("name");
-    spec.command = j.at("command").get<std::vector<std::string>>();
-    spec.env = j.at("env").get<std::vector<std::pair<std::string, std::string>>>();
-    spec.cwd = j.at("cwd").get<std::string>();
-    std::string r = j.at("restart");
-    spec.restart = r == "always"  ? tether::RestartPolicy::always
-                   : r == "never" ? tether::RestartPolicy::never
-                                  : tether::RestartPolicy::on_failure;
-    spec.max_restarts = j.at("max_restarts");
-    spec.grace = std::chrono::milliseconds(j.at("grace_ms").get<long>());
-    spec.wait_ready = j.at("wait_ready");
-    spec.ready_fd = j.at("ready_fd");
-    spec.log_max_bytes = j.at("log_max_bytes");
-    spec.log_keep = j.at("log_keep");
-  } catch (const json::exception& e) {
-    return fail_report(std::string("bad --spec: ") + e.what());
-  }
-  return tether::run_supervisor(*dir, spec, opt.report_fd);
-}
-
 int do_demo_worker() {
   std::optional<std::chrono::milliseconds> interval;
   if (opt.poll_interval > 0 && demo_worker_cmd->count("--poll-interval")) {
@@ -504,7 +505,9 @@ void add_worker_commands(CLI::App& app) {
                        "Rotate the log at this many bytes (default 1 MiB)");
   open_cmd->add_option("--log-keep", opt.log_keep, "Rotated logs to keep (default 3)");
   open_cmd->add_option("--timeout", opt.timeout, "Seconds to wait for the start (default 10)");
-  open_cmd->add_flag("--json", opt.json_out, "Print id, name, pid as JSON");
+  open_cmd->add_option("--count", opt.count, "Start N workers, NAME-1 … NAME-N (all or none)")
+      ->check(CLI::Range(1, 10000));
+  open_cmd->add_flag("--json", opt.json_out, "Print id, name, pid as JSON (an array with --count)");
   open_cmd->add_option("command", opt.command,
                        "The command to run (after --); default: a demo worker");
 
@@ -532,11 +535,7 @@ void add_worker_commands(CLI::App& app) {
   logs_cmd->add_flag("-f,--follow", opt.follow, "Keep printing as the log grows");
   logs_cmd->add_option("-n,--lines", opt.lines, "Lines to show (default 20; -1: all)");
 
-  supervise_cmd = app.add_subcommand("_supervise", "")->group("");  // hidden
-  supervise_cmd->add_option("--dir", opt.dir)->required();
-  supervise_cmd->add_option("--spec", opt.spec)->required();
-  supervise_cmd->add_option("--report-fd", opt.report_fd);
-  demo_worker_cmd = app.add_subcommand("_demo-worker", "")->group("");
+  demo_worker_cmd = app.add_subcommand("_demo-worker", "")->group("");  // hidden
   demo_worker_cmd->add_option("--poll-interval", opt.poll_interval);
 }
 
@@ -551,7 +550,6 @@ int run_workers() {
   if (*signal_cmd) return do_signal();
   if (*send_cmd) return do_send();
   if (*logs_cmd) return do_logs();
-  if (*supervise_cmd) return do_supervise();
   if (*demo_worker_cmd) return do_demo_worker();
   return -1;
 }
