@@ -403,13 +403,19 @@ TEST_F(Supervise, TwoClientsExitingTheSameWorkerAtOnce) {
   EXPECT_FALSE(fs::exists(dir_ / id));
 }
 
-TEST_F(Supervise, AHundredWorkersOpenedAndExitedLeaveNothing) {
+// More workers than fs.inotify.max_user_instances (128 by default): a
+// supervisor must not hold a per-user-limited object of its own.
+TEST_F(Supervise, ManyWorkersOpenedAndExitedLeaveNothing) {
+  auto r = cli("open", {"--count", "150", "--name", "many", "--json", "--", "sleep", "1000"});
+  ASSERT_EQ(r.code, 0) << r.err.substr(0, 2000);
+  auto started = json::parse(r.out);
   std::vector<std::pair<std::string, int>> opened;
-  for (int i = 0; i < 100; ++i) {
+  for (const auto& w : started) opened.emplace_back(w["id"], w["supervisor_pid"].get<int>());
+  for (int i = 0; i < 10; ++i) {  // and one at a time
     auto id = open({"--", "sleep", "1000"});
     opened.emplace_back(id, status(id)["supervisor_pid"].get<int>());
   }
-  EXPECT_EQ(json::parse(cli("list", {"--json"}).out)["workers"].size(), 100u);
+  EXPECT_EQ(json::parse(cli("list", {"--json"}).out)["workers"].size(), 160u);
   std::vector<tether::Fd> sups;
   for (auto& [id, sup] : opened) sups.push_back(pidfd(sup));
   for (auto& [id, sup] : opened) ASSERT_EQ(cli("exit", {id}).code, 0);

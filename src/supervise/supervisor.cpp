@@ -8,7 +8,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
-#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -83,6 +82,11 @@ std::optional<int> parse_signal(std::string_view s) {
   return std::nullopt;
 }
 
+// The signal dnotify raises for a change in the worker's directory.
+int dir_signal() {
+  return SIGRTMIN + 1;
+}
+
 std::string timestamp() {
   timespec ts{};
   ::clock_gettime(CLOCK_REALTIME, &ts);
@@ -152,7 +156,7 @@ class Supervisor {
   fs::path final_, tmp_;
   bool created_ = false, renamed_ = false, dir_removed_ = false;
   Fd dirfd_, lock_, control_, control_keep_, svcontrol_, svcontrol_keep_, ok_;
-  Fd sigfd_, timer_, log_, watch_;
+  Fd sigfd_, timer_, log_;
   std::uint64_t log_size_ = 0;
   int report_fd_ = -1;
 
@@ -220,7 +224,7 @@ Result<void> Supervisor::setup() {
 
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD}) sigaddset(&set, s);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, dir_signal()}) sigaddset(&set, s);
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
   sigfd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!sigfd_) return fail(errno, "signalfd");
@@ -231,14 +235,14 @@ Result<void> Supervisor::setup() {
 
   if (::rename(tmp_.c_str(), final_.c_str()) != 0) return fail(errno, "create " + final_.string());
   renamed_ = true;
-  // A supervisor whose directory is removed or moved can no longer be
-  // reached by any client: it then stops its worker and exits.
-  watch_.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
-  // (IN_DELETE_SELF comes only once the inode is freed, which our open
-  // descriptors prevent; the removal of the lock or the FIFO comes at once.)
-  if (!watch_ || ::inotify_add_watch(watch_.get(), final_.c_str(),
-                                     IN_DELETE | IN_MOVED_FROM | IN_MOVE_SELF) < 0) {
-    return fail(errno, "watch " + final_.string());
+  // A supervisor whose lock or FIFO is removed (rm -r of its directory) can
+  // no longer be reached by any client: it then stops its worker and exits.
+  // dnotify, not inotify: an inotify instance per supervisor would run into
+  // fs.inotify.max_user_instances (128 per user by default) at the 128th
+  // worker. Its signal arrives through the signalfd like the others.
+  if (::fcntl(dirfd_.get(), F_SETSIG, dir_signal()) != 0 ||
+      ::fcntl(dirfd_.get(), F_NOTIFY, DN_DELETE | DN_RENAME | DN_MULTISHOT) != 0) {
+    return fail(errno, "watch " + final_.string() + " (F_NOTIFY)");
   }
   return {};
 }
@@ -412,7 +416,7 @@ void Supervisor::reap_orphans() {
 // ---------------------------------------------------------------- commands
 
 void Supervisor::read_control(int fd, std::string& line, bool& discarding, bool letters_only) {
-  char buf[65536];
+  char buf[4096];  // small: a touched stack page stays resident, times every supervisor
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof buf);
     if (n <= 0) {  // EAGAIN: drained (our keepalive writer means no EOF)
@@ -566,7 +570,7 @@ void Supervisor::deliver(std::string_view message) {
 
 void Supervisor::read_output(bool final_read) {
   if (!out_) return;
-  char buf[65536];
+  char buf[4096];  // small: a touched stack page stays resident, times every supervisor
   for (;;) {
     ssize_t n = ::read(out_.get(), buf, sizeof buf);
     if (n == 0) {
@@ -684,26 +688,17 @@ void Supervisor::report(std::string_view line) {
   report_fd_ = -1;
 }
 
-// Reads the directory watch: true when the directory was moved, or its lock
-// or control FIFO removed (by something other than us: we move only
-// status/log files, and remove nothing before finish()).
+// After a change in our directory (dnotify): true when its lock or control
+// FIFO is gone — removed by something other than us (we only rename status
+// and log files, and remove nothing before finish()).
 bool Supervisor::directory_lost() {
-  alignas(inotify_event) char buf[4096];
-  bool lost = false;
-  for (;;) {
-    ssize_t n = ::read(watch_.get(), buf, sizeof buf);
-    if (n <= 0) break;
-    for (char* p = buf; p < buf + n;) {
-      auto* ev = reinterpret_cast<inotify_event*>(p);
-      std::string_view name = ev->len ? std::string_view(ev->name) : std::string_view();
-      if ((ev->mask & IN_MOVE_SELF) || name == sd::kLockFile || name == sd::kControlFifo ||
-          name == "supervise") {
-        lost = true;
-      }
-      p += sizeof(inotify_event) + ev->len;
+  for (const char* name : {sd::kLockFile, sd::kControlFifo}) {
+    struct stat st {};
+    if (::fstatat(dirfd_.get(), name, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT) {
+      return true;
     }
   }
-  return lost;
+  return false;
 }
 
 void Supervisor::finish() {
@@ -738,7 +733,7 @@ int Supervisor::run(int report_fd) {
   if (!spec_.wait_ready) report(fmt::format("ok {}", proc_->pid()));
 
   while (!done_) {
-    enum { kControl, kSvControl, kSignal, kTimer, kPid, kOut, kReady, kWatch, kCount };
+    enum { kControl, kSvControl, kSignal, kTimer, kPid, kOut, kReady, kCount };
     pollfd fds[kCount] = {
         {control_.get(), POLLIN, 0},
         {svcontrol_.get(), POLLIN, 0},
@@ -747,7 +742,6 @@ int Supervisor::run(int report_fd) {
         {proc_ ? proc_->pidfd() : -1, POLLIN, 0},
         {out_.get(), POLLIN, 0},
         {ready_.get(), POLLIN, 0},
-        {watch_.get(), POLLIN, 0},
     };
     int n = ::poll(fds, kCount, -1);
     if (n < 0) {
@@ -784,6 +778,12 @@ int Supervisor::run(int report_fd) {
         int sig = static_cast<int>(si.ssi_signo);
         if (sig == SIGCHLD) {
           child = true;
+        } else if (sig == dir_signal()) {
+          if (!done_ && directory_lost()) {
+            dir_removed_ = true;  // by someone else: nothing of ours to remove
+            log_.reset();
+            if (want_ != "exit") letter('x');
+          }
         } else if (sig == SIGTERM || sig == SIGINT) {
           event("got " + signal_name(sig) + ": stopping the worker and exiting");
           if (want_ != "exit") letter('x');
@@ -792,11 +792,6 @@ int Supervisor::run(int report_fd) {
         }
       }
       if (child && !done_) reap_orphans();
-    }
-    if (fds[kWatch].revents && !done_ && directory_lost()) {
-      dir_removed_ = true;  // by someone else: nothing of ours to remove
-      log_.reset();
-      if (want_ != "exit") letter('x');
     }
     if (done_) break;
     if (fds[kTimer].revents) on_timer();
