@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <set>
@@ -51,8 +52,12 @@ double ms_since(clk::time_point t0) {
   return std::chrono::duration<double, std::milli>(clk::now() - t0).count();
 }
 
+// What die() must take down: the tool being measured.
+std::function<void()> on_die;
+
 [[noreturn]] void die(const std::string& why) {
   std::fprintf(stderr, "bench_supervise: %s\n", why.c_str());
+  if (auto cleanup = std::exchange(on_die, nullptr)) cleanup();
   std::exit(1);
 }
 
@@ -374,6 +379,7 @@ Figures measure(Tool& t, int reps) {
   std::set<std::string> all;
   for (int i = 1; i <= t.n; ++i) all.insert(t.svc(i));
 
+  on_die = [&] { t.teardown(pids); };
   auto t0 = clk::now();
   t.launch();
   if (!pids.wait_all(all, 180000)) die(t.name + ": not all services started");
@@ -429,6 +435,7 @@ Figures measure(Tool& t, int reps) {
     if (!pids.wait_all({t.svc(svc)}, 30000)) die(t.name + ": killed worker not restarted");
     f.restart_after_kill.push_back(ms_since(k0));
   }
+  on_die = nullptr;
   t.teardown(pids);
   return f;
 }

@@ -139,6 +139,16 @@ struct SupervisorSpec {
   int log_keep = 3;  // rotated files kept besides the current one
 };
 
+// The spec as one line of JSON and back, for handing it to a supervisor
+// started as a separate program (`tether-supervise DIR SPEC`).
+std::string encode_spec(const SupervisorSpec& spec);
+Result<SupervisorSpec> decode_spec(std::string_view json);
+
+// The entry point of the `tether-supervise` program (and of the hidden
+// `tether _supervise`): argv = {name, "_supervise", DIR, SPEC}, the report
+// pipe on fd 3. Returns the exit code.
+int supervise_main(int argc, char** argv);
+
 // Runs a supervisor in this process until it is told to exit (or gets
 // SIGTERM/SIGINT). It creates the worker's directory, starts the worker and
 // then writes one line to `report_fd` — "ok <pid>" or "error <message>" —

@@ -322,6 +322,63 @@ Result<void> prune_worker(const WorkerInfo& worker) {
   return {};
 }
 
+// ---------------------------------------------------------------- the spec
+
+std::string encode_spec(const SupervisorSpec& spec) {
+  nlohmann::json j = {{"id", spec.id},
+                      {"name", spec.name},
+                      {"command", spec.command},
+                      {"env", spec.env},
+                      {"cwd", spec.cwd.string()},
+                      {"restart", spec.restart == RestartPolicy::always  ? "always"
+                                  : spec.restart == RestartPolicy::never ? "never"
+                                                                         : "on-failure"},
+                      {"max_restarts", spec.max_restarts},
+                      {"grace_ms", spec.grace.count()},
+                      {"healthy_after_ms", spec.healthy_after.count()},
+                      {"backoff_min_ms", spec.backoff_min.count()},
+                      {"backoff_max_ms", spec.backoff_max.count()},
+                      {"wait_ready", spec.wait_ready},
+                      {"ready_fd", spec.ready_fd},
+                      {"log_max_bytes", spec.log_max_bytes},
+                      {"log_keep", spec.log_keep}};
+  return j.dump();
+}
+
+Result<SupervisorSpec> decode_spec(std::string_view text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return fail(EINVAL, "supervisor spec: not a JSON object");
+  SupervisorSpec spec;
+  try {
+    using ms = std::chrono::milliseconds;
+    spec.id = j.at("id");
+    spec.name = j.at("name");
+    spec.command = j.at("command").get<std::vector<std::string>>();
+    spec.env = j.at("env").get<std::vector<std::pair<std::string, std::string>>>();
+    spec.cwd = j.at("cwd").get<std::string>();
+    std::string r = j.at("restart");
+    spec.restart = r == "always"  ? RestartPolicy::always
+                   : r == "never" ? RestartPolicy::never
+                                  : RestartPolicy::on_failure;
+    spec.max_restarts = j.at("max_restarts");
+    spec.grace = ms(j.at("grace_ms").get<long>());
+    spec.healthy_after = ms(j.at("healthy_after_ms").get<long>());
+    spec.backoff_min = ms(j.at("backoff_min_ms").get<long>());
+    spec.backoff_max = ms(j.at("backoff_max_ms").get<long>());
+    spec.wait_ready = j.at("wait_ready");
+    spec.ready_fd = j.at("ready_fd");
+    spec.log_max_bytes = j.at("log_max_bytes");
+    spec.log_keep = j.at("log_keep");
+  } catch (const nlohmann::json::exception& e) {
+    return fail(EINVAL, std::string("supervisor spec: ") + e.what());
+  }
+  if (spec.id.empty() || spec.id.find('/') != std::string::npos || spec.id.starts_with('.') ||
+      spec.command.empty()) {
+    return fail(EINVAL, "supervisor spec: bad id or empty command");
+  }
+  return spec;
+}
+
 // ---------------------------------------------------------------- the worker's inbox
 
 Result<std::string> WorkerInbox::next(Deadline deadline) {

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -119,6 +120,9 @@ int demo() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string_view(argv[1]) == "_supervise") {
+    return tether::supervise_main(argc, argv);  // tether-supervise's fallback (see open)
+  }
   CLI::App app{"tether: Linux processes and the channels between them"};
   app.set_version_flag("--version", std::string("tether ") + TETHER_VERSION_STRING);
   app.require_subcommand(0, 1);
