@@ -419,7 +419,10 @@ TEST_F(Supervise, ManyWorkersOpenedAndExitedLeaveNothing) {
   std::vector<tether::Fd> sups;
   for (auto& [id, sup] : opened) sups.push_back(pidfd(sup));
   for (auto& [id, sup] : opened) ASSERT_EQ(cli("exit", {id}).code, 0);
-  for (auto& fd : sups) EXPECT_TRUE(ends_within(fd, tether::Deadline::immediate()));
+  for (std::size_t i = 0; i < sups.size(); ++i) {
+    EXPECT_TRUE(sups[i].valid() && ends_within(sups[i], tether::Deadline::immediate()))
+        << "supervisor " << i << " (pid " << opened[i].second << ", fd " << sups[i].get() << ")";
+  }
   EXPECT_TRUE(fs::is_empty(dir_));
 }
 

@@ -145,8 +145,11 @@ std::string encode_spec(const SupervisorSpec& spec);
 Result<SupervisorSpec> decode_spec(std::string_view json);
 
 // The entry point of the `tether-supervise` program (and of the hidden
-// `tether _supervise`): argv = {name, "_supervise", DIR, SPEC}, the report
-// pipe on fd 3. Returns the exit code.
+// `tether _supervise`): argv = {name, "_supervise", DIR, ID, SPEC, [ID, SPEC]…},
+// the report pipe on fd 3. One spec: runs its supervisor. Several: forks one
+// supervisor each (reporting "<id> forked <pid>") and returns. Every
+// supervisor reports "<id> ok <worker pid> <supervisor pid>" or "<id> error
+// <why>". Returns the exit code.
 int supervise_main(int argc, char** argv);
 
 // Runs a supervisor in this process until it is told to exit (or gets

@@ -682,7 +682,7 @@ void Supervisor::write_status() {
 
 void Supervisor::report(std::string_view line) {
   if (report_fd_ < 0) return;
-  std::string text(line);
+  std::string text = spec_.id + " " + std::string(line);  // "<id> ok <pid>", "<id> error …"
   text += '\n';
   (void)write_some(report_fd_, std::as_bytes(std::span(text)), "report");
   ::close(report_fd_);
@@ -731,7 +731,7 @@ int Supervisor::run(int report_fd) {
     report("error " + r.error().message());
     return 1;
   }
-  if (!spec_.wait_ready) report(fmt::format("ok {}", proc_->pid()));
+  if (!spec_.wait_ready) report(fmt::format("ok {} {}", proc_->pid(), ::getpid()));
 
   while (!done_) {
     enum { kControl, kSvControl, kSignal, kTimer, kPid, kOut, kReady, kCount };
@@ -762,7 +762,7 @@ int Supervisor::run(int report_fd) {
         ready_.reset();
         event("worker is ready");
         set_state("up");
-        if (proc_) report(fmt::format("ok {}", proc_->pid()));
+        if (proc_) report(fmt::format("ok {} {}", proc_->pid(), ::getpid()));
       } else if (r == 0) {
         ready_.reset();  // closed without a line: not ready (yet); wait for its exit
       }
@@ -811,23 +811,46 @@ int Supervisor::run(int report_fd) {
 }  // namespace
 
 int supervise_main(int argc, char** argv) {
-  auto fail_report = [](const std::string& why) {
-    std::string line = "error " + why + "\n";
+  auto say = [](std::string_view id, const std::string& what) {
+    std::string line = std::string(id) + " " + what + "\n";
     (void)write_some(3, std::as_bytes(std::span(line)), "report");
-    return 1;
   };
   ::prctl(PR_SET_NAME, "tether-sup");  // what ps and pgrep show
-  if (argc != 4) return fail_report("usage: tether-supervise _supervise DIR SPEC (internal)");
-  auto dir = StateDir::open(argv[2], false);
-  if (!dir) return fail_report(dir.error().message());
-  auto spec = decode_spec(argv[3]);
-  if (!spec) return fail_report(spec.error().message());
-  return run_supervisor(*dir, *spec, 3);
+  if (argc < 5 || (argc - 3) % 2 != 0) {
+    say("-", "error usage: tether-supervise _supervise DIR ID SPEC [ID SPEC]… (internal)");
+    return 2;
+  }
+  // One supervisor: run it here. Several: fork one each, and leave. Each
+  // child decodes its own spec, so this process's heap stays almost empty:
+  // the children share its pages, and what they allocate lands on fresh
+  // pages of their own instead of in free chunks scattered over shared ones.
+  auto run_one = [&](const char* id, const char* json) {
+    auto dir = StateDir::open(argv[2], false);
+    if (!dir) return say(id, "error " + dir.error().message()), 1;
+    auto spec = decode_spec(json);
+    if (!spec) return say(id, "error " + spec.error().message()), 1;
+    if (spec->id != id) return say(id, "error the spec's id differs"), 1;
+    return run_supervisor(*dir, *spec, 3);
+  };
+  if (argc == 5) return run_one(argv[3], argv[4]);
+  for (int i = 3; i + 1 < argc; i += 2) {
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      say(argv[i], fmt::format("error fork: {}", std::strerror(errno)));
+      continue;
+    }
+    if (pid == 0) {
+      ::setsid();  // each leads its own session, as a lone one does
+      ::_exit(run_one(argv[i], argv[i + 1]));
+    }
+    say(argv[i], fmt::format("forked {}", pid));
+  }
+  return 0;
 }
 
 int run_supervisor(const StateDir& dir, const SupervisorSpec& spec, int report_fd) {
   if (spec.command.empty()) {
-    std::string line = "error no command to supervise\n";
+    std::string line = spec.id + " error no command to supervise\n";
     (void)write_some(report_fd, std::as_bytes(std::span(line)), "report");
     return 2;
   }

@@ -8,6 +8,7 @@
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -188,14 +190,12 @@ int do_open() {
   // --count N: N workers NAME-1 … NAME-N, all or none (as supervisord's numprocs).
   struct Start {
     tether::SupervisorSpec spec;
-    std::optional<tether::Process> supervisor;
-    tether::Fd report;
-    std::string answer;
+    pid_t supervisor = 0, worker = 0;
+    std::string error;
     bool answered = false;
   };
   std::vector<Start> starts(static_cast<std::size_t>(opt.count));
-  const std::string supervise_program =
-      (fs::path(self_exe()).parent_path() / "tether-supervise").string();
+  std::map<std::string, Start*> by_id;
   for (int i = 0; i < opt.count; ++i) {
     Start& st = starts[static_cast<std::size_t>(i)];
     st.spec = spec;
@@ -203,102 +203,132 @@ int do_open() {
       st.spec.id = new_id();
       st.spec.name = fmt::format("{}-{}", spec.name, i + 1);
     }
-    // The supervisor is a small static program, tether-supervise, exec'd
-    // afresh: a clean process image whose heap holds only what it needs, and
-    // without this command's parser and iostreams initialised in it. (Run in
-    // the fork itself it starts ~10% faster but costs more memory: the child
-    // copies every page of this command's heap it writes to; measured in
-    // docs/benchmarks.md.) It reports how the start went on a pipe.
-    auto report = tether::make_pipe();
-    if (!report) return report_error(report.error());
-    int wfd = report->second.get();
-    const tether::SupervisorSpec& child_spec = st.spec;
-    const tether::StateDir& child_dir = *dir;
-    auto sup = tether::fork(
-        [&]() -> int {
-          ::setsid();  // detached: no terminal, no SIGHUP when it closes
-          if (::dup2(wfd, 3) < 0) return 1;
-          int null = ::open("/dev/null", O_RDWR);
-          for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
-          ::close_range(4, ~0U, 0);  // nothing else of ours: other starts' pipes
-          ::prctl(PR_SET_NAME, "tether-sup");
-          std::string j = tether::encode_spec(child_spec);
-          std::string d = child_dir.path().string();
-          const char* args[] = {"tether-supervise", "_supervise", d.c_str(), j.c_str(), nullptr};
-          // The small program installed beside this one; this one if it is missing.
-          ::execv(supervise_program.c_str(), const_cast<char* const*>(args));
-          ::execv("/proc/self/exe", const_cast<char* const*>(args));
-          std::string line = fmt::format("error exec /proc/self/exe: {}\n", std::strerror(errno));
-          (void)tether::write_some(3, std::as_bytes(std::span(line)), "report");
-          return 1;
-        },
-        {.on_drop = tether::OnDrop::detach});  // it outlives us, re-parented to init
-    if (!sup) return report_error(sup.error());
-    st.supervisor = std::move(*sup);
-    st.report = std::move(report->first);
+    by_id[st.spec.id] = &st;
   }
 
-  // Every report, or the deadline.
+  // The supervisors are tether-supervise, a small static program installed
+  // beside this one (or this one, as `tether _supervise`, if it is missing):
+  // a clean process image, without this command's parser. One such process
+  // takes up to 500 specs and forks one supervisor for each, so workers
+  // started together share its pages and cost one fork each, not one exec
+  // (docs/benchmarks.md). Every supervisor reports on one pipe, a line each
+  // (shorter than PIPE_BUF, so never interleaved): "<id> forked <pid>",
+  // then "<id> ok <worker pid>" or "<id> error <why>".
+  std::string program = (fs::path(self_exe()).parent_path() / "tether-supervise").string();
+  if (::access(program.c_str(), X_OK) != 0) program = self_exe();
+  auto report = tether::make_pipe();
+  if (!report) return report_error(report.error());
+  constexpr std::size_t kBatch = 500;  // keeps the command line well under ARG_MAX
+  std::vector<tether::Process> launchers;
+  for (std::size_t first = 0; first < starts.size(); first += kBatch) {
+    tether::Command c(program);
+    c.arg0("tether-supervise").arg("_supervise").arg(dir->path().string());
+    for (std::size_t i = first; i < std::min(starts.size(), first + kBatch); ++i) {
+      c.arg(starts[i].spec.id).arg(tether::encode_spec(starts[i].spec));
+    }
+    auto launched = c.new_session()  // detached: no terminal, no SIGHUP when it closes
+                        .stdin_from(tether::Stdio::null())
+                        .stdout_to(tether::Stdio::null())
+                        .stderr_to(tether::Stdio::null())
+                        .pass_fd(report->second.get(), 3)
+                        .spawn();
+    if (!launched) return report_error(launched.error());
+    if (opt.count == 1) {
+      starts[0].supervisor = launched->pid();
+      launched->set_on_drop(tether::OnDrop::detach);  // it is the supervisor: it outlives us
+    } else {
+      launched->set_on_drop(tether::OnDrop::wait);  // it forks the supervisors and leaves
+    }
+    launchers.push_back(std::move(*launched));
+  }
+  report->second.reset();
+
+  // Every answer, or the deadline, or the end of the pipe (all have closed it).
   auto deadline = seconds(opt.timeout);
   std::size_t pending = starts.size();
+  std::string buffer;
+  bool timed_out = false;
+  tether::PipeReader reader(std::move(report->first));
   while (pending > 0) {
-    std::vector<pollfd> fds;
-    std::vector<Start*> who_fd;
-    for (auto& st : starts) {
-      if (!st.answered) {
-        fds.push_back({st.report.get(), POLLIN, 0});
-        who_fd.push_back(&st);
-      }
+    std::byte chunk[4096];
+    auto n = reader.read(chunk, deadline);
+    if (!n) {
+      timed_out = n.error() == std::errc::timed_out;
+      break;
     }
-    auto n = tether::poll_fds(fds, deadline);
-    if (!n || *n == 0) break;
-    for (std::size_t k = 0; k < fds.size(); ++k) {
-      if (!fds[k].revents) continue;
-      char buf[4096];
-      ssize_t got = ::read(fds[k].fd, buf, sizeof buf);
-      if (got > 0) {
-        who_fd[k]->answer.append(buf, static_cast<std::size_t>(got));
+    if (*n == 0) break;
+    buffer.append(reinterpret_cast<const char*>(chunk), *n);
+    for (std::size_t nl; (nl = buffer.find('\n')) != std::string::npos; buffer.erase(0, nl + 1)) {
+      std::string line = buffer.substr(0, nl);
+      auto sp1 = line.find(' '), sp2 = line.find(' ', sp1 + 1);
+      if (sp1 == std::string::npos || sp2 == std::string::npos) continue;
+      std::string id = line.substr(0, sp1), what = line.substr(sp1 + 1, sp2 - sp1 - 1),
+                  rest = line.substr(sp2 + 1);
+      if (id == "-") {  // the launcher itself failed: it speaks for every spec
+        for (auto& st : starts) {
+          if (!st.answered) st.error = rest, st.answered = true, --pending;
+        }
+        continue;
+      }
+      auto it = by_id.find(id);
+      if (it == by_id.end()) continue;
+      Start& st = *it->second;
+      if (what == "forked") {  // may come after the supervisor's own answer
+        st.supervisor = std::atoi(rest.c_str());
+        continue;
+      }
+      if (st.answered) continue;
+      st.answered = true;
+      --pending;
+      if (what == "ok") {  // "<worker pid> <supervisor pid>"
+        st.worker = std::atoi(rest.c_str());
+        if (auto sp = rest.find(' '); sp != std::string::npos) {
+          st.supervisor = std::atoi(rest.c_str() + sp + 1);
+        }
       } else {
-        who_fd[k]->answered = true;  // end of file: it said all it had to say
-        --pending;
+        st.error = rest;
       }
     }
   }
-  bool all_ok = true;
-  for (auto& st : starts) all_ok = all_ok && st.answered && st.answer.starts_with("ok ");
+  bool all_ok = std::all_of(starts.begin(), starts.end(),
+                            [](const Start& st) { return st.answered && st.error.empty(); });
   if (!all_ok) {
-    // All or nothing: the ones that started are stopped again (SIGTERM to a
-    // supervisor is `exit`), and every failure is explained.
+    // All or nothing: every supervisor is stopped again (SIGTERM to a
+    // supervisor is `exit`: its worker goes, its directory goes), then waited
+    // for; every failure is explained.
+    std::vector<tether::Fd> stopping;
     for (auto& st : starts) {
-      if (st.answered && !st.answer.starts_with("ok ")) {
-        std::string why =
-            st.answer.starts_with("error ") ? st.answer.substr(6) : "its supervisor ended";
-        while (!why.empty() && why.back() == '\n') why.pop_back();
-        fmt::print(stderr, "tether: open {}: {}\n", st.spec.name, why);
+      if (st.answered && !st.error.empty()) {
+        fmt::print(stderr, "tether: open {}: {}\n", st.spec.name, st.error);
       } else if (!st.answered) {
         fmt::print(stderr, "tether: open {}: the worker was not {} within {} s (stopped it)\n",
                    st.spec.name, st.spec.wait_ready ? "ready" : "running", opt.timeout);
       }
-      (void)st.supervisor->signal(SIGTERM);
+      if (st.supervisor > 0) {
+        tether::Fd fd(static_cast<int>(::syscall(SYS_pidfd_open, st.supervisor, 0)));
+        if (fd && ::syscall(SYS_pidfd_send_signal, fd.get(), SIGTERM, nullptr, 0) == 0) {
+          stopping.push_back(std::move(fd));
+        }
+      }
     }
-    for (auto& st : starts) (void)st.supervisor->wait(30s);
-    bool timed_out =
-        std::any_of(starts.begin(), starts.end(), [](const Start& s) { return !s.answered; });
-    return timed_out ? 5 : 1;
+    for (auto& fd : stopping) (void)tether::wait_fd(fd.get(), POLLIN, 30s, "supervisor");
+    return timed_out || std::any_of(starts.begin(), starts.end(),
+                                    [](const Start& st) { return !st.answered; })
+               ? 5
+               : 1;
   }
   json out = json::array();
   for (auto& st : starts) {
-    int pid = std::atoi(st.answer.c_str() + 3);
     fs::path wdir = dir->worker_path(st.spec.id);
     if (opt.json_out) {
       out.push_back({{"id", st.spec.id},
                      {"name", st.spec.name},
-                     {"pid", pid},
-                     {"supervisor_pid", st.supervisor->pid()},
+                     {"pid", st.worker},
+                     {"supervisor_pid", st.supervisor},
                      {"dir", wdir.string()}});
     } else {
       fmt::print("started worker {} (name {}), pid {}; control FIFO {}\n", st.spec.id, st.spec.name,
-                 pid, (wdir / "control").string());
+                 st.worker, (wdir / "control").string());
     }
   }
   if (opt.json_out) fmt::print("{}\n", opt.count == 1 ? out[0].dump() : out.dump());
