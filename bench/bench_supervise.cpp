@@ -26,8 +26,8 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -440,6 +440,40 @@ Figures measure(Tool& t, int reps) {
   return f;
 }
 
+// tether as a user starts it: `tether open --count N -- sleep infinity`, no
+// shell in front; `open` returns once every worker runs (each supervisor
+// reports after its worker's exec succeeded). The other tools need a run
+// script, so their figure above is already their natural one.
+double tether_direct_start(const std::string& tether, int n) {
+  fs::path base = fs::temp_directory_path() / fmt::format("bench-supervise-direct-{}", getpid());
+  fs::create_directories(base);
+  fs::permissions(base, fs::perms(0700));
+  std::vector<std::string> env = {"TETHER_DIR=" + base.string()};
+  auto t0 = clk::now();
+  auto out = capture({tether, "open", "--count", std::to_string(n), "--name", "d", "--json", "--",
+                      "sleep", "infinity"},
+                     env);
+  double s = ms_since(t0) / 1000;
+  auto j = nlohmann::json::parse(out);
+  if (n == 1) j = nlohmann::json::array({j});
+  std::vector<int> fds;
+  for (const auto& w : j) {
+    std::string id = w["id"];
+    fds.push_back(pidfd_open(w["supervisor_pid"].get<pid_t>()));
+    int fd = ::open((base / id / "control").c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) {
+      (void)!::write(fd, "exit\n", 5);
+      ::close(fd);
+    }
+  }
+  for (int fd : fds) {
+    if (fd >= 0) wait_readable(fd, 30000), ::close(fd);
+  }
+  std::error_code ec;
+  fs::remove_all(base, ec);
+  return s;
+}
+
 double median(std::vector<double> v) {
   return v.empty() ? 0 : bench::summarize(std::move(v)).median;
 }
@@ -531,6 +565,17 @@ int main(int argc, char** argv) {
   row(
       "killed healthy worker running again (ms)",
       [](const Figures& f) { return median(f.restart_after_kill); }, "m");
+  if (results.count("tether")) {
+    double direct = tether_direct_start(tether, n);
+    fmt::print(
+        "\ntether as a user starts it (`tether open --count {} -- sleep infinity`, no shell; "
+        "open returns when all run): {:.3f} s",
+        n, direct);
+    if (results.count("runit")) {
+      fmt::print(" = {:.2f} x runit's start above", direct / results["runit"].start_s);
+    }
+    fmt::print("\n");
+  }
   fmt::print(
       "\nblocking stop: runit `sv -w 10 -v down`, s6 `s6-svc -wd -d`, `supervisorctl stop`, "
       "`tether stop`.\n");
