@@ -342,6 +342,19 @@ TEST_F(Supervise, StoppingKillsTheWholeTreeAndIgnoringTermMeansKill) {
   EXPECT_EQ(status(id)["last_exit"]["signal"], SIGKILL);
 }
 
+// A descendant that left the worker's process group (setsid) is not spared.
+TEST_F(Supervise, StoppingKillsDescendantsThatLeftTheGroup) {
+  std::string id = open({"--", "sh", "-c", "setsid sleep 1000 & echo \"escaped $!\"; wait"});
+  ASSERT_TRUE(log_shows(id, "Z escaped "));
+  auto log = log_of(id);
+  int escaped = std::stoi(log.substr(log.find("Z escaped ") + 10));
+  auto fd = pidfd(escaped);
+  ASSERT_TRUE(fd.valid());
+  ASSERT_EQ(cli("stop", {id}).code, 0);
+  EXPECT_TRUE(ends_within(fd, 10s));
+  EXPECT_TRUE(log_shows(id, "leftover process"));
+}
+
 TEST_F(Supervise, AKilledSupervisorLeavesNoDuplicateAndIsReportedThenPruned) {
   std::string id = open({"--restart", "always", "--", "sh", "-c", "sleep 1000 & wait"});
   auto s = status(id);

@@ -141,6 +141,7 @@ class Supervisor {
   void deliver(std::string_view message);
   void read_output(bool final_read);
   void reap_orphans();
+  void kill_strays();
   void arm_timer(milliseconds in);
   void disarm_timer();
   void on_timer();
@@ -309,8 +310,10 @@ void Supervisor::worker_ended(const ExitStatus& status) {
   milliseconds ran = std::chrono::duration_cast<milliseconds>(steady::now() - started_);
   pid_t pid = proc_->pid();
   proc_.reset();
-  // Nothing of the worker survives it: what is left of its group goes.
+  // Nothing of the worker survives it: what is left of its group goes, and
+  // so do descendants that left the group (see kill_strays).
   (void)::kill(-pid, SIGKILL);
+  kill_strays();
   read_output(true);
   out_.reset();
   in_.reset();
@@ -398,6 +401,25 @@ void Supervisor::disarm_timer() {
   timer_for_ = TimerFor::none;
 }
 
+// With no worker running, every child we still have is a stray: a
+// descendant of a worker that left its process group (setsid, a double
+// fork) and was re-parented to us, the subreaper. They go too: nothing of a
+// worker survives it. (/proc/<pid>/task/<tid>/children lists them; we have
+// one thread.)
+void Supervisor::kill_strays() {
+  if (proc_) return;
+  std::FILE* f = std::fopen(fmt::format("/proc/self/task/{}/children", ::getpid()).c_str(), "re");
+  if (!f) return;
+  int pid = 0;
+  int killed = 0;
+  while (std::fscanf(f, "%d", &pid) == 1) {
+    // Our child, alive or a zombie not yet reaped: its pid cannot be reused.
+    if (::kill(pid, SIGKILL) == 0) ++killed;
+  }
+  std::fclose(f);
+  if (killed > 0) event(fmt::format("killed {} leftover process(es) of the worker", killed));
+}
+
 void Supervisor::reap_orphans() {
   // Reap every ended child that is not the worker (the worker is reaped
   // through its pidfd). WNOWAIT first, so the worker is never taken here.
@@ -411,6 +433,7 @@ void Supervisor::reap_orphans() {
     }
     siginfo_t gone{};
     ::waitid(P_PID, static_cast<id_t>(si.si_pid), &gone, WEXITED | WNOHANG);
+    kill_strays();  // a stray's own children may just have come to us
   }
 }
 
