@@ -175,6 +175,9 @@ TEST_F(Supervise, UnknownWorkersAndBadUsageHaveTheirExitCodes) {
   EXPECT_NE(n.err.find("'nosuchname'"), std::string::npos) << n.err;
   EXPECT_EQ(cli("open", {"--restart", "sometimes"}).code, 2);
   EXPECT_EQ(cli("open", {"--name", "12345"}).code, 2);  // a name that looks like a pid
+  EXPECT_EQ(cli("open", {"--ready-fd", "1"}).code, 2);  // would replace the worker's stdout
+  EXPECT_EQ(cli("open", {"--grace", "-1"}).code, 2);
+  EXPECT_TRUE(fs::is_empty(dir_));  // bad input leaves nothing
   std::string id = open({"--name", "web"});
   auto dup = cli("open", {"--name", "web"});
   EXPECT_EQ(dup.code, 1);

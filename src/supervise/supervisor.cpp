@@ -526,21 +526,13 @@ void Supervisor::letter(char c) {
   }
   switch (c) {
     case 'u':
-      event("command: up");
+    case 'o':  // up, but not restarted when it ends
+      event(c == 'o' ? "command: once" : "command: up");
       want_ = "up";
-      once_ = false;
+      once_ = c == 'o';
       if (!proc_) {
         disarm_timer();
         backoff_ = milliseconds(0);
-        if (auto r = start_worker(); !r) event("cannot start: " + r.error().message());
-      }
-      return write_status();
-    case 'o':
-      event("command: once");
-      want_ = "up";
-      once_ = true;
-      if (!proc_) {
-        disarm_timer();
         if (auto r = start_worker(); !r) event("cannot start: " + r.error().message());
       }
       return write_status();

@@ -5,7 +5,6 @@
 
 #include <fcntl.h>
 #include <sys/inotify.h>
-#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -532,8 +531,10 @@ void add_worker_commands(CLI::App& app) {
   open_cmd->add_option("--name", opt.name, "A name for the worker (default: the program's)");
   open_cmd->add_flag("--non-blocking", opt.non_blocking,
                      "Demo worker: poll the input instead of blocking on it");
-  open_cmd->add_option("--poll-interval", opt.poll_interval,
-                       "Demo worker: seconds between polls (default 1)");
+  open_cmd
+      ->add_option("--poll-interval", opt.poll_interval,
+                   "Demo worker: seconds between polls (default 1)")
+      ->check(CLI::Range(0.001, 3600.0));
   open_cmd->add_option("--restart", opt.restart, "always, on-failure (default) or never")
       ->check(CLI::IsMember({"always", "on-failure", "never"}));
   open_cmd->add_option("--max-restarts", opt.max_restarts, "Give up after this many restarts");
@@ -542,12 +543,18 @@ void add_worker_commands(CLI::App& app) {
       ->check(CLI::ExistingDirectory);
   open_cmd->add_flag("--wait-ready", opt.wait_ready,
                      "Return once the worker writes a line on fd $TETHER_READY_FD");
-  open_cmd->add_option("--ready-fd", opt.ready_fd, "The readiness fd number (default 3)");
-  open_cmd->add_option("--grace", opt.grace, "Seconds from SIGTERM to SIGKILL on stop (default 5)");
-  open_cmd->add_option("--log-size", opt.log_size,
-                       "Rotate the log at this many bytes (default 1 MiB)");
-  open_cmd->add_option("--log-keep", opt.log_keep, "Rotated logs to keep (default 3)");
-  open_cmd->add_option("--timeout", opt.timeout, "Seconds to wait for the start (default 10)");
+  open_cmd->add_option("--ready-fd", opt.ready_fd, "The readiness fd number (default 3)")
+      ->check(CLI::Range(3, 1023));
+  open_cmd->add_option("--grace", opt.grace, "Seconds from SIGTERM to SIGKILL on stop (default 5)")
+      ->check(CLI::Range(0.0, 3600.0));
+  open_cmd
+      ->add_option("--log-size", opt.log_size,
+                   "Rotate the log at this many bytes (default 1 MiB; at least 4096)")
+      ->check(CLI::Range(4096.0, 1e12));
+  open_cmd->add_option("--log-keep", opt.log_keep, "Rotated logs to keep (default 3)")
+      ->check(CLI::Range(0, 100));
+  open_cmd->add_option("--timeout", opt.timeout, "Seconds to wait for the start (default 10)")
+      ->check(CLI::Range(0.001, 86400.0));
   open_cmd->add_option("--count", opt.count, "Start N workers, NAME-1 … NAME-N (all or none)")
       ->check(CLI::Range(1, 10000));
   open_cmd->add_flag("--json", opt.json_out, "Print id, name, pid as JSON (an array with --count)");
