@@ -121,6 +121,41 @@ TEST_P(ChannelTest, RecvIntoReusesTheCallersBuffer) {
   EXPECT_EQ(none.error(), std::errc::timed_out);
 }
 
+// Random sizes, a receive buffer sometimes kept (the fast path: the payload
+// lands in it), sometimes smaller or larger than the message, with the
+// sender running ahead so that several frames arrive in one read.
+TEST_P(ChannelTest, RecvIntoRandomSizesKeepEveryBoundaryAndByte) {
+  auto ends = connect_over(GetParam());
+  std::size_t most = ends.queue ? 4000 : ends.packet ? 60000 : 300000;
+  constexpr int kCount = 300;
+  auto size_of = [&](int i) {
+    std::uint64_t x = static_cast<std::uint64_t>(i) * 2654435761u + 12345;
+    std::size_t r = x % 7 == 0 ? most : x % 3 == 0 ? (x >> 8) % 64 : (x >> 4) % most;
+    return ends.packet && r == 0 ? std::size_t{1} : r;
+  };
+  auto byte_of = [](int i, std::size_t j) {
+    return static_cast<std::byte>((static_cast<std::size_t>(i) * 131 + j * 7) & 0xff);
+  };
+  auto child = must(tether::fork([&] {
+    for (int i = 0; i < kCount; ++i) {
+      std::vector<std::byte> m(size_of(i));
+      for (std::size_t j = 0; j < m.size(); ++j) m[j] = byte_of(i, j);
+      if (!ends.a.send(m, 30s)) return 1;
+    }
+    return 0;
+  }));
+  std::vector<std::byte> into;
+  for (int i = 0; i < kCount; ++i) {
+    if (i % 5 == 1) into.assign(size_of(i + 7), std::byte{0x5a});  // a different size
+    TT_ASSERT_OK(ends.b.recv_into(into, 30s));
+    ASSERT_EQ(into.size(), size_of(i)) << "message " << i;
+    for (std::size_t j = 0; j < into.size(); ++j) {
+      if (into[j] != byte_of(i, j)) FAIL() << "message " << i << ", byte " << j;
+    }
+  }
+  EXPECT_TRUE(must(child.wait(60s)).success());
+}
+
 TEST_P(ChannelTest, MaximumSizeIsEnforcedOnSend) {
   auto ends = connect_over(GetParam(), {.max_message = 1000});
   auto r = ends.a.send(std::string(1001, 'y'));
@@ -213,6 +248,35 @@ TEST_F(ChannelFaults, GarbageBytesAreAnErrorNotAMessage) {
   // Broken for good: no resynchronisation on a guess.
   EXPECT_NE(ch.recv(10ms).error().message().find("broken"), std::string::npos);
   EXPECT_FALSE(ch.send("x"));
+}
+
+// The same through recv_into, whose first read scatters into the caller's buffer.
+TEST_F(ChannelFaults, GarbageThroughRecvIntoIsAnErrorNotAMessage) {
+  auto [ch, raw] = channel_with_raw_peer();
+  TT_ASSERT_OK(raw.send_all("GARBAGE!GARBAGE!"));
+  std::vector<std::byte> into(64);
+  auto r = ch.recv_into(into, 10s);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), std::errc::message_size);
+  EXPECT_NE(r.error().message().find("garbage on the stream"), std::string::npos)
+      << r.error().message();
+  EXPECT_NE(ch.recv(10ms).error().message().find("broken"), std::string::npos);
+}
+
+// Whole frames, then a frame cut by its writer's end: the whole ones are
+// delivered, the cut one never is.
+TEST_F(ChannelFaults, RecvIntoDeliversWholeFramesThenReportsTheCutOne) {
+  auto [ch, raw] = channel_with_raw_peer();
+  TT_ASSERT_OK(raw.send_all(header(3) + "abc" + header(2) + "de" + header(10) + "fgh"));
+  TT_ASSERT_OK(raw.close());
+  std::vector<std::byte> into(100);  // larger than everything: one read takes it all
+  TT_ASSERT_OK(ch.recv_into(into, 10s));
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(into.data()), into.size()), "abc");
+  TT_ASSERT_OK(ch.recv_into(into, 10s));
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(into.data()), into.size()), "de");
+  auto cut = ch.recv_into(into, 10s);
+  ASSERT_FALSE(cut);
+  EXPECT_EQ(cut.error(), tether::errc::truncated);
 }
 
 TEST_F(ChannelFaults, OversizedFrameIsRefusedByTheReceiver) {

@@ -452,7 +452,87 @@ Result<bool> Channel::fill(std::size_t want, Deadline deadline) {
   return true;
 }
 
+Result<std::size_t> Channel::read_vectored(std::span<iovec> iov, Deadline deadline) {
+  for (;;) {
+    ssize_t n;
+    if (socket_) {
+      msghdr msg{};
+      msg.msg_iov = iov.data();
+      msg.msg_iovlen = iov.size();
+      n = retry_eintr(
+          [&] { return ::recvmsg(in_.get(), &msg, deadline.is_never() ? 0 : MSG_DONTWAIT); });
+    } else {
+      n = retry_eintr([&] { return ::readv(in_.get(), iov.data(), static_cast<int>(iov.size())); });
+    }
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno != EAGAIN) return fail(errno, "receive on " + what_);
+    if (auto r = await(in_.get(), POLLIN, deadline); !r) return std::unexpected(r.error());
+  }
+}
+
+// recv_into() between messages, nothing buffered: one scatter read puts the
+// header in its place, the payload straight into the caller's buffer (no
+// copy), and whatever follows into ours. Returns false at end of stream.
+Result<bool> Channel::scatter_first_read(Deadline deadline) {
+  std::byte header[kHeader];
+  std::size_t cap = partial_.size();
+  iovec iov[3] = {{header, kHeader}, {partial_.data(), cap}, {rbuf_.data(), rbuf_.size()}};
+  auto n = read_vectored(iov, deadline);
+  if (!n) return std::unexpected(n.error());
+  if (*n == 0) return false;
+  if (*n < kHeader) {  // a header cut by the read: the usual path takes it from here
+    std::memcpy(rbuf_.data(), header, *n);
+    rpos_ = 0;
+    rend_ = *n;
+    return true;
+  }
+  std::uint32_t len = get_le32(header);
+  std::size_t body = *n - kHeader;  // payload bytes: first in the caller's buffer, then ours
+  std::size_t in_user = std::min(body, cap), in_ours = body - in_user;
+  if (len > options_.max_message) {
+    // Keep the stream's bytes where the usual path reports it from.
+    rbuf_.resize(std::max(rbuf_.size(), *n));
+    std::memmove(rbuf_.data() + kHeader + in_user, rbuf_.data(), in_ours);
+    std::memcpy(rbuf_.data(), header, kHeader);
+    std::memcpy(rbuf_.data() + kHeader, partial_.data(), in_user);
+    rpos_ = 0;
+    rend_ = *n;
+    return true;
+  }
+  if (len <= cap) {
+    // Bytes past the message in the caller's buffer belong to the next frames:
+    // they go in front of what our buffer got.
+    std::size_t have = std::min(in_user, std::size_t{len}), extra = in_user - have;
+    if (extra + in_ours > rbuf_.size()) rbuf_.resize(extra + in_ours);
+    std::memmove(rbuf_.data() + extra, rbuf_.data(), in_ours);
+    std::memcpy(rbuf_.data(), partial_.data() + len, extra);
+    rpos_ = 0;
+    rend_ = extra + in_ours;
+    partial_.resize(len);  // smaller: neither allocates nor fills
+    partial_have_ = have;
+  } else {
+    // Longer than the caller's buffer: grow it and take what ours got.
+    partial_.resize(len);
+    std::size_t take = std::min(in_ours, len - cap);
+    std::memcpy(partial_.data() + cap, rbuf_.data(), take);
+    rpos_ = take;
+    rend_ = in_ours;
+    partial_have_ = in_user + take;
+  }
+  if (rpos_ == rend_) rpos_ = rend_ = 0;
+  in_message_ = true;
+  return true;
+}
+
 Result<std::vector<std::byte>> Channel::recv_stream(Deadline deadline) {
+  if (!in_message_ && rpos_ == rend_ && !partial_.empty()) {
+    auto got = scatter_first_read(deadline);
+    if (!got) return std::unexpected(got.error());
+    if (!*got) {
+      peer_gone_ = true;
+      return fail(errc::end_of_stream, "receive on " + what_);
+    }
+  }
   // A message in progress (partial_) survives a timeout, so nothing read is lost.
   if (!in_message_) {
     auto got = fill(kHeader, deadline);

@@ -145,6 +145,8 @@ class Channel {
                                   bool may_block);
   Result<std::size_t> read_in(std::span<std::byte> buf, Deadline deadline);
   Result<bool> fill(std::size_t want, Deadline deadline);  // false: end of stream
+  Result<std::size_t> read_vectored(std::span<iovec> iov, Deadline deadline);
+  Result<bool> scatter_first_read(Deadline deadline);  // false: end of stream
   Result<std::vector<std::byte>> recv_stream(Deadline deadline);
   Result<std::vector<std::byte>> recv_packet(Deadline deadline);
   Result<void> send_queue(std::span<const std::byte> message, Deadline deadline);
