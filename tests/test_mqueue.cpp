@@ -65,6 +65,17 @@ TEST_F(PosixMq, TooLargeIsAnErrorNotTruncation) {
   EXPECT_EQ(must(q.attributes()).depth, 0);
 }
 
+// An empty message is a message (a span with no storage must work too).
+TEST_F(PosixMq, EmptyMessagesAreDelivered) {
+  auto q = must(PosixQueue::create(queue_name(), {.capacity = 2, .message_size = 64}));
+  TT_ASSERT_OK(q.send(std::span<const std::byte>(), 3));
+  TT_ASSERT_OK(q.try_send(std::span<const std::byte>()));
+  EXPECT_EQ(must(q.attributes()).depth, 2);
+  auto m = must(q.recv(5s));
+  EXPECT_TRUE(m.data.empty());
+  EXPECT_EQ(m.priority, 3u);
+}
+
 TEST_F(PosixMq, DescriptorIsPollable) {
   auto q = must(PosixQueue::create(queue_name()));
   pollfd p{q.fd(), POLLIN, 0};

@@ -662,7 +662,8 @@ const timespec kExpired{0, 0};
 
 Result<void> Channel::send_queue(std::span<const std::byte> message, Deadline deadline) {
   if (kind_ == Kind::sysv) return SysvQueue::from_id(sysv_id_).send(send_type_, message, deadline);
-  const char* data = reinterpret_cast<const char*>(message.data());
+  // An empty span may have no storage; mq_send's buffer must not be null.
+  const char* data = message.empty() ? "" : reinterpret_cast<const char*>(message.data());
   for (;;) {
     int r = retry_eintr([&] {
       return deadline.is_never() ? ::mq_send(out_.get(), data, message.size(), 0)

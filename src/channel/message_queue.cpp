@@ -116,9 +116,9 @@ Result<void> PosixQueue::try_send(std::span<const std::byte> data, unsigned prio
                             "size of {} bytes",
                             name_, data.size(), message_size_));
   }
-  int r = retry_eintr([&] {
-    return ::mq_send(mq_, reinterpret_cast<const char*>(data.data()), data.size(), priority);
-  });
+  // An empty span may have no storage; mq_send's buffer must not be null.
+  const char* bytes = data.empty() ? "" : reinterpret_cast<const char*>(data.data());
+  int r = retry_eintr([&] { return ::mq_send(mq_, bytes, data.size(), priority); });
   if (r != 0) return fail(errno, "send on POSIX queue " + name_);
   return {};
 }
