@@ -455,6 +455,37 @@ TEST_F(Supervise, TheLogRotatesBySizeKeepingNFiles) {
   EXPECT_NE(logs.out.find("line 399"), std::string::npos) << logs.out;
 }
 
+// logs -f prints what comes, through rotations, and ends with the worker.
+TEST_F(Supervise, LogsFollowPrintsNewLinesAndEndsWhenTheWorkerExits) {
+  std::string id = open({"--log-size", "4096", "--log-keep", "1"});
+  tether::Command follow(TETHER_CLI);
+  follow.args({"logs", id, "-f", "-n", "0"}).env("TETHER_DIR", dir_.string());
+  auto p = must(follow.stdout_to(tether::Stdio::pipe()).stderr_to(tether::Stdio::null()).spawn());
+  tether::PipeReader out(std::move(p.stdout_fd()));
+  std::string seen;
+  auto read_until = [&](const std::string& text) {
+    std::byte buf[4096];
+    while (seen.find(text) == std::string::npos) {
+      auto n = out.read(buf, 20s);
+      if (!n || *n == 0) return false;
+      seen.append(reinterpret_cast<const char*>(buf), *n);
+    }
+    return true;
+  };
+  // Enough lines to rotate the 4 KiB log several times while it follows.
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_EQ(cli("send", {id, "line-" + std::to_string(i) + std::string(60, '.')}).code, 0);
+  }
+  EXPECT_TRUE(read_until("received: line-59")) << seen.substr(0, 500);
+  for (int i = 0; i < 60; ++i) {  // none lost across the rotations
+    EXPECT_NE(seen.find("received: line-" + std::to_string(i) + "."), std::string::npos) << i;
+  }
+  ASSERT_EQ(cli("exit", {id}).code, 0);
+  auto st = p.wait(20s);  // it ends by itself
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_TRUE(st->success());
+}
+
 TEST_F(Supervise, EnvironmentAndWorkingDirectory) {
   std::string id = open({"--env", "GREETING=bonjour", "--cwd", "/tmp", "--", "sh", "-c",
                          "echo $GREETING in $(pwd) as $TETHER_WORKER_NAME; exec sleep 1000"});

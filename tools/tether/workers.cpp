@@ -475,19 +475,25 @@ int do_logs() {
     return 0;
   }
   // Follow: woken by inotify when the log grows or is rotated, until the
-  // supervisor removes the directory.
+  // worker's directory goes (its supervisor renames it away, then removes it).
   tether::Fd in(::inotify_init1(IN_CLOEXEC));
-  ::inotify_add_watch(in.get(), w->dir.c_str(), IN_MODIFY | IN_CREATE | IN_DELETE_SELF);
+  ::inotify_add_watch(in.get(), w->dir.c_str(),
+                      IN_MODIFY | IN_CREATE | IN_DELETE | IN_MOVE_SELF | IN_DELETE_SELF);
   struct stat st {};
   ::fstat(fileno(f), &st);
-  for (;;) {
+  auto drain = [&] {
     std::clearerr(f);
-    while ((len = ::getline(&line, &cap, f)) > 0)
+    while ((len = ::getline(&line, &cap, f)) > 0) {
       std::fwrite(line, 1, static_cast<std::size_t>(len), stdout);
+    }
     std::fflush(stdout);
+  };
+  for (;;) {
+    drain();
     struct stat now {};
     if (::stat(log.c_str(), &now) != 0) break;  // the worker exited: its directory is gone
-    if (now.st_ino != st.st_ino) {              // rotated: follow the new file
+    if (now.st_ino != st.st_ino) {              // rotated: the rest of the old file, then the new
+      drain();
       std::fclose(f);
       f = std::fopen(log.c_str(), "re");
       if (!f) break;
