@@ -8,8 +8,8 @@
 //   <state>/<id>/lock           held (flock) by the live supervisor
 //   <state>/<id>/status.json    replaced atomically on every change
 //   <state>/<id>/worker.log …   the worker's output, timestamped, rotated (.1 .2 …)
-//   <state>/<id>/supervise/     runit/daemontools view: control (the same
-//                               FIFO), ok, status (20 bytes), stat, pid
+//   <state>/<id>/supervise/     runit/daemontools view: control (a FIFO of
+//                               single letters), ok, status (20 bytes)
 //
 // Clients never talk to a supervisor in any other way: `tether list` reads
 // the status files and tests the locks; `tether exit` writes "exit" into the

@@ -690,9 +690,8 @@ void Supervisor::write_status() {
   s[19] = proc_ ? 1 : 0;
   (void)sd::write_atomically(final_ / "supervise/status",
                              std::string_view(reinterpret_cast<const char*>(s), sizeof s));
-  (void)sd::write_atomically(final_ / "supervise/stat", proc_ ? "run\n" : "down\n");
-  (void)sd::write_atomically(final_ / "supervise/pid",
-                             proc_ ? std::to_string(proc_->pid()) + "\n" : std::string());
+  // (runsv also keeps supervise/stat and supervise/pid; sv, svok, svstat and
+  // svc read none of them, and each would be one more file replaced per change.)
 }
 
 void Supervisor::report(std::string_view line) {
