@@ -459,7 +459,7 @@ TEST_F(Supervise, TheLogRotatesBySizeKeepingNFiles) {
 TEST_F(Supervise, LogsFollowPrintsNewLinesAndEndsWhenTheWorkerExits) {
   std::string id = open({"--log-size", "4096", "--log-keep", "1"});
   tether::Command follow(TETHER_CLI);
-  follow.args({"logs", id, "-f", "-n", "0"}).env("TETHER_DIR", dir_.string());
+  follow.args({"logs", id, "-f", "-n", "-1"}).env("TETHER_DIR", dir_.string());
   auto p = must(follow.stdout_to(tether::Stdio::pipe()).stderr_to(tether::Stdio::null()).spawn());
   tether::PipeReader out(std::move(p.stdout_fd()));
   std::string seen;
@@ -472,6 +472,10 @@ TEST_F(Supervise, LogsFollowPrintsNewLinesAndEndsWhenTheWorkerExits) {
     }
     return true;
   };
+  // Once it shows a first line, it is following (-n -1: what was written
+  // before it opened the log is printed from the file).
+  ASSERT_EQ(cli("send", {id, "first"}).code, 0);
+  ASSERT_TRUE(read_until("received: first")) << seen;
   // Enough lines to rotate the 4 KiB log several times while it follows.
   for (int i = 0; i < 60; ++i) {
     ASSERT_EQ(cli("send", {id, "line-" + std::to_string(i) + std::string(60, '.')}).code, 0);
