@@ -549,6 +549,33 @@ TEST_F(Supervise, AnotherUserCannotListOrControlOurWorkers) {
   EXPECT_EQ(status(id)["state"], "up");
 }
 
+// The library's refusals: each with its error and the worker untouched.
+TEST_F(Supervise, BadCommandsTimeoutsAndPruningALiveWorkerAreRefused) {
+  std::string id = open({"--", "sleep", "1000"});
+  auto dir = must(tether::StateDir::open(dir_, false));
+  auto w = must(tether::find_worker(dir, id));
+  EXPECT_EQ(w.log_path(), dir_ / id / "worker.log");
+  auto too_long = tether::send_command(w, "send " + std::string(5000, 'x'));
+  ASSERT_FALSE(too_long);
+  EXPECT_EQ(too_long.error(), std::errc::invalid_argument);
+  EXPECT_NE(too_long.error().message().find("one line of less than 4096 bytes"), std::string::npos);
+  auto two_lines = tether::send_command(w, "send a\nexit");  // would smuggle a second command
+  ASSERT_FALSE(two_lines);
+  EXPECT_EQ(two_lines.error(), std::errc::invalid_argument);
+  auto waited = tether::wait_worker_state(w, "down", 100ms);
+  ASSERT_FALSE(waited);
+  EXPECT_EQ(waited.error(), std::errc::timed_out);
+  EXPECT_NE(waited.error().message().find("to be down (it is up)"), std::string::npos)
+      << waited.error().message();
+  auto pruned = tether::prune_worker(w);
+  ASSERT_FALSE(pruned);
+  EXPECT_EQ(pruned.error(), std::errc::device_or_resource_busy);
+  EXPECT_NE(pruned.error().message().find("is running"), std::string::npos);
+  auto now = status(id);
+  EXPECT_EQ(now["state"], "up");
+  EXPECT_EQ(now["pid"], w.pid);
+}
+
 TEST_F(Supervise, TheStateDirectoryIsVerified) {
   fs::path link = dir_.string() + "-link";
   fs::create_directory_symlink(dir_, link);

@@ -82,6 +82,10 @@ struct WorkerInfo {
 
   // "exited with code 3", "killed by SIGKILL", or "" if it never ended.
   std::string last_exit() const;
+  // How long the current run has lasted (zero when it is not running).
+  std::chrono::milliseconds uptime() const;
+  // The worker's current log file (rotated ones are .1, .2, …).
+  std::filesystem::path log_path() const;
 };
 
 // Every worker directory under `dir`, sorted by name then id. Directories

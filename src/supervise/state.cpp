@@ -96,6 +96,15 @@ Result<void> sd::write_atomically(const fs::path& path, std::string_view text) {
   return {};
 }
 
+std::chrono::milliseconds WorkerInfo::uptime() const {
+  if (started_ms == 0 || pid == 0) return std::chrono::milliseconds(0);
+  return std::chrono::milliseconds(std::max<std::int64_t>(0, sd::now_ms() - started_ms));
+}
+
+fs::path WorkerInfo::log_path() const {
+  return dir / sd::kLogFile;
+}
+
 std::string WorkerInfo::last_exit() const {
   if (last_exit_signal) return "killed by " + signal_name(*last_exit_signal);
   if (last_exit_code) return fmt::format("exited with code {}", *last_exit_code);

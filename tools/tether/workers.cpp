@@ -3,7 +3,6 @@
 // worker run as. See docs/supervisor.md and docs/cli.md.
 #include "workers.hpp"
 
-#include <fcntl.h>
 #include <sys/inotify.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -86,15 +85,9 @@ std::string who(const tether::WorkerInfo& w) {
   return w.name.empty() || w.name == w.id ? w.id : fmt::format("{} ({})", w.name, w.id);
 }
 
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string uptime(const tether::WorkerInfo& w) {
   if (w.started_ms == 0 || w.pid == 0) return "-";
-  auto s = (now_ms() - w.started_ms) / 1000;
+  auto s = w.uptime().count() / 1000;
   if (s < 60) return fmt::format("{}s", s);
   if (s < 3600) return fmt::format("{}m{:02}s", s / 60, s % 60);
   if (s < 86400) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
@@ -112,7 +105,7 @@ json to_json(const tether::WorkerInfo& w) {
             {"restart", w.restart_policy},
             {"command", w.command},
             {"dir", w.dir.string()},
-            {"uptime_s", w.started_ms && w.pid ? (now_ms() - w.started_ms) / 1000 : 0}};
+            {"uptime_s", w.uptime().count() / 1000}};
   if (w.last_exit_code) j["last_exit"] = {{"code", *w.last_exit_code}};
   if (w.last_exit_signal) {
     j["last_exit"] = {{"signal", *w.last_exit_signal},
@@ -456,7 +449,7 @@ int do_send() {
 int do_logs() {
   auto w = find(opt.key);
   if (!w) return report_error(w.error());
-  fs::path log = w->dir / "worker.log";
+  fs::path log = w->log_path();
   std::FILE* f = std::fopen(log.c_str(), "re");
   if (!f) return report_error(tether::Error::from_errno(errno, "open " + log.string()));
   std::deque<std::string> last;
