@@ -59,6 +59,27 @@ inline std::span<const std::byte> bytes(std::string_view s) {
     ASSERT_TRUE(tt_result_.has_value()) << #expr << ": " << tt_result_.error().message(); \
   } while (0)
 
+// EXPECT that a Result is an error, and that its code is `code` — checked in
+// that order, so an unexpected success fails the test instead of reading the
+// error of a value.
+#define TT_EXPECT_ERROR(expr, code)                                                   \
+  do {                                                                                \
+    const auto& tt_result_ = (expr);                                                  \
+    if (tt_result_.has_value()) {                                                     \
+      ADD_FAILURE() << #expr << ": succeeded, expected " << #code;                    \
+    } else {                                                                          \
+      EXPECT_TRUE(tt_result_.error() == (code))                                       \
+          << #expr << ": " << tt_result_.error().message() << ", expected " << #code; \
+    }                                                                                 \
+  } while (0)
+#define TT_ASSERT_ERROR(expr, code)                                                     \
+  do {                                                                                  \
+    const auto& tt_result_ = (expr);                                                    \
+    ASSERT_FALSE(tt_result_.has_value()) << #expr << ": succeeded, expected " << #code; \
+    ASSERT_TRUE(tt_result_.error() == (code))                                           \
+        << #expr << ": " << tt_result_.error().message() << ", expected " << #code;     \
+  } while (0)
+
 // The value of a Result, or a failed test. It throws rather than aborts, so
 // the stack unwinds through the owners of FIFOs, sockets and queues and a
 // failing test still leaves nothing behind (gtest reports the exception).

@@ -1,11 +1,18 @@
+#include <netdb.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/msg.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <optional>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "support.hpp"
@@ -31,6 +38,7 @@ struct Ends {
   bool packet = false;                      // message sockets: empty messages refused
   bool queue = false;                       // message queues: no end of stream, 8 KiB messages
   std::optional<ChannelListener> listener;  // owns FIFOs and queues: outlives the ends
+  bool datagram = false;                    // UDP: may lose, no end of stream, 64 KiB messages
 };
 
 Ends connect_over(const std::string& transport, ChannelOptions options = {}) {
@@ -66,6 +74,21 @@ Ends connect_over(const std::string& transport, ChannelOptions options = {}) {
     e.listener = std::move(listener);
     return e;
   }
+  if (transport == "udp") {
+    // A UDP listener learns of its peer from the first datagram: the client
+    // speaks first, and the server takes that greeting before the test.
+    auto listener = must(ChannelListener::listen("udp://127.0.0.1:0", options));
+    auto client = must(Channel::connect(listener.address(), 10s, options));
+    if (auto hello = client.send("hello", 10s); !hello) {
+      ADD_FAILURE() << hello.error().message();
+      throw std::runtime_error(hello.error().message());
+    }
+    auto server = must(listener.accept(10s));
+    if (must(server.recv_string(10s)) != "hello") ADD_FAILURE() << "no greeting";
+    Ends e{std::move(client), std::move(server), false, false, std::nullopt};
+    e.datagram = true;
+    return e;
+  }
   std::string address = transport == "unix"             ? "unix:" + temp_socket()
                         : transport == "unix-seqpacket" ? "unix-seqpacket:" + temp_socket()
                         : transport == "unix-abstract"
@@ -93,7 +116,7 @@ TEST_P(ChannelTest, MessagesKeepTheirBoundaries) {
 
 TEST_P(ChannelTest, LargeMessagesWithAConcurrentPeer) {
   auto ends = connect_over(GetParam());
-  std::size_t size = ends.queue ? 4000 : ends.packet ? 60000 : 4u << 20;
+  std::size_t size = ends.queue ? 4000 : ends.packet || ends.datagram ? 60000 : 4u << 20;
   std::string big(size, 'x');
   for (std::size_t i = 0; i < size; i += 101) big[i] = static_cast<char>('a' + i % 26);
   // The child echoes one message back; both directions exceed the buffers.
@@ -126,6 +149,10 @@ TEST_P(ChannelTest, RecvIntoReusesTheCallersBuffer) {
 // sender running ahead so that several frames arrive in one read.
 TEST_P(ChannelTest, RecvIntoRandomSizesKeepEveryBoundaryAndByte) {
   auto ends = connect_over(GetParam());
+  if (ends.datagram) {
+    GTEST_SKIP() << "UDP drops datagrams when a sender runs this far ahead of the receiver's "
+                    "buffer: nothing to check but UDP's own contract";
+  }
   std::size_t most = ends.queue ? 4000 : ends.packet ? 60000 : 300000;
   constexpr int kCount = 300;
   auto size_of = [&](int i) {
@@ -169,8 +196,8 @@ TEST_P(ChannelTest, MaximumSizeIsEnforcedOnSend) {
 
 TEST_P(ChannelTest, PeerCloseIsEndOfStreamAndBrokenPipe) {
   auto ends = connect_over(GetParam());
-  if (ends.queue)
-    GTEST_SKIP() << "a message queue has no end of stream: its receive only times out";
+  if (ends.queue || ends.datagram)
+    GTEST_SKIP() << "a message queue or UDP has no end of stream: its receive only times out";
   TT_ASSERT_OK(ends.a.send("last words", 10s));
   TT_ASSERT_OK(ends.a.close());
   EXPECT_EQ(must(ends.b.recv_string(10s)), "last words");
@@ -209,8 +236,8 @@ TEST_P(ChannelTest, TypedValues) {
 
 INSTANTIATE_TEST_SUITE_P(Transports, ChannelTest,
                          ::testing::Values("pipes", "socketpair", "socketpair-seqpacket", "unix",
-                                           "unix-seqpacket", "unix-abstract", "tcp", "fifo", "mq",
-                                           "sysv"),
+                                           "unix-seqpacket", "unix-abstract", "tcp", "udp", "fifo",
+                                           "mq", "sysv"),
                          [](const auto& param_info) {
                            std::string name = param_info.param;
                            std::replace(name.begin(), name.end(), '-', '_');
@@ -460,3 +487,232 @@ TEST_F(ChannelFaults, FifoClientNeverSeesASpuriousEndOfStream) {
         << "round " << round << ": " << first.error().message();
   }
 }
+
+// sysv:0 is IPC_PRIVATE, and a key wider than 32 bits used to be cut to its
+// low bits (4294967296 became 0): each side got a new private queue, and
+// each connect left one of mode 0 behind. Every such key is refused, and no
+// queue is made.
+namespace {
+
+// The ids of this user's System V queues of mode 0 (what a connect to
+// IPC_PRIVATE leaked: msgget(IPC_PRIVATE, 0)), from /proc/sysvipc/msg,
+// which ipcs(1) reads.
+std::set<int> mode0_queues() {
+  std::set<int> ids;
+  std::ifstream in("/proc/sysvipc/msg");
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    long long key;
+    int id;
+    unsigned perms;
+    unsigned long cbytes, qnum;
+    long lspid, lrpid;
+    unsigned uid;
+    if (fields >> key >> id >> std::oct >> perms >> std::dec >> cbytes >> qnum >> lspid >> lrpid >>
+            uid &&
+        uid == ::geteuid() && (perms & 0777) == 0) {
+      ids.insert(id);
+    }
+  }
+  return ids;
+}
+
+}  // namespace
+
+TEST_F(ChannelFaults, SysvKeyZeroAndKeysBeyond32BitsAreRefused) {
+  auto before = mode0_queues();
+  for (std::string key : {"0", "0x0", "4294967296", "0x100000000", "99999999999999999999999", "-1",
+                          "-4294967296", "+5", "12abc", "0x", ""}) {
+    std::string address = "sysv:" + key;
+    auto c = Channel::connect(address, 1s);
+    ASSERT_FALSE(c) << address;
+    EXPECT_EQ(c.error(), std::errc::invalid_argument) << address;
+    EXPECT_NE(c.error().message().find("'" + address + "'"), std::string::npos)
+        << c.error().message();
+    auto l = ChannelListener::listen(address);
+    ASSERT_FALSE(l) << address;
+    EXPECT_EQ(l.error(), std::errc::invalid_argument) << address;
+  }
+  auto zero = Channel::connect("sysv:0", 1s);
+  ASSERT_FALSE(zero);
+  EXPECT_NE(zero.error().message().find("IPC_PRIVATE"), std::string::npos)
+      << zero.error().message();
+  auto wide = Channel::connect("sysv:4294967296", 1s);
+  ASSERT_FALSE(wide);
+  EXPECT_NE(wide.error().message().find("does not fit 32 bits"), std::string::npos)
+      << wide.error().message();
+  EXPECT_EQ(mode0_queues(), before) << "a connect left a System V queue behind";
+  // The upper half of the 32 bits are keys (negative key_t values, as ftok makes).
+  std::string high = "sysv:" + std::to_string(0xfe000000u + (::getpid() & 0xffffff));
+  auto listener = must(ChannelListener::listen(high));
+  auto client = must(Channel::connect(high, 10s));
+  auto server = must(listener.accept(10s));
+  TT_ASSERT_OK(client.send("high key", 10s));
+  EXPECT_EQ(must(server.recv_string(10s)), "high key");
+}
+
+// A pipe channel made without a write end is receive-only: send says so
+// (it used to write into its own read end and fail with a bare EBADF).
+TEST_F(ChannelFaults, PipeChannelWithoutAWriterRefusesToSend) {
+  auto pipe = must(tether::Pipe::create());
+  auto ch = must(Channel::over_pipes(std::move(pipe.reader), tether::PipeWriter()));
+  auto r = ch.send("nowhere", 1s);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), std::errc::bad_file_descriptor);
+  EXPECT_NE(r.error().message().find("receive-only channel (it has no write end)"),
+            std::string::npos)
+      << r.error().message();
+  TT_ASSERT_OK(pipe.writer.write_all(std::string_view("\x02\x00\x00\x00ok", 6)));
+  EXPECT_EQ(must(ch.recv_string(10s)), "ok");  // receiving still works
+  auto out = must(tether::Pipe::create());
+  auto send_only = must(Channel::over_pipes(tether::PipeReader(), std::move(out.writer)));
+  auto nothing = send_only.recv(1s);
+  ASSERT_FALSE(nothing);
+  EXPECT_NE(nothing.error().message().find("send-only channel"), std::string::npos)
+      << nothing.error().message();
+}
+
+// A receive that times out says it was waiting for a message (it read
+// "wait for connection on ..." on an accepted socket).
+TEST_F(ChannelFaults, ReceiveTimeoutIsWordedAsAReceive) {
+  auto listener = must(ChannelListener::listen("tcp://127.0.0.1:0"));
+  auto client = must(Channel::connect(listener.address(), 10s));
+  auto server = must(listener.accept(10s));
+  auto r = server.recv(20ms);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), std::errc::timed_out);
+  EXPECT_EQ(r.error().message().find("wait for connection"), std::string::npos)
+      << r.error().message();
+  EXPECT_NE(r.error().message().find("wait for a message on connection accepted on tcp://"),
+            std::string::npos)
+      << r.error().message();
+}
+
+// tcp://:PORT is the wildcard address: every interface, not loopback only.
+TEST_F(ChannelFaults, TcpWithoutAHostListensOnEveryInterface) {
+  auto listener = must(ChannelListener::listen("tcp://:0"));
+  sockaddr_storage bound{};
+  socklen_t len = sizeof bound;
+  ASSERT_EQ(::getsockname(listener.fd(), reinterpret_cast<sockaddr*>(&bound), &len), 0);
+  if (bound.ss_family == AF_INET) {
+    EXPECT_EQ(reinterpret_cast<sockaddr_in*>(&bound)->sin_addr.s_addr, htonl(INADDR_ANY));
+  } else {
+    ASSERT_EQ(bound.ss_family, AF_INET6);
+    EXPECT_TRUE(IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<sockaddr_in6*>(&bound)->sin6_addr));
+  }
+  auto port = listener.address().substr(listener.address().rfind(':') + 1);
+  auto client = must(Channel::connect("tcp://127.0.0.1:" + port, 10s));
+  auto server = must(listener.accept(10s));
+  TT_ASSERT_OK(client.send("any interface", 10s));
+  EXPECT_EQ(must(server.recv_string(10s)), "any interface");
+}
+
+// A name that does not resolve keeps getaddrinfo's error (it was reported
+// as EHOSTUNREACH, which says the host exists and cannot be reached).
+TEST_F(ChannelFaults, UnresolvableHostKeepsTheResolversError) {
+  auto r = Channel::connect("tcp://no-such-host.invalid:80", 10s);
+  ASSERT_FALSE(r);
+  EXPECT_FALSE(r.error() == std::errc::host_unreachable) << r.error().message();
+  EXPECT_EQ(&r.error().code().category(), &tether::resolver_category()) << r.error().message();
+  EXPECT_NE(r.error().message().find("resolve no-such-host.invalid:80: "), std::string::npos)
+      << r.error().message();
+  EXPECT_NE(r.error().message().find(::gai_strerror(r.error().code().value())), std::string::npos)
+      << r.error().message();
+}
+
+// ---------------------------------------------------------------- modes
+
+// Every creator in the channel layer makes its object with exactly the mode
+// asked, whatever the umask. The umask is process-wide, so each case sets
+// it in a fork child, which creates, checks and removes the objects and
+// reports what differed on its stderr; its exit code is the number of
+// mismatches.
+namespace {
+
+struct ModeCase {
+  std::string creator;
+  mode_t umask;
+};
+void PrintTo(const ModeCase& c, std::ostream* os) {
+  *os << c.creator << " under umask 0" << std::oct << c.umask << std::dec;
+}
+
+// The mode the object got, or -1 (after printing why) if it was not made.
+int created_mode(const std::string& creator, mode_t mode) {
+  auto report = [&](const tether::Error& e) {
+    std::fprintf(stderr, "%s %04o: %s\n", creator.c_str(), static_cast<unsigned>(mode),
+                 e.message().c_str());
+    return -1;
+  };
+  std::string path = temp_socket();
+  struct stat st {};
+  if (creator == "fifo") {
+    auto f = tether::Fifo::create(path, mode);
+    if (!f) return report(f.error());
+    if (::lstat(path.c_str(), &st) != 0) return -1;
+  } else if (creator == "unix_listener") {
+    auto address = tether::UnixAddress::path(path);
+    if (!address) return report(address.error());
+    auto l = tether::UnixListener::listen(*address, {.mode = mode});
+    if (!l) return report(l.error());
+    if (::lstat(path.c_str(), &st) != 0) return -1;
+  } else if (creator == "unix_datagram") {
+    auto address = tether::UnixAddress::path(path);
+    if (!address) return report(address.error());
+    auto s = tether::unix_bind_datagram(*address, mode);
+    if (!s) return report(s.error());
+    int r = ::lstat(path.c_str(), &st);
+    ::unlink(path.c_str());  // a bound datagram socket's file is its caller's to remove
+    if (r != 0) return -1;
+  } else if (creator == "posix_mq") {
+    auto q = tether::PosixQueue::create("/" + tether_test::unique_name("mode"),
+                                        {.capacity = 1, .message_size = 16, .mode = mode});
+    if (!q) return report(q.error());
+    if (::fstat(q->fd(), &st) != 0) return -1;
+  } else if (creator == "sysv") {
+    auto q = tether::SysvQueue::create(tether::SysvQueue::private_key, mode);
+    if (!q) return report(q.error());
+    msqid_ds ds{};
+    if (::msgctl(q->id(), IPC_STAT, &ds) != 0) return -1;
+    st.st_mode = static_cast<mode_t>(ds.msg_perm.mode);
+  } else {
+    return -1;
+  }
+  return static_cast<int>(st.st_mode & 07777);
+}
+
+}  // namespace
+
+class ChannelCreatorMode : public Clean, public ::testing::WithParamInterface<ModeCase> {};
+
+TEST_P(ChannelCreatorMode, ExactlyTheModeAskedWhateverTheUmask) {
+  const ModeCase c = GetParam();
+  auto child = must(tether::fork([&] {
+    ::umask(c.umask);
+    int mismatches = 0;
+    for (mode_t mode : {0600, 0640, 0660}) {
+      int got = created_mode(c.creator, mode);
+      if (got != static_cast<int>(mode)) {
+        std::fprintf(stderr, "%s under umask %03o: asked %04o, got %04o\n", c.creator.c_str(),
+                     static_cast<unsigned>(c.umask), static_cast<unsigned>(mode),
+                     static_cast<unsigned>(got));
+        ++mismatches;
+      }
+    }
+    return mismatches;
+  }));
+  EXPECT_EQ(must(child.wait(20s)).code(), 0) << "modes differed (see the child's stderr)";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Creators, ChannelCreatorMode,
+    ::testing::Values(ModeCase{"fifo", 022}, ModeCase{"fifo", 077}, ModeCase{"unix_listener", 022},
+                      ModeCase{"unix_listener", 077}, ModeCase{"unix_datagram", 022},
+                      ModeCase{"unix_datagram", 077}, ModeCase{"posix_mq", 022},
+                      ModeCase{"posix_mq", 077}, ModeCase{"sysv", 022}, ModeCase{"sysv", 077}),
+    [](const auto& param_info) {
+      return param_info.param.creator + "_umask0" + std::to_string(param_info.param.umask / 8) +
+             std::to_string(param_info.param.umask % 8);
+    });

@@ -8,6 +8,7 @@
 #include <array>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "support.hpp"
 
@@ -237,6 +238,60 @@ TEST_F(SocketTest, ConnectErrorsNameTheAddress) {
   auto too_long = UnixAddress::path(std::string(200, 'p'));
   ASSERT_FALSE(too_long);
   EXPECT_EQ(too_long.error(), std::errc::filename_too_long);
+}
+
+// connect(2) to a Unix listener whose backlog is full fails with EAGAIN on
+// a non-blocking socket and leaves it unconnected; that used to be taken
+// for "in progress", so connect "succeeded" and the first send failed with
+// ENOTCONN. Now it is retried until the deadline, then timed_out.
+TEST_F(SocketTest, ConnectToAFullBacklogWaitsForRoomUntilTheDeadline) {
+  auto address = must(UnixAddress::path(path));
+  auto listener = must(UnixListener::listen(address, {.backlog = 1}));
+  // Fill the backlog with connections nobody accepts (the kernel queues
+  // backlog + 1 of them: net/unix/af_unix.c, unix_recvq_full).
+  std::vector<tether::Fd> queued;
+  auto [addr, len] = address.to_sockaddr();
+  for (int i = 0; i < 16; ++i) {
+    tether::Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
+      ASSERT_EQ(errno, EAGAIN) << "connect " << i;
+      break;
+    }
+    queued.push_back(std::move(fd));
+  }
+  ASSERT_FALSE(queued.empty());
+  ASSERT_LT(queued.size(), 16u) << "the backlog never filled";
+
+  auto full = tether::unix_connect(address, SocketType::stream, 50ms);
+  ASSERT_FALSE(full) << "connected to a full backlog";
+  EXPECT_EQ(full.error(), std::errc::timed_out);
+  EXPECT_NE(full.error().message().find("backlog stayed full"), std::string::npos)
+      << full.error().message();
+  auto channel = tether::Channel::connect("unix:" + path.string(), 50ms);
+  ASSERT_FALSE(channel);
+  EXPECT_EQ(channel.error(), std::errc::timed_out);
+
+  // Once the server accepts one, a connect that is retrying gets in.
+  tether::Result<Socket> late = tether::fail(EINVAL, "not connected");
+  std::thread connector([&] { late = tether::unix_connect(address, SocketType::stream, 20s); });
+  auto first = must(listener.accept(10s));
+  connector.join();
+  ASSERT_TRUE(late) << late.error().message();
+  TT_ASSERT_OK(late->send_all("in", 10s));  // really connected: no ENOTCONN
+}
+
+// A receive that times out says so (it read "wait for connection on ...").
+TEST_F(SocketTest, ReceiveTimeoutIsWordedAsAReceive) {
+  auto address = must(UnixAddress::path(path));
+  auto listener = must(UnixListener::listen(address));
+  auto client = must(tether::unix_connect(address, SocketType::stream, 10s));
+  auto server = must(listener.accept(10s));
+  std::array<std::byte, 4> buf;
+  auto r = server.recv(buf, 20ms);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), std::errc::timed_out);
+  EXPECT_EQ(r.error().message(), "wait for data to receive on connection accepted on unix:" +
+                                     path.string() + ": Connection timed out (ETIMEDOUT)");
 }
 
 using Tcp = Clean;

@@ -4,6 +4,7 @@
 // supervisor, worker or directory is left behind.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -282,7 +283,7 @@ TEST_F(Supervise, AKilledWorkerIsRestartedAndEveryExitIsRecorded) {
   ASSERT_EQ(::kill(pid, SIGKILL), 0);
   auto dir = must(tether::StateDir::open(dir_, false));
   auto w = must(tether::find_worker(dir, id));
-  auto now = must(tether::wait_worker_state(w, "up", 20s, pid));
+  auto now = must(tether::wait_worker_state(w, tether::WorkerState::up, 20s, pid));
   EXPECT_NE(now.pid, pid);
   EXPECT_EQ(now.restarts, 1);
   EXPECT_EQ(now.last_exit_signal, SIGKILL);
@@ -293,12 +294,14 @@ TEST_F(Supervise, RestartPolicyOnFailureAndNeverAndTheBackoff) {
   // on-failure: a clean exit stays down ("exited").
   std::string ok = open({"--", "sh", "-c", "sleep 0.1; exit 0"});
   auto dir = must(tether::StateDir::open(dir_, false));
-  auto w = must(tether::wait_worker_state(must(tether::find_worker(dir, ok)), "exited", 20s));
+  auto w = must(tether::wait_worker_state(must(tether::find_worker(dir, ok)),
+                                          tether::WorkerState::exited, 20s));
   EXPECT_EQ(w.last_exit_code, 0);
   EXPECT_EQ(w.restarts, 0);
   // A crash loop: restarted with backoff until --max-restarts.
   std::string bad = open({"--max-restarts", "3", "--", "sh", "-c", "sleep 0.05; exit 3"});
-  auto b = must(tether::wait_worker_state(must(tether::find_worker(dir, bad)), "exited", 30s));
+  auto b = must(tether::wait_worker_state(must(tether::find_worker(dir, bad)),
+                                          tether::WorkerState::exited, 30s));
   EXPECT_EQ(b.restarts, 3);
   EXPECT_EQ(b.last_exit_code, 3);
   auto log = log_of(bad);
@@ -370,7 +373,7 @@ TEST_F(Supervise, AKilledSupervisorLeavesNoDuplicateAndIsReportedThenPruned) {
   EXPECT_TRUE(l["pids"].empty());
   auto send = cli("send", {id, "x"});
   EXPECT_EQ(send.code, 4);
-  EXPECT_NE(send.err.find("is not running (its supervisor is not listening)"), std::string::npos)
+  EXPECT_NE(send.err.find("is not running: its supervisor is not listening"), std::string::npos)
       << send.err;
   auto p = cli("list", {"--prune"});
   EXPECT_EQ(p.code, 0);
@@ -514,12 +517,13 @@ TEST_F(Supervise, RunitAndDaemontoolsClientsWork) {
   EXPECT_TRUE(must(tether::Command("svok").arg(d).status(20s)).success());
   sv({"down", d});
   auto dir = must(tether::StateDir::open(dir_, false));
-  must(tether::wait_worker_state(must(tether::find_worker(dir, id)), "down", 20s));
+  must(tether::wait_worker_state(must(tether::find_worker(dir, id)), tether::WorkerState::down,
+                                 20s));
   EXPECT_NE(sv({"status", d}).find("down: " + d), std::string::npos) << sv({"status", d});
   auto svstat = must(tether::Command("svstat").arg(d).output({}, 20s));
   EXPECT_NE(svstat.out.find(": down"), std::string::npos) << svstat.out;
   must(tether::Command("svc").args({"-u", d}).status(20s));
-  must(tether::wait_worker_state(must(tether::find_worker(dir, id)), "up", 20s));
+  must(tether::wait_worker_state(must(tether::find_worker(dir, id)), tether::WorkerState::up, 20s));
   auto sup = pidfd(status(id)["supervisor_pid"]);
   sv({"exit", d});
   EXPECT_TRUE(ends_within(sup, 20s));
@@ -562,7 +566,7 @@ TEST_F(Supervise, BadCommandsTimeoutsAndPruningALiveWorkerAreRefused) {
   auto two_lines = tether::send_command(w, "send a\nexit");  // would smuggle a second command
   ASSERT_FALSE(two_lines);
   EXPECT_EQ(two_lines.error(), std::errc::invalid_argument);
-  auto waited = tether::wait_worker_state(w, "down", 100ms);
+  auto waited = tether::wait_worker_state(w, tether::WorkerState::down, 100ms);
   ASSERT_FALSE(waited);
   EXPECT_EQ(waited.error(), std::errc::timed_out);
   EXPECT_NE(waited.error().message().find("to be down (it is up)"), std::string::npos)
@@ -610,4 +614,334 @@ TEST_F(Clean, WorkerInboxBlockingAndPolling) {
   TT_ASSERT_OK(p.writer.close());
   EXPECT_EQ(must(inbox.next(5s)), "part");
   EXPECT_EQ(inbox.next(5s).error(), tether::errc::end_of_stream);
+}
+
+// ---------------------------------------------------------------- the holes a hostile try found
+
+namespace {
+
+// A worker directory as a dead supervisor would leave it: no lock held,
+// and whatever status.json the test writes.
+void fake_worker(const fs::path& state, const std::string& id, const std::string& status_json) {
+  fs::create_directory(state / id);
+  ::chmod((state / id).c_str(), 0700);
+  std::ofstream(state / id / "lock") << "";
+  std::ofstream(state / id / "status.json") << status_json;
+}
+
+bool alive(const tether::Fd& pidfd) {
+  return !ends_within(pidfd, tether::Deadline::immediate());
+}
+
+}  // namespace
+
+TEST_F(Supervise, StopNoWaitThenStartIsNotLostWhenTheWorkerTakesAMomentToExit) {
+  // --restart never, a worker that takes 300 ms to exit 0 on TERM.
+  std::string id = open({"--restart", "never", "--", "sh", "-c",
+                         "trap 'sleep 0.3; exit 0' TERM; while :; do sleep 0.05; done"});
+  int pid = status(id)["pid"];
+  ASSERT_EQ(cli("stop", {id, "--no-wait"}).code, 0);
+  auto start = cli("start", {id});
+  ASSERT_EQ(start.code, 0) << start.err;
+  auto s = status(id);
+  EXPECT_EQ(s["state"], "up");
+  EXPECT_EQ(s["want"], "up");
+  EXPECT_NE(s["pid"], pid);
+}
+
+TEST_F(Supervise, AStateDirectoryUnderAnotherUsersDirectoryIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (to make a directory of nobody's)";
+  fs::path theirs = dir_.string() + "-theirs";
+  ASSERT_EQ(::mkdir(theirs.c_str(), 0755), 0);
+  ASSERT_EQ(::chown(theirs.c_str(), 65534, 65534), 0);
+  tether::Command c(TETHER_CLI);
+  c.args({"list"}).env("TETHER_DIR", (theirs / "sub").string());
+  auto o = must(c.output({}, 20s));
+  EXPECT_EQ(o.status.code(), 1);
+  EXPECT_NE(o.err.find("belongs to uid 65534"), std::string::npos) << o.err;
+  EXPECT_FALSE(fs::exists(theirs / "sub"));  // nothing made there
+  // A world-writable ancestor that is not sticky: refused too.
+  ASSERT_EQ(::chown(theirs.c_str(), 0, 0), 0);
+  ASSERT_EQ(::chmod(theirs.c_str(), 0777), 0);
+  auto w = must(c.output({}, 20s));
+  EXPECT_EQ(w.status.code(), 1);
+  EXPECT_NE(w.err.find("writable by others"), std::string::npos) << w.err;
+  fs::remove_all(theirs);
+}
+
+TEST_F(Supervise, PruneNeverSignalsARecycledPidOrPidOne) {
+  // A process group leader of ours that a dead worker's record names: as
+  // if its pid had been recycled. Prune must leave it alone.
+  auto leader = must(tether::Command("sleep").arg("1000").new_session().spawn());
+  auto leader_fd = pidfd(leader.pid());
+  fake_worker(dir_, "0badc0de",
+              json({{"id", "0badc0de"},
+                    {"name", "x"},
+                    {"state", "up"},
+                    {"want", "up"},
+                    {"restart", "never"},
+                    {"pid", leader.pid()},
+                    {"pid_start", 1},
+                    {"supervisor_pid", 999999}})
+                  .dump());
+  fake_worker(dir_, "0badc0df",
+              json({{"id", "0badc0df"},
+                    {"name", "y"},
+                    {"state", "up"},
+                    {"want", "up"},
+                    {"restart", "never"},
+                    {"pid", 1},
+                    {"supervisor_pid", 999998}})
+                  .dump());
+  auto p = cli("list", {"--prune"});
+  EXPECT_EQ(p.code, 0) << p.err;
+  EXPECT_TRUE(alive(leader_fd));
+  EXPECT_FALSE(fs::exists(dir_ / "0badc0de"));
+  EXPECT_FALSE(fs::exists(dir_ / "0badc0df"));
+  (void)leader.kill();
+}
+
+TEST_F(Supervise, PruneKillsWhatIsLeftOfTheWorkerItself) {
+  // The worker's child stays in its group: PDEATHSIG kills only the worker,
+  // so the child outlives a supervisor killed -9 until prune proves it is
+  // the worker's (group, start time, TETHER_WORKER_ID) and kills it.
+  std::string id = open({"--", "sh", "-c", "sleep 1000 & echo child=$!; wait"});
+  ASSERT_TRUE(log_shows(id, "child="));
+  auto log = log_of(id);
+  int child = std::stoi(log.substr(log.rfind("child=") + 6));  // not the command line's
+  ASSERT_GT(child, 1);
+  auto child_fd = pidfd(child);
+  auto s = status(id);
+  auto worker = pidfd(s["pid"]);
+  ASSERT_EQ(::kill(s["supervisor_pid"].get<int>(), SIGKILL), 0);
+  EXPECT_TRUE(ends_within(worker, 10s));
+  EXPECT_TRUE(alive(child_fd));
+  auto p = cli("list", {"--prune"});
+  EXPECT_EQ(p.code, 0) << p.err;
+  EXPECT_TRUE(ends_within(child_fd, 10s));
+  EXPECT_FALSE(fs::exists(dir_ / id));
+}
+
+TEST_F(Supervise, EnvironmentValuesAreNeverOnACommandLine) {
+  auto r =
+      cli("open", {"--count", "2", "--env", "SECRET=hunter2-xyz", "--json", "--", "sleep", "1000"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const auto& w : json::parse(r.out)) {
+    std::ifstream in("/proc/" + std::to_string(w["supervisor_pid"].get<int>()) + "/cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_EQ(cmdline.find("hunter2"), std::string::npos) << cmdline;
+    std::ifstream env("/proc/" + std::to_string(w["pid"].get<int>()) + "/environ");
+    std::string e((std::istreambuf_iterator<char>(env)), {});
+    EXPECT_NE(e.find("SECRET=hunter2-xyz"), std::string::npos);  // the worker has it
+  }
+}
+
+TEST_F(Supervise, AMalformedRecordIsReportedAndSkipped) {
+  std::string id = open({"--", "sleep", "1000"});
+  fake_worker(dir_, "deadbeef", R"({"id":"deadbeef","pid":"oops"})");
+  fake_worker(dir_, "deadbef0", R"([1,2,3])");
+  fake_worker(
+      dir_, "deadbef1",
+      R"({"id":"deadbef1","state":"up","want":"up","restart":"never","last_exit":{"code":"x"}})");
+  for (auto args : {std::vector<std::string>{}, std::vector<std::string>{"--json"}}) {
+    auto l = cli("list", args);
+    EXPECT_EQ(l.code, 0) << l.err;
+    EXPECT_NE(l.err.find("skipped"), std::string::npos) << l.err;
+    EXPECT_NE(l.err.find("deadbeef/status.json"), std::string::npos) << l.err;
+    EXPECT_NE(l.out.find(id), std::string::npos);
+  }
+  EXPECT_EQ(cli("status", {id}).code, 0);
+  EXPECT_EQ(cli("exit", {"deadbeef"}).code, 4);  // listed as dead, not running
+  EXPECT_EQ(cli("list", {"--prune"}).code, 0);
+  EXPECT_FALSE(fs::exists(dir_ / "deadbeef"));
+}
+
+TEST_F(Supervise, APartialLineDoesNotPoisonTheNextCommand) {
+  std::string id = open({"--", "sleep", "1000"});
+  {
+    tether::Fd fd(::open((dir_ / id / "control").c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+    ASSERT_TRUE(fd.valid());
+    ASSERT_EQ(::write(fd.get(), "exit", 4), 4);  // printf exit: no newline
+  }
+  EXPECT_TRUE(log_shows(id, "incomplete command (no newline) discarded"));
+  auto stop = cli("stop", {id});
+  EXPECT_EQ(stop.code, 0) << stop.err << log_of(id);
+  EXPECT_EQ(status(id)["state"], "down");
+}
+
+TEST_F(Supervise, AMovedWorkerDirectoryIsNoticed) {
+  std::string id = open({"--", "sleep", "1000"});
+  auto s = status(id);
+  auto sup = pidfd(s["supervisor_pid"]), worker = pidfd(s["pid"]);
+  fs::path moved = dir_.string() + "-moved";
+  fs::rename(dir_ / id, moved);
+  EXPECT_TRUE(ends_within(worker, 20s));
+  EXPECT_TRUE(ends_within(sup, 20s));
+  fs::remove_all(moved);
+}
+
+TEST_F(Supervise, AControlFifoReplacedByAFileIsTheDirectoryLost) {
+  std::string id = open({"--", "sleep", "1000"});
+  auto s = status(id);
+  auto sup = pidfd(s["supervisor_pid"]);
+  fs::remove(dir_ / id / "control");
+  std::ofstream(dir_ / id / "control") << "not a fifo";
+  EXPECT_TRUE(ends_within(sup, 20s));
+  fs::remove_all(dir_ / id);
+}
+
+TEST_F(Supervise, AFifoPlantedAsALockOrRecordDoesNotHangAClient) {
+  fs::create_directory(dir_ / "feedface");
+  ::chmod((dir_ / "feedface").c_str(), 0700);
+  ASSERT_EQ(::mkfifo((dir_ / "feedface" / "lock").c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo((dir_ / "feedface" / "status.json").c_str(), 0600), 0);
+  auto l = cli("list", {}, 20s);
+  EXPECT_EQ(l.code, 0) << l.err;
+  EXPECT_NE(l.err.find("not a regular file"), std::string::npos) << l.err;
+  EXPECT_EQ(cli("list", {"--prune"}, 20s).code, 0);
+  EXPECT_FALSE(fs::exists(dir_ / "feedface"));
+}
+
+TEST_F(Supervise, ManyBadWritersGetOneSummaryASecond) {
+  std::string id = open({});
+  auto started = std::chrono::steady_clock::now();
+  // 2,000 writers of one bad command each, from 4 processes.
+  std::vector<tether::Process> writers;
+  for (int p = 0; p < 4; ++p) {
+    writers.push_back(must(tether::fork([&] {
+      for (int i = 0; i < 500; ++i) {
+        tether::Fd fd(::open((dir_ / id / "control").c_str(), O_WRONLY | O_CLOEXEC));
+        if (!fd || ::write(fd.get(), "bogus\n", 6) != 6) return 1;
+      }
+      return 0;
+    })));
+  }
+  for (auto& w : writers) EXPECT_TRUE(must(w.wait(60s)).success());
+  ASSERT_EQ(cli("send", {id, "done"}).code, 0);
+  EXPECT_TRUE(log_shows(id, "received: done"));
+  auto seconds =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
+          .count();
+  auto log = log_of(id);
+  int summaries = 0, logged = 0;
+  for (std::size_t at = 0; (at = log.find("more bad commands ignored", at)) != std::string::npos;
+       ++at) {
+    ++summaries;
+  }
+  for (std::size_t at = 0; (at = log.find("bad command ignored", at)) != std::string::npos; ++at) {
+    ++logged;
+  }
+  EXPECT_LE(summaries, seconds + 2) << log.substr(0, 3000);
+  EXPECT_LE(logged, 10 * (seconds + 2));
+}
+
+TEST_F(Supervise, NamesAreClaimedOnceAndAmbiguousNamesRefused) {
+  ASSERT_EQ(cli("open", {"--count", "2", "--name", "web", "--", "sleep", "1000"}).code, 0);
+  auto again = cli("open", {"--count", "2", "--name", "web", "--", "sleep", "1000"});
+  EXPECT_EQ(again.code, 1);
+  EXPECT_NE(again.err.find("already running"), std::string::npos) << again.err;
+  // Ten at once with the same name: exactly one wins.
+  std::vector<tether::Process> opens;
+  for (int i = 0; i < 10; ++i) {
+    tether::Command c(TETHER_CLI);
+    c.args({"open", "--name", "same", "--", "sleep", "1000"}).env("TETHER_DIR", dir_.string());
+    opens.push_back(
+        must(c.stdout_to(tether::Stdio::null()).stderr_to(tether::Stdio::null()).spawn()));
+  }
+  int won = 0;
+  for (auto& p : opens) won += must(p.wait(60s)).success() ? 1 : 0;
+  EXPECT_EQ(won, 1);
+  // Names that would read as an id, a pid, or carry control characters.
+  EXPECT_EQ(cli("open", {"--name", "deadbeef"}).code, 2);
+  EXPECT_EQ(cli("open", {"--name", ""}).code, 2);
+  EXPECT_EQ(cli("open", {"--name", "a\nb"}).code, 2);
+  EXPECT_EQ(cli("open", {"--name", "\x1b[31mred"}).code, 2);
+  EXPECT_EQ(cli("open", {"--name", std::string(65, 'a')}).code, 2);
+  // Default names may repeat; addressing them by name is then refused.
+  open({"--", "sleep", "1000"});
+  open({"--", "sleep", "1000"});
+  auto ambiguous = cli("exit", {"sleep"});
+  EXPECT_EQ(ambiguous.code, 1);
+  EXPECT_NE(ambiguous.err.find("2 live workers are named 'sleep'"), std::string::npos)
+      << ambiguous.err;
+}
+
+TEST_F(Supervise, BadSignalsAndTimeoutsAreRefusedByTheClient) {
+  std::string id = open({"--", "sh", "-c", "trap '' USR1; exec sleep 1000"});
+  for (const char* bad : {"BOGUS", "0", "99", ""}) {
+    EXPECT_EQ(cli("signal", {id, bad}).code, 2) << bad;
+  }
+  for (const char* t : {"0", "-1", "nan"}) {
+    EXPECT_EQ(cli("stop", {id, "--timeout", t}).code, 2) << t;
+    EXPECT_EQ(cli("exit", {id, "--timeout", t}).code, 2) << t;
+  }
+  EXPECT_EQ(cli("signal", {id, "sigusr1"}).code, 0);
+  EXPECT_TRUE(log_shows(id, "command: signal SIGUSR1"));
+  EXPECT_EQ(status(id)["state"], "up");
+}
+
+TEST_F(Supervise, LeftoversOfDeadStartsAndExitsArePruned) {
+  for (const char* d : {".0badf00d.new", ".0badf00e.gone"}) {
+    fs::create_directory(dir_ / d);
+    std::ofstream(dir_ / d / "lock") << "";
+  }
+  fs::create_directory(dir_ / ".names");
+  fs::create_directory_symlink("0badf00f", dir_ / ".names" / "ghost");
+  auto p = cli("list", {"--prune"});
+  EXPECT_EQ(p.code, 0) << p.err;
+  EXPECT_FALSE(fs::exists(dir_ / ".0badf00d.new"));
+  EXPECT_FALSE(fs::exists(dir_ / ".0badf00e.gone"));
+  EXPECT_FALSE(fs::exists(fs::symlink_status(dir_ / ".names" / "ghost")));
+}
+
+TEST_F(Supervise, ARelativeStateDirectoryReachesWorkersAsAnAbsolutePath) {
+  auto cwd = fs::current_path();
+  fs::current_path(dir_.parent_path());
+  tether::Command c(TETHER_CLI);
+  c.args({"open", "--json", "--cwd", "/", "--", "sh", "-c",
+          "echo dir=$TETHER_WORKER_DIR; exec sleep 1000"})
+      .env("TETHER_DIR", dir_.filename().string());
+  auto o = must(c.output({}, 20s));
+  fs::current_path(cwd);
+  ASSERT_TRUE(o.status.success()) << o.err;
+  std::string id = json::parse(o.out)["id"];
+  EXPECT_TRUE(log_shows(id, "dir=" + (dir_ / id).string())) << log_of(id);
+}
+
+TEST_F(Supervise, AFullDiskStillChangesTheStatus) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
+  fs::path small = dir_ / "small";
+  fs::create_directory(small);
+  if (::mount("tether-test", small.c_str(), "tmpfs", 0, "size=512k,mode=0700") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
+  }
+  auto unmount = [&] { ::umount2(small.c_str(), MNT_DETACH); };
+  tether::Command c(TETHER_CLI);
+  auto run = [&](std::vector<std::string> args) {
+    tether::Command k(TETHER_CLI);
+    k.args(args).env("TETHER_DIR", (small / "state").string());
+    return must(k.output({}, 30s));
+  };
+  auto o = run({"open", "--json", "--", "sleep", "1000"});
+  if (!o.status.success()) {
+    unmount();
+    FAIL() << o.err;
+  }
+  std::string id = json::parse(o.out)["id"];
+  {  // fill the disk
+    std::ofstream fill(small / "fill");
+    std::string block(4096, 'x');
+    while (fill.write(block.data(), static_cast<std::streamsize>(block.size()))) fill.flush();
+  }
+  auto stop = run({"stop", id});
+  auto start = run({"start", id});
+  auto st = run({"status", id, "--json"});
+  auto exit = run({"exit", id});
+  unmount();
+  EXPECT_EQ(stop.status.code(), 0) << stop.err;
+  EXPECT_EQ(start.status.code(), 0) << start.err;
+  EXPECT_EQ(exit.status.code(), 0) << exit.err;
+  ASSERT_TRUE(st.status.success()) << st.err;
+  EXPECT_EQ(json::parse(st.out)["state"], "up");
+  fs::remove_all(small);
 }

@@ -1,5 +1,6 @@
 // tether/supervise.hpp — the worker supervisor: state directory, worker
 // records, the control FIFO protocol, and the inbox a worker reads.
+// Library target tether::supervise (tether::tether never pulls it in).
 //
 // Each worker has its own small supervisor process (as runit's runsv and
 // s6-supervise do; there is no central daemon) and a directory
@@ -10,6 +11,7 @@
 //   <state>/<id>/worker.log …   the worker's output, timestamped, rotated (.1 .2 …)
 //   <state>/<id>/supervise/     runit/daemontools view: control (a FIFO of
 //                               single letters), ok, status (20 bytes)
+//   <state>/.names/<name>       a symbolic link to the id that holds the name
 //
 // Clients never talk to a supervisor in any other way: `tether list` reads
 // the status files and tests the locks; `tether exit` writes "exit" into the
@@ -18,8 +20,9 @@
 //
 //   auto dir = tether::StateDir::open_default();          // created 0700, verified
 //   auto workers = tether::list_workers(*dir);
-//   for (auto& w : *workers) fmt::print("{} {} {}\n", w.id, w.pid, w.state);
-//   tether::send_command(*dir, "web", "send reload", 2s);  // by pid, id or name
+//   for (auto& w : workers->workers) fmt::print("{} {}\n", w.id, to_string(w.state));
+//   auto web = tether::find_worker(*dir, "web");           // by pid, id or name
+//   tether::send_command(*web, "send reload");
 //
 // A worker program receives lines sent with `tether send` on its standard
 // input; WorkerInbox reads them either blocking or by polling.
@@ -30,6 +33,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -39,22 +43,52 @@
 
 namespace tether {
 
+// ---------------------------------------------------------------- states
+
+// What a worker is doing. dead_supervisor is seen only by clients: the
+// directory's supervisor is gone (killed, or the machine rebooted).
+enum class WorkerState { starting, up, stopping, backoff, down, exited, dead_supervisor };
+// What its supervisor is asked to keep it at. once: up, but not restarted
+// when it ends (runit's `o`).
+enum class Want { up, once, down, exit };
+enum class RestartPolicy { always, on_failure, never };
+
+// The words status.json and the command line use ("up", "on-failure", …).
+std::string_view to_string(WorkerState s) noexcept;
+std::string_view to_string(Want w) noexcept;
+std::string_view to_string(RestartPolicy p) noexcept;
+std::optional<WorkerState> parse_worker_state(std::string_view s) noexcept;
+std::optional<Want> parse_want(std::string_view s) noexcept;
+std::optional<RestartPolicy> parse_restart_policy(std::string_view s) noexcept;
+
 // ---------------------------------------------------------------- state directory
 
 // The directory that holds every worker's directory: $TETHER_DIR, else
-// $XDG_RUNTIME_DIR/tether, else /run/tether for root, else /tmp/tether-<uid>.
-// It is created 0700 if missing; an existing one must be a real directory
-// (not a symbolic link), owned by us, and not accessible to others.
+// $XDG_RUNTIME_DIR/tether, else /run/tether for root, else /tmp/tether-<uid>
+// (made absolute: workers get it under any working directory).
+//
+// It is checked once, then held open: every ancestor must belong to us or
+// to root and not be writable by others unless it is sticky (as /tmp is);
+// the directory itself must be a real directory of ours with no access for
+// others (created 0700 if missing). Afterwards every file is reached
+// relative to the held descriptor (openat, renameat, unlinkat), so a
+// directory swapped in after the check is never used.
 class StateDir {
  public:
   static std::filesystem::path default_path();
   static Result<StateDir> open(std::filesystem::path path, bool create = true);
   static Result<StateDir> open_default(bool create = true) { return open(default_path(), create); }
+  // Adopts a descriptor already checked by open() (tether-supervise gets it
+  // from tether open); `path` is for messages and for the workers.
+  static StateDir adopt(Fd fd, std::filesystem::path path) noexcept;
+
   const std::filesystem::path& path() const noexcept { return path_; }
+  int fd() const noexcept { return fd_ ? fd_->get() : -1; }
   std::filesystem::path worker_path(std::string_view id) const { return path_ / id; }
 
  private:
   std::filesystem::path path_;
+  std::shared_ptr<Fd> fd_;  // shared: WorkerInfo records refer to it
 };
 
 // ---------------------------------------------------------------- worker records
@@ -64,21 +98,23 @@ class StateDir {
 struct WorkerInfo {
   std::string id;
   std::string name;
-  std::filesystem::path dir;
-  // starting, up, stopping, down, exited, backoff; dead-supervisor when the
-  // supervisor is gone (killed, or the machine rebooted) and left the directory.
-  std::string state;
-  std::string want;  // up, down or exit
-  pid_t pid = 0;     // the worker's pid (0 when it is not running)
+  std::filesystem::path dir;  // for people and for inotify; I/O goes through dir_fd
+  WorkerState state = WorkerState::dead_supervisor;
+  Want want = Want::down;
+  pid_t pid = 0;  // the worker's pid (0 when it is not running)
+  // /proc/<pid>/stat's start time (clock ticks since boot): the worker's
+  // identity, so a recycled pid is never taken for it.
+  std::uint64_t pid_start = 0;
   pid_t supervisor_pid = 0;
   std::int64_t since_ms = 0;    // unix time of the last state change
   std::int64_t started_ms = 0;  // unix time the current run began (0: not running)
   int restarts = 0;
   std::optional<int> last_exit_code;
   std::optional<int> last_exit_signal;
-  std::string restart_policy;
+  RestartPolicy restart_policy = RestartPolicy::on_failure;
   std::vector<std::string> command;
   bool supervisor_alive = false;
+  std::shared_ptr<Fd> state_dir;  // the StateDir it was read from
 
   // "exited with code 3", "killed by SIGKILL", or "" if it never ended.
   std::string last_exit() const;
@@ -86,21 +122,32 @@ struct WorkerInfo {
   std::chrono::milliseconds uptime() const;
   // The worker's current log file (rotated ones are .1, .2, …).
   std::filesystem::path log_path() const;
+  // "web (3f9a2c1e)", or the id alone.
+  std::string display_name() const;
 };
 
-// Every worker directory under `dir`, sorted by name then id. Directories
-// whose status cannot be read are reported with state "dead-supervisor"
-// when no supervisor holds their lock, and skipped while one is starting.
-Result<std::vector<WorkerInfo>> list_workers(const StateDir& dir);
+struct WorkerList {
+  std::vector<WorkerInfo> workers;  // sorted by name then id
+  // Directories skipped because their record is malformed (bad_record) or
+  // unreadable (a FIFO or a symbolic link where status.json should be):
+  // reported, never fatal.
+  std::vector<Error> skipped;
+};
 
-// One worker by id, name, worker pid or supervisor pid:
-// "no worker with pid 999999", "no worker named web".
+// Every worker directory, with a record each. A directory whose status
+// cannot be read is listed as dead_supervisor when no supervisor holds its
+// lock, and left out while one is starting.
+Result<WorkerList> list_workers(const StateDir& dir);
+
+// One worker by id, name, worker pid or supervisor pid. no_such_worker
+// ("no worker with pid 999999", "no worker with id or name 'web'");
+// ambiguous_name when several live workers have that name (names given
+// with --name are unique; default ones need not be).
 Result<WorkerInfo> find_worker(const StateDir& dir, std::string_view key);
 
 // Writes one command line (shorter than PIPE_BUF, so it is never mixed with
-// another client's) into the worker's control FIFO. A worker whose
-// supervisor is gone is "worker web is not running (its supervisor is not
-// listening)" (ENXIO).
+// another client's) into the worker's control FIFO, which must be a FIFO of
+// ours (not_a_fifo). A worker whose supervisor is gone is not_running.
 Result<void> send_command(const WorkerInfo& worker, std::string_view line,
                           Deadline deadline = std::chrono::seconds(5));
 
@@ -108,26 +155,46 @@ Result<void> send_command(const WorkerInfo& worker, std::string_view line,
 // unless `wait` is false, waits until it has: woken by the supervisor's
 // pidfd, taken before the command is sent, not by polling. A worker that
 // another client stopped meanwhile counts as stopped; one whose supervisor
-// is dead is "not running" (ENXIO).
+// is dead is not_running.
 Result<void> exit_worker(const WorkerInfo& worker, Deadline deadline, bool wait = true);
 
-// Waits until the worker's status file says `state` (one of those above),
-// with a pid other than `not_pid` when that is given (a restart), or its
-// supervisor ends: woken by inotify on the worker's directory.
-Result<WorkerInfo> wait_worker_state(const WorkerInfo& worker, std::string_view state,
-                                     Deadline deadline, pid_t not_pid = 0);
+// Waits until the worker's status says `state`, with a pid other than
+// `not_pid` when that is given (a restart): woken by inotify on the worker's
+// directory. supervisor_gone if its supervisor ends first.
+Result<WorkerInfo> wait_worker_state(const WorkerInfo& worker, WorkerState state, Deadline deadline,
+                                     pid_t not_pid = 0);
 
 // Removes the directory of a worker whose supervisor is dead, first killing
-// (SIGKILL) whatever is left of its process group. Refuses a live one.
+// (SIGKILL) what is left of its process group: only processes proved to be
+// the worker's (in its session or group, started after it, with its
+// TETHER_WORKER_ID), never a process that got a recycled pid. Refuses a
+// live one (EBUSY).
 Result<void> prune_worker(const WorkerInfo& worker);
+
+// Removes what supervisors that died while starting or exiting left behind:
+// hidden ".<id>.new" / ".<id>.gone" directories whose lock no one holds, and
+// name claims of workers that are gone. Returns how many were removed.
+Result<int> prune_leftovers(const StateDir& dir);
+
+// The worker's directory, opened through the state directory it was listed
+// from (never by its path again), and a regular file in it (O_NOFOLLOW,
+// O_NONBLOCK: a FIFO or a link planted there is refused, never waited on).
+Result<Fd> open_worker_directory(const WorkerInfo& worker);
+Result<Fd> open_worker_file(const WorkerInfo& worker, std::string_view name);
+
+// ---------------------------------------------------------------- names
+
+// A worker name: 1 to 64 characters of [A-Za-z0-9._+@:-], not starting with
+// '.' or '-', not only digits (it would read as a pid), not 8 hex digits (it
+// would read as an id). Returns why not, or "" when it is good.
+std::string check_worker_name(std::string_view name);
 
 // ---------------------------------------------------------------- the supervisor
 
-enum class RestartPolicy { always, on_failure, never };
-
 struct SupervisorSpec {
   std::string id;                    // directory name (tether open picks one)
-  std::string name;                  // for people; unique among live workers
+  std::string name;                  // for people
+  bool unique_name = false;          // claim the name: refuse if a live worker has it
   std::vector<std::string> command;  // argv (tether open puts its demo worker here)
   std::vector<std::pair<std::string, std::string>> env;
   std::filesystem::path cwd;
@@ -143,24 +210,11 @@ struct SupervisorSpec {
   int log_keep = 3;  // rotated files kept besides the current one
 };
 
-// The spec as one line of JSON and back, for handing it to a supervisor
-// started as a separate program (`tether-supervise DIR SPEC`).
-std::string encode_spec(const SupervisorSpec& spec);
-Result<SupervisorSpec> decode_spec(std::string_view json);
-
-// The entry point of the `tether-supervise` program (and of the hidden
-// `tether _supervise`): argv = {name, "_supervise", DIR, ID, SPEC, [ID, SPEC]…},
-// the report pipe on fd 3. One spec: runs its supervisor. Several: forks one
-// supervisor each (reporting "<id> forked <pid>") and returns. Every
-// supervisor reports "<id> ok <worker pid> <supervisor pid>" or "<id> error
-// <why>". Returns the exit code.
-int supervise_main(int argc, char** argv);
-
 // Runs a supervisor in this process until it is told to exit (or gets
 // SIGTERM/SIGINT). It creates the worker's directory, starts the worker and
-// then writes one line to `report_fd` — "ok <pid>" or "error <message>" —
-// and closes it, so the caller (`tether open`) knows how the start went.
-// Returns the process exit code.
+// then reports how the start went on `report_fd` (see supervise/launch.hpp:
+// "<id> ok <worker pid> <supervisor pid>" or "<id> error <why>") and closes
+// it. Returns the process exit code.
 int run_supervisor(const StateDir& dir, const SupervisorSpec& spec, int report_fd);
 
 // ---------------------------------------------------------------- the worker's side
@@ -193,13 +247,7 @@ class WorkerInbox {
 
  private:
   int fd_;
-  std::string buffer_;
-  bool eof_ = false;
+  LineReader reader_{1 << 20};
 };
-
-// The demo worker built into the tether binary: logs every line it receives;
-// with `poll_interval` it polls and logs "FIFO is empty" while idle, else it
-// blocks. Ends on end of input or SIGTERM. Returns the exit code.
-int run_demo_worker(std::optional<std::chrono::milliseconds> poll_interval);
 
 }  // namespace tether

@@ -16,11 +16,13 @@
 #include <poll.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <expected>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -32,12 +34,23 @@ namespace tether {
 
 // ---------------------------------------------------------------- errors
 
-// Conditions that have no errno of their own.
+// Conditions that have no errno of their own, or whose errno would mean two
+// things (ESRCH is both "no such process" from kill(2) and, borrowed, "no
+// such worker"; a program tells them apart by these codes, and the tether
+// command maps these codes, never errnos, to its exit codes).
 enum class errc {
   end_of_stream = 1,  // the peer closed its end; no more data will come
   truncated,          // the stream ended in the middle of a record
   unsafe_fork,        // fork() asked for while other threads run
   not_spawned,        // the object holds no process (moved-from or default)
+  no_such_worker,     // no worker has that id, name or pid
+  ambiguous_name,     // several live workers answer to that name
+  not_running,        // the worker's supervisor is not listening
+  supervisor_gone,    // the supervisor ended before doing what was asked
+  not_a_fifo,         // a path that must be our FIFO holds something else
+  bad_record,         // a file another process wrote does not parse (status.json, a report)
+  owner_died,         // the holder of a lock died; the data it guarded may be inconsistent
+  not_recoverable,    // a lock whose owner died was never made consistent again
 };
 
 const std::error_category& error_category() noexcept;
@@ -105,6 +118,9 @@ inline std::unexpected<Error> fail(const Error& inner, std::string_view outer) {
 std::string_view errno_name(int err) noexcept;
 // Name of a signal ("SIGKILL"), or "signal N".
 std::string signal_name(int sig);
+// A signal from "TERM", "SIGTERM", "sigterm" or "15" (1 to NSIG-1, real-time
+// ones as "RTMIN+3"); nullopt for anything else ("", "0", "99", "BOGUS").
+std::optional<int> parse_signal(std::string_view text);
 
 // ---------------------------------------------------------------- syscalls
 
@@ -159,6 +175,12 @@ class Deadline {
   clock::duration remaining() const noexcept;
   // The earlier of two deadlines.
   friend Deadline min(Deadline a, Deadline b) noexcept { return a.at_ <= b.at_ ? a : b; }
+  // The same instant as an absolute timespec on `clock_id` (CLOCK_MONOTONIC,
+  // for pthread_cond_clockwait, sem_clockwait, futex waits with
+  // FUTEX_CLOCK_MONOTONIC unset; CLOCK_REALTIME only for the calls that know
+  // no other, such as mq_timedreceive). An expired deadline gives a time in
+  // the past, never a negative field; never() is nullopt.
+  std::optional<timespec> absolute(clockid_t clock_id) const noexcept;
 
  private:
   explicit Deadline(clock::time_point t) noexcept : at_(t) {}
@@ -204,6 +226,37 @@ class Fd {
 
  private:
   int fd_ = -1;
+};
+
+// ---------------------------------------------------------------- pidfd
+
+// A process handle that cannot be confused with a recycled pid
+// (pidfd_open(2)): it stays bound to the process it was opened for, which it
+// can signal and wait for (readable when the process ends) until the handle
+// is closed. Process holds one for each child; this type is for processes
+// that are not our children, such as another supervisor.
+class Pidfd {
+ public:
+  Pidfd() noexcept = default;
+  explicit Pidfd(Fd fd, pid_t pid) noexcept : fd_(std::move(fd)), pid_(pid) {}
+
+  // ESRCH when no such process exists. A pid <= 0 is refused (EINVAL): it
+  // would name a group or every process to kill(2).
+  static Result<Pidfd> open(pid_t pid);
+
+  int get() const noexcept { return fd_.get(); }
+  pid_t pid() const noexcept { return pid_; }
+  bool valid() const noexcept { return fd_.valid(); }
+  // pidfd_send_signal(2). ESRCH once the process has ended.
+  Result<void> send_signal(int sig) const;
+  // True once the process has ended (exited, zombie or reaped).
+  bool ended() const;
+  // Waits until the process ends: timed_out otherwise.
+  Result<void> wait_ended(Deadline deadline, std::string_view what) const;
+
+ private:
+  Fd fd_;
+  pid_t pid_ = 0;
 };
 
 // ---------------------------------------------------------------- I/O and poll
@@ -259,6 +312,47 @@ Result<int> poll_fds(std::span<pollfd> fds, Deadline deadline);
 
 // Waits until `fd` has one of `events`. Returns the revents, or timed_out.
 Result<short> wait_fd(int fd, short events, Deadline deadline, std::string_view what);
+
+// True for the errors a non-blocking call gives when it would have to wait
+// (EAGAIN, which is EWOULDBLOCK on Linux).
+inline bool would_block(const Error& e) noexcept {
+  return e == std::errc::resource_unavailable_try_again;
+}
+
+// Splits a byte stream into lines, for every reader of text lines in tether
+// (the supervisor's control FIFO and the worker's output, WorkerInbox).
+// A line is at most `max_line` bytes; a longer one comes out as a piece of
+// max_line bytes marked `cut`, and the rest of it is either given as further
+// cut pieces (Overlong::split, for logs) or dropped up to its newline
+// (Overlong::discard, for commands). An incomplete last line stays buffered
+// until more bytes come, or is taken with take_partial().
+class LineReader {
+ public:
+  enum class Overlong { split, discard };
+  struct Line {
+    std::string_view text;  // without its newline; valid until the next call
+    bool cut = false;       // part of a line longer than max_line
+  };
+
+  explicit LineReader(std::size_t max_line, Overlong overlong = Overlong::split)
+      : max_(max_line == 0 ? 1 : max_line), overlong_(overlong) {}
+
+  void feed(std::string_view bytes) { buffer_.append(bytes); }
+  // The next complete line (or cut piece), if any.
+  std::optional<Line> next();
+  // Bytes of an incomplete line held now.
+  std::size_t partial_size() const noexcept { return buffer_.size() - start_; }
+  // Hands out the incomplete line (at end of stream, say) and forgets it.
+  std::string take_partial();
+  // Forgets the incomplete line, and any overlong line being discarded.
+  void drop_partial() noexcept;
+
+ private:
+  std::string buffer_, line_;
+  std::size_t start_ = 0, max_;
+  Overlong overlong_;
+  bool discarding_ = false;
+};
 
 // Creates a pipe with both ends close-on-exec: {read end, write end}.
 Result<std::pair<Fd, Fd>> make_pipe(bool nonblocking = false);

@@ -1,7 +1,6 @@
 #include "tether/channel/channel.hpp"
 
 #include <fcntl.h>
-#include <mqueue.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,6 +10,8 @@
 #include <memory>
 
 #include <fmt/format.h>
+
+#include "net.hpp"
 
 namespace tether {
 
@@ -30,10 +31,6 @@ std::uint32_t get_le32(const std::byte* p) {
   return v;
 }
 
-bool would_block(const Error& e) {
-  return e == std::errc::resource_unavailable_try_again;
-}
-
 // A parsed channel address.
 struct Address {
   enum class Scheme {
@@ -41,6 +38,7 @@ struct Address {
     unix_seqpacket,
     unix_abstract,
     tcp,
+    udp,
     fifo,
     posix_mq,
     sysv
@@ -49,12 +47,13 @@ struct Address {
   std::uint16_t port = 0;
 };
 
+constexpr std::string_view kForms =
+    "unix:/path, unix-seqpacket:/path, unix-abstract:name, tcp://host:port, udp://host:port, "
+    "fifo:/path, mq:/name or sysv:KEY";
+
 Result<Address> parse_address(std::string_view text) {
   auto bad = [&](std::string_view why) {
-    return fail(EINVAL, fmt::format("channel address '{}': {} (expected unix:/path, "
-                                    "unix-seqpacket:/path, unix-abstract:name, tcp://host:port, "
-                                    "fifo:/path, mq:/name or sysv:KEY)",
-                                    text, why));
+    return fail(EINVAL, fmt::format("channel address '{}': {} (expected {})", text, why, kForms));
   };
   auto starts = [&](std::string_view p) { return text.substr(0, p.size()) == p; };
   if (starts("unix-seqpacket:"))
@@ -65,13 +64,14 @@ Result<Address> parse_address(std::string_view text) {
   if (starts("fifo:")) return Address{Address::Scheme::fifo, std::string(text.substr(5))};
   if (starts("mq:")) return Address{Address::Scheme::posix_mq, std::string(text.substr(3))};
   if (starts("sysv:")) return Address{Address::Scheme::sysv, std::string(text.substr(5))};
-  if (starts("tcp://")) {
+  if (starts("tcp://") || starts("udp://")) {
+    auto scheme = starts("tcp://") ? Address::Scheme::tcp : Address::Scheme::udp;
     std::string_view rest = text.substr(6);
     std::string_view host, port;
     if (rest.starts_with('[')) {  // [v6]:port
       auto close = rest.find(']');
       if (close == std::string_view::npos || close + 1 >= rest.size() || rest[close + 1] != ':') {
-        return bad("an IPv6 host goes in brackets: tcp://[::1]:port");
+        return bad("an IPv6 host goes in brackets: tcp://[::1]:port, udp://[::1]:port");
       }
       host = rest.substr(1, close - 1);
       port = rest.substr(close + 2);
@@ -85,39 +85,43 @@ Result<Address> parse_address(std::string_view text) {
     auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
     if (ec != std::errc() || end != port.data() + port.size() || value > 65535)
       return bad("bad port");
-    return Address{Address::Scheme::tcp, std::string(host), static_cast<std::uint16_t>(value)};
+    return Address{scheme, std::string(host), static_cast<std::uint16_t>(value)};
   }
   return bad("unknown scheme");
 }
 
 // sysv:KEY — a number (decimal or 0x hex) or a path for ftok(3).
+//
+// A key is 32 bits (key_t is an int; ipcs(1) shows it as unsigned hex), so
+// 1 to 0xffffffff are keys, the upper half as the negative key_t values that
+// ftok(3) also makes. 0 is IPC_PRIVATE, which is no key at all: msgget(2)
+// makes a new queue for every caller, so the listener and each client would
+// get a queue of their own (a client's of mode 0, which nobody removes).
+// Anything wider than 32 bits used to be cut to its low bits — 4294967296
+// became 0 — so it is refused rather than wrapped, and so is a sign.
 Result<key_t> sysv_key(const std::string& text) {
   if (!text.empty() && text[0] == '/') return SysvQueue::key_from_path(text, 't');
-  long value = 0;
+  auto bad = [&](std::string_view why) {
+    return fail(EINVAL, fmt::format("channel address 'sysv:{}': {}", text, why));
+  };
+  std::uint64_t value = 0;
   bool hex = text.starts_with("0x") || text.starts_with("0X");
   std::string_view digits = std::string_view(text).substr(hex ? 2 : 0);
+  if (text.starts_with('-') || text.starts_with('+')) return bad("a key has no sign");
   auto [end, ec] =
       std::from_chars(digits.data(), digits.data() + digits.size(), value, hex ? 16 : 10);
-  if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size()) {
-    return fail(EINVAL,
-                fmt::format("channel address 'sysv:{}': the key must be a number (12, 0x1f) or "
-                            "a path",
-                            text));
+  if (digits.empty() || end != digits.data() + digits.size() ||
+      (ec != std::errc() && ec != std::errc::result_out_of_range)) {
+    return bad("the key must be a number (12, 0x1f) or a path");
   }
-  return static_cast<key_t>(value);
-}
-
-// The message size of an open POSIX queue.
-Result<std::size_t> queue_message_size(int mq, const std::string& name) {
-  mq_attr attr{};
-  if (::mq_getattr(mq, &attr) != 0) return fail(errno, "get attributes of POSIX queue " + name);
-  return static_cast<std::size_t>(attr.mq_msgsize);
-}
-
-Result<Fd> open_queue(const std::string& name) {
-  int mq = ::mq_open(name.c_str(), O_RDWR | O_CLOEXEC);  // blocking: see send_queue
-  if (mq < 0) return fail(errno, "open POSIX queue " + name);
-  return Fd(mq);  // on Linux an mqd_t is a descriptor: mq_close is close
+  if (ec == std::errc::result_out_of_range || value > 0xffffffffu)
+    return bad("the key does not fit 32 bits (at most 4294967295, 0xffffffff)");
+  if (value == 0) {
+    return bad(
+        "key 0 is IPC_PRIVATE, which names no queue: each side would get a new queue "
+        "of its own (use a key from 1 to 0xffffffff, or a path)");
+  }
+  return static_cast<key_t>(static_cast<std::uint32_t>(value));
 }
 
 Result<UnixAddress> unix_address(const Address& a) {
@@ -132,7 +136,10 @@ Result<UnixAddress> unix_address(const Address& a) {
 Result<Channel> Channel::make(Fd in, Fd out, Kind kind, bool socket, std::string what,
                               ChannelOptions options) {
   Channel c;
-  c.same_fd_ = !out.valid();
+  // One socket carries both directions. A pipe channel without a write end
+  // is receive-only: its in_ is a read end, and sending there would only
+  // fail with a puzzling EBADF ("write pipe channel").
+  c.same_fd_ = socket && !out.valid();
   c.in_ = std::move(in);
   c.out_ = std::move(out);
   c.kind_ = kind;
@@ -154,7 +161,8 @@ Result<Channel> Channel::make(Fd in, Fd out, Kind kind, bool socket, std::string
   }
   // Bigger kernel buffers are a request, not a requirement: the kernel caps
   // them (pipe-max-size, wmem_max) and we keep what it grants.
-  if (options.buffer_size > 0 && (kind == Kind::stream || kind == Kind::packet)) {
+  if (options.buffer_size > 0 &&
+      (kind == Kind::stream || kind == Kind::packet || kind == Kind::datagram)) {
     int size = static_cast<int>(std::min<std::size_t>(options.buffer_size, 1u << 30));
     if (socket) {
       ::setsockopt(c.in_.get(), SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
@@ -187,6 +195,31 @@ Result<Channel> Channel::over_socket(Socket socket, ChannelOptions options) {
   std::string what = socket.description();
   return make(std::move(socket.handle()), Fd(),
               type == SOCK_SEQPACKET ? Kind::packet : Kind::stream, true, std::move(what), options);
+}
+
+Result<Channel> Channel::over_queues(PosixQueue in, PosixQueue out, std::string what,
+                                     ChannelOptions options) {
+  auto c = make(Fd(), Fd(), Kind::posix_mq, false, std::move(what), options);
+  if (!c) return c;
+  c->mq_in_ = std::move(in);
+  c->mq_out_ = std::move(out);
+  return c;
+}
+
+Result<Channel> Channel::over_udp(UdpSocket socket, std::optional<InetAddress> only_from,
+                                  ChannelOptions options) {
+  if (!socket.peer()) {
+    return fail(EDESTADDRREQ, "channel over " + socket.description() +
+                                  ": the socket has no peer (UdpSocket::connect it first)");
+  }
+  // No message larger than UDP carries: the limit says what will work.
+  options.max_message =
+      std::min(options.max_message,
+               socket.local_address().is_v6() ? udp_max_payload_v6 : udp_max_payload_v4);
+  std::string what = socket.description();
+  auto c = make(std::move(socket.handle()), Fd(), Kind::datagram, true, std::move(what), options);
+  if (c) c->udp_peer_ = std::move(only_from);
+  return c;
 }
 
 Result<std::pair<Channel, Channel>> Channel::pipe_pair(ChannelOptions options) {
@@ -242,16 +275,11 @@ Result<Channel> Channel::connect(std::string_view address, Deadline deadline,
       return c;
     }
     case Address::Scheme::posix_mq: {
-      auto out = open_queue(a->where + ".c2s");
+      auto out = PosixQueue::open(a->where + ".c2s");
       if (!out) return fail(out.error(), "connect to mq:" + a->where);
-      auto in = open_queue(a->where + ".s2c");
+      auto in = PosixQueue::open(a->where + ".s2c");
       if (!in) return fail(in.error(), "connect to mq:" + a->where);
-      auto size = queue_message_size(in->get(), a->where + ".s2c");
-      if (!size) return std::unexpected(size.error());
-      auto c =
-          make(std::move(*in), std::move(*out), Kind::posix_mq, false, "mq:" + a->where, options);
-      if (c) c->queue_message_size_ = *size;
-      return c;
+      return over_queues(std::move(*in), std::move(*out), "mq:" + a->where, options);
     }
     case Address::Scheme::sysv: {
       auto key = sysv_key(a->where);
@@ -265,6 +293,11 @@ Result<Channel> Channel::connect(std::string_view address, Deadline deadline,
         c->recv_type_ = 2;
       }
       return c;
+    }
+    case Address::Scheme::udp: {
+      auto u = udp_connect(a->where, a->port);
+      if (!u) return std::unexpected(u.error());
+      return over_udp(std::move(*u), std::nullopt, options);
     }
     default:
       break;
@@ -288,8 +321,12 @@ Result<void> Channel::close() noexcept {
   sysv_id_ = -1;  // the queue belongs to the listener; we only stop using it
   auto a = in_.close();
   auto b = out_.close();
-  if (!a) return a;
-  return b;
+  auto c = mq_in_.close();  // ours are opened, not owned: closing unlinks nothing
+  auto d = mq_out_.close();
+  for (auto* r : {&a, &b, &c, &d}) {
+    if (!*r) return std::move(*r);
+  }
+  return {};
 }
 
 // ---------------------------------------------------------------- helpers
@@ -305,9 +342,10 @@ void Channel::mark_broken(const Error& e) {
 }
 
 Result<void> Channel::await(int fd, short events, Deadline deadline) const {
-  auto ready = wait_fd(fd, events, deadline, what_);
-  if (!ready) return std::unexpected(ready.error());
-  return {};
+  // "wait for a message on X: timed out" — what was awaited, not the
+  // transport's name alone (which read "wait for connection on ...").
+  return detail::await_event(fd, events, deadline,
+                             events & POLLIN ? "a message on " : "room to send on ", what_);
 }
 
 // ---------------------------------------------------------------- sending
@@ -365,7 +403,8 @@ Result<void> Channel::flush(Deadline deadline) {
 
 Result<void> Channel::send(std::span<const std::byte> message, Deadline deadline) {
   if (auto ok = check_usable(); !ok) return ok;
-  if (!out_.valid() && !same_fd_) return fail(EBADF, "send on " + what_ + ": receive-only channel");
+  if (kind_ != Kind::sysv && kind_ != Kind::posix_mq && !out_.valid() && !same_fd_)
+    return fail(EBADF, "send on " + what_ + ": receive-only channel (it has no write end)");
   if (peer_gone_) return fail(EPIPE, "send on " + what_ + ": the peer closed the channel");
   if (message.size() > options_.max_message) {
     return fail(EMSGSIZE,
@@ -373,6 +412,7 @@ Result<void> Channel::send(std::span<const std::byte> message, Deadline deadline
                             message.size(), options_.max_message));
   }
   if (kind_ == Kind::posix_mq || kind_ == Kind::sysv) return send_queue(message, deadline);
+  if (kind_ == Kind::datagram) return send_datagram(message, deadline);
   if (kind_ == Kind::packet && message.empty()) {
     return fail(EINVAL, "send on " + what_ +
                             ": an empty message cannot be told from the end of a "
@@ -652,27 +692,69 @@ Result<std::vector<std::byte>> Channel::recv_packet(Deadline deadline) {
   }
 }
 
-// POSIX queue descriptors stay blocking, as sockets do: with no deadline a
-// call blocks in the kernel (one system call per message, not try + poll +
-// try). With a deadline, each attempt is mq_timed*() with an expired
-// timeout, which never blocks (mq_send(3): "the timeout has already expired
-// by the time of the call"), and the wait between attempts is a poll on the
-// steady clock, so a change of the wall clock cannot stretch it.
-const timespec kExpired{0, 0};
+// UDP: one message is one datagram, sent whole or not at all, received
+// whole or reported. An empty datagram is an empty message (UDP has no end
+// of stream to confuse it with).
+Result<void> Channel::send_datagram(std::span<const std::byte> message, Deadline deadline) {
+  for (;;) {
+    int flags = MSG_NOSIGNAL | (deadline.is_never() ? 0 : MSG_DONTWAIT);
+    ssize_t n =
+        retry_eintr([&] { return ::send(in_.get(), message.data(), message.size(), flags); });
+    if (n >= 0) return {};
+    if (errno != EAGAIN) return fail(errno, "send on " + what_);
+    if (auto r = await(in_.get(), POLLOUT, deadline); !r) return r;
+  }
+}
 
+Result<std::vector<std::byte>> Channel::recv_datagram(Deadline deadline) {
+  // max_message is at most the largest UDP payload (see over_udp), so the
+  // buffer is at most 64 KiB, and one byte more than we accept: MSG_TRUNC
+  // makes recvmsg return the real length of a larger one (recv(2)), which
+  // is then reported, never delivered cut.
+  if (!pbuf_) {
+    pbuf_size_ = options_.max_message + 1;
+    pbuf_ = std::make_unique_for_overwrite<std::byte[]>(pbuf_size_);
+  }
+  for (;;) {
+    sockaddr_storage from{};
+    iovec iov{pbuf_.get(), pbuf_size_};
+    msghdr msg{};
+    msg.msg_name = &from;
+    msg.msg_namelen = sizeof from;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    ssize_t size = retry_eintr([&] {
+      return ::recvmsg(in_.get(), &msg, MSG_TRUNC | (deadline.is_never() ? 0 : MSG_DONTWAIT));
+    });
+    if (size < 0) {
+      if (errno != EAGAIN) return fail(errno, "receive on " + what_);
+      if (auto r = await(in_.get(), POLLIN, deadline); !r) return std::unexpected(r.error());
+      continue;
+    }
+    if (udp_peer_) {
+      // An accepted channel's socket was the listener's, unconnected until
+      // the first datagram came: datagrams from others queued before
+      // connect(2) are still in its queue. They are not this conversation's.
+      auto sender =
+          InetAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&from), msg.msg_namelen);
+      if (!sender || !(*sender == *udp_peer_)) continue;
+    }
+    auto n = static_cast<std::size_t>(size);
+    if (n > options_.max_message) {
+      return fail(EMSGSIZE,
+                  fmt::format("receive on {}: a {}-byte datagram exceeds the maximum of {} "
+                              "bytes (it was consumed: discarded)",
+                              what_, n, options_.max_message));
+    }
+    return std::vector<std::byte>(pbuf_.get(), pbuf_.get() + n);
+  }
+}
+
+// POSIX queues are PosixQueue's, with its blocking policy (one system call
+// per message with no deadline; see kExpired in message_queue.cpp).
 Result<void> Channel::send_queue(std::span<const std::byte> message, Deadline deadline) {
   if (kind_ == Kind::sysv) return SysvQueue::from_id(sysv_id_).send(send_type_, message, deadline);
-  // An empty span may have no storage; mq_send's buffer must not be null.
-  const char* data = message.empty() ? "" : reinterpret_cast<const char*>(message.data());
-  for (;;) {
-    int r = retry_eintr([&] {
-      return deadline.is_never() ? ::mq_send(out_.get(), data, message.size(), 0)
-                                 : ::mq_timedsend(out_.get(), data, message.size(), 0, &kExpired);
-    });
-    if (r == 0) return {};
-    if (errno != ETIMEDOUT && errno != EAGAIN) return fail(errno, "send on " + what_);
-    if (auto ready = await(out_.get(), POLLOUT, deadline); !ready) return ready;
-  }
+  return mq_out_.send(message, 0, deadline);
 }
 
 Result<std::vector<std::byte>> Channel::recv_queue(Deadline deadline) {
@@ -681,25 +763,20 @@ Result<std::vector<std::byte>> Channel::recv_queue(Deadline deadline) {
     if (!m) return std::unexpected(m.error());
     return std::move(m->data);
   }
-  if (qbuf_.size() != queue_message_size_) qbuf_.resize(queue_message_size_);
-  char* buf = reinterpret_cast<char*>(qbuf_.data());
-  for (;;) {
-    ssize_t n = retry_eintr([&] {
-      return deadline.is_never()
-                 ? ::mq_receive(in_.get(), buf, qbuf_.size(), nullptr)
-                 : ::mq_timedreceive(in_.get(), buf, qbuf_.size(), nullptr, &kExpired);
-    });
-    if (n >= 0) return std::vector<std::byte>(qbuf_.data(), qbuf_.data() + n);
-    if (errno != ETIMEDOUT && errno != EAGAIN) return fail(errno, "receive on " + what_);
-    if (auto ready = await(in_.get(), POLLIN, deadline); !ready)
-      return std::unexpected(ready.error());
-  }
+  // One buffer of the queue's message size, kept: nothing is allocated or
+  // zero-filled per message but the message itself.
+  if (qbuf_.size() != mq_in_.message_size()) qbuf_.resize(mq_in_.message_size());
+  auto n = mq_in_.recv_into(qbuf_, deadline);
+  if (!n) return std::unexpected(n.error());
+  return std::vector<std::byte>(qbuf_.data(), qbuf_.data() + *n);
 }
 
 Result<std::vector<std::byte>> Channel::recv(Deadline deadline) {
   if (auto ok = check_usable(); !ok) return std::unexpected(ok.error());
   if (kind_ == Kind::posix_mq || kind_ == Kind::sysv) return recv_queue(deadline);
-  if (!in_.valid()) return fail(EBADF, "receive on " + what_ + ": send-only channel");
+  if (!in_.valid())
+    return fail(EBADF, "receive on " + what_ + ": send-only channel (it has no read end)");
+  if (kind_ == Kind::datagram) return recv_datagram(deadline);
   return kind_ == Kind::stream ? recv_stream(deadline) : recv_packet(deadline);
 }
 
@@ -741,12 +818,20 @@ Result<ChannelListener> ChannelListener::listen(std::string_view address, Channe
   ChannelListener l;
   l.options_ = options;
   if (a->scheme == Address::Scheme::tcp) {
+    // An empty host ("tcp://:PORT") is the wildcard: every interface.
     auto t = TcpListener::listen(a->where, a->port);
     if (!t) return std::unexpected(t.error());
-    l.address_ = a->where.find(':') != std::string::npos
-                     ? fmt::format("tcp://[{}]:{}", a->where, t->port())
-                     : fmt::format("tcp://{}:{}", a->where, t->port());
+    l.address_ = "tcp://" + detail::host_port(a->where, t->port());
     l.listener_ = std::move(*t);
+    return l;
+  }
+  if (a->scheme == Address::Scheme::udp) {
+    auto u = UdpSocket::bind(a->where, a->port);
+    if (!u) return fail(u.error(), fmt::format("listen on {}", address));
+    l.address_ = "udp://" + detail::host_port(a->where, u->local_address().port());
+    UdpPort port;
+    port.socket = std::move(*u);
+    l.listener_ = std::move(port);
     return l;
   }
   if (a->scheme == Address::Scheme::fifo || a->scheme == Address::Scheme::posix_mq ||
@@ -793,6 +878,8 @@ Result<ChannelListener> ChannelListener::listen(std::string_view address, Channe
 }
 
 Result<Channel> ChannelListener::accept(Deadline deadline) const {
+  if (const auto* u = std::get_if<UdpPort>(&listener_))
+    return u->accept(address_, options_, deadline);
   if (const auto* r = std::get_if<Rendezvous>(&listener_)) {
     std::string what = r->scheme + ":" + r->name;
     if (!r->fifos.empty()) {
@@ -810,16 +897,13 @@ Result<Channel> ChannelListener::accept(Deadline deadline) const {
       return c;
     }
     if (!r->queues.empty()) {
-      auto in = open_queue(r->queues[0].name());
+      // The channel gets descriptors of its own, which it closes; the
+      // names stay the listener's, which unlinks them.
+      auto in = PosixQueue::open(r->queues[0].name());
       if (!in) return fail(in.error(), "accept on " + what);
-      auto out = open_queue(r->queues[1].name());
+      auto out = PosixQueue::open(r->queues[1].name());
       if (!out) return fail(out.error(), "accept on " + what);
-      auto size = queue_message_size(in->get(), r->queues[0].name());
-      if (!size) return std::unexpected(size.error());
-      auto c = Channel::make(std::move(*in), std::move(*out), Channel::Kind::posix_mq, false, what,
-                             options_);
-      if (c) c->queue_message_size_ = *size;
-      return c;
+      return Channel::over_queues(std::move(*in), std::move(*out), what, options_);
     }
     auto c = Channel::make(Fd(), Fd(), Channel::Kind::sysv, false, what, options_);
     if (c) {
@@ -831,7 +915,8 @@ Result<Channel> ChannelListener::accept(Deadline deadline) const {
   }
   Result<Socket> s = std::visit(
       [&](const auto& l) -> Result<Socket> {
-        if constexpr (std::is_same_v<std::decay_t<decltype(l)>, Rendezvous>) {
+        using L = std::decay_t<decltype(l)>;
+        if constexpr (std::is_same_v<L, Rendezvous> || std::is_same_v<L, UdpPort>) {
           return fail(EINVAL, "unreachable");
         } else {
           return l.accept(deadline);
@@ -845,13 +930,67 @@ Result<Channel> ChannelListener::accept(Deadline deadline) const {
 int ChannelListener::fd() const noexcept {
   return std::visit(
       [](const auto& l) {
-        if constexpr (std::is_same_v<std::decay_t<decltype(l)>, Rendezvous>) {
+        using L = std::decay_t<decltype(l)>;
+        if constexpr (std::is_same_v<L, Rendezvous>) {
           return -1;
+        } else if constexpr (std::is_same_v<L, UdpPort>) {
+          return l.socket.fd();
         } else {
           return l.fd();
         }
       },
       listener_);
+}
+
+}  // namespace tether
+
+namespace tether {
+
+// UDP has no connections, so there is nothing to accept: the first datagram
+// is what tells a listener that a peer exists. accept() waits for it, learns
+// its sender with MSG_PEEK (the datagram stays queued, to be the channel's
+// first message), connects the listener's own socket to that sender, and
+// hands the socket over. From then on the kernel delivers only that peer's
+// datagrams to it (udp(7): "only receive datagrams from the peer"), and
+// the channel drops any datagram from others queued before connect(2).
+//
+// A second socket bound to the same port for the next peer would need
+// SO_REUSEADDR or SO_REUSEPORT, and then which socket gets a datagram is
+// the kernel's choice among connected and unconnected sockets of a
+// reuseport group, which has changed between kernel versions; and the
+// datagrams a peer sends between the first one and the connect would land
+// on the wrong socket. One peer per listener is what can be promised
+// without either, so a second accept() is refused (EISCONN).
+Result<Channel> ChannelListener::UdpPort::accept(const std::string& address,
+                                                 const ChannelOptions& options,
+                                                 Deadline deadline) const {
+  if (!socket.valid()) {
+    return fail(EISCONN, fmt::format("accept on {}: this listener's socket already carries the "
+                                     "channel with {}; UDP has no connections, so a UDP listener "
+                                     "serves one peer (listen on another port for another)",
+                                     address, peer));
+  }
+  sockaddr_storage from{};
+  for (;;) {
+    msghdr msg{};
+    msg.msg_name = &from;
+    msg.msg_namelen = sizeof from;
+    ssize_t n = retry_eintr(
+        [&] { return ::recvmsg(socket.fd(), &msg, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT); });
+    if (n >= 0) {
+      auto sender =
+          InetAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&from), msg.msg_namelen);
+      if (!sender) return fail(sender.error(), "accept on " + address);
+      if (auto c = socket.connect(*sender); !c) return fail(c.error(), "accept on " + address);
+      peer = sender->describe();
+      return Channel::over_udp(std::move(socket), *sender, options);
+    }
+    if (errno != EAGAIN) return fail(errno, "accept on " + address);
+    if (auto ready = wait_fd(socket.fd(), POLLIN, deadline, "a first datagram on " + address);
+        !ready) {
+      return std::unexpected(ready.error());
+    }
+  }
 }
 
 }  // namespace tether

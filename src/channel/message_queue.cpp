@@ -12,13 +12,11 @@
 
 #include <fmt/format.h>
 
+#include "net.hpp"
+
 namespace tether {
 
 namespace {
-
-bool would_block(const Error& e) {
-  return e == std::errc::resource_unavailable_try_again;
-}
 
 Result<void> check_posix_name(const std::string& name) {
   if (name.size() < 2 || name[0] != '/' || name.find('/', 1) != std::string::npos ||
@@ -63,11 +61,8 @@ Result<PosixQueue> PosixQueue::create(std::string name, PosixQueueOptions option
   mq_attr attr{};
   attr.mq_maxmsg = options.capacity;
   attr.mq_msgsize = options.message_size;
-  // Always non-blocking underneath: waits are polls with the caller's
-  // steady-clock deadline (mq_timedsend wants an absolute CLOCK_REALTIME
-  // time, which jumps when the wall clock is set).
-  mqd_t mq = ::mq_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NONBLOCK | O_CLOEXEC,
-                       options.mode, &attr);
+  // Blocking: see kExpired.
+  mqd_t mq = ::mq_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, options.mode, &attr);
   if (mq < 0) {
     int err = errno;
     if (err == EMFILE) {
@@ -90,7 +85,9 @@ Result<PosixQueue> PosixQueue::create(std::string name, PosixQueueOptions option
   q.mq_ = mq;
   q.name_ = std::move(name);
   q.owned_ = true;
-  // The umask may have narrowed the mode; widen it to what was asked.
+  // mq_open applies the umask (mq_open(3): "as for open(2)"), which can
+  // only have narrowed the mode: widen it to exactly what was asked. The
+  // queue is reached through its descriptor, not its name.
   if (::fchmod(mq, options.mode) != 0) return fail(errno, "set mode of POSIX queue " + q.name_);
   q.message_size_ = options.message_size;
   return q;
@@ -98,7 +95,7 @@ Result<PosixQueue> PosixQueue::create(std::string name, PosixQueueOptions option
 
 Result<PosixQueue> PosixQueue::open(std::string name) {
   if (auto ok = check_posix_name(name); !ok) return std::unexpected(ok.error());
-  mqd_t mq = ::mq_open(name.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  mqd_t mq = ::mq_open(name.c_str(), O_RDWR | O_CLOEXEC);  // blocking: see kExpired
   if (mq < 0) return fail(errno, "open POSIX queue " + name);
   PosixQueue q;
   q.mq_ = mq;
@@ -109,7 +106,20 @@ Result<PosixQueue> PosixQueue::open(std::string name) {
   return q;
 }
 
-Result<void> PosixQueue::try_send(std::span<const std::byte> data, unsigned priority) const {
+// Queue descriptors stay blocking, as sockets do. With Deadline::never() a
+// call is one mq_send/mq_receive that sleeps in the kernel: one system call
+// per message, not try + poll + try (Channel's mq transport measured the
+// difference). With any other deadline each attempt is mq_timed*() with an
+// already expired timeout, which never blocks (mq_send(3): "If the message
+// queue is full, and the timeout has already expired by the time of the
+// call, mq_timedsend() returns immediately"), and the wait between attempts
+// is a poll(2) on the steady clock: mq_timed*()'s own timeout is an
+// absolute CLOCK_REALTIME time, which jumps when the wall clock is set.
+// Their ETIMEDOUT is would-block here (EAGAIN), as it is for a try_ form.
+const timespec kExpired{0, 0};
+
+Result<void> PosixQueue::send_impl(std::span<const std::byte> data, unsigned priority,
+                                   Deadline deadline, bool once) const {
   if (static_cast<long>(data.size()) > message_size_) {
     return fail(EMSGSIZE,
                 fmt::format("send on POSIX queue {}: a {}-byte message exceeds its message "
@@ -118,39 +128,78 @@ Result<void> PosixQueue::try_send(std::span<const std::byte> data, unsigned prio
   }
   // An empty span may have no storage; mq_send's buffer must not be null.
   const char* bytes = data.empty() ? "" : reinterpret_cast<const char*>(data.data());
-  int r = retry_eintr([&] { return ::mq_send(mq_, bytes, data.size(), priority); });
-  if (r != 0) return fail(errno, "send on POSIX queue " + name_);
-  return {};
+  bool block = !once && deadline.is_never();
+  for (;;) {
+    int r = retry_eintr([&] {
+      return block ? ::mq_send(mq_, bytes, data.size(), priority)
+                   : ::mq_timedsend(mq_, bytes, data.size(), priority, &kExpired);
+    });
+    if (r == 0) return {};
+    int err = errno == ETIMEDOUT ? EAGAIN : errno;
+    if (err != EAGAIN || once) return fail(err, "send on POSIX queue " + name_);
+    if (auto ready = detail::await_event(mq_, POLLOUT, deadline, "room in POSIX queue ", name_);
+        !ready) {
+      return ready;
+    }
+  }
+}
+
+Result<void> PosixQueue::try_send(std::span<const std::byte> data, unsigned priority) const {
+  return send_impl(data, priority, Deadline::immediate(), true);
 }
 
 Result<void> PosixQueue::send(std::span<const std::byte> data, unsigned priority,
                               Deadline deadline) const {
-  for (;;) {
-    auto r = try_send(data, priority);
-    if (r || !would_block(r.error())) return r;
-    auto ready = wait_fd(mq_, POLLOUT, deadline, "room in POSIX queue " + name_);
-    if (!ready) return std::unexpected(ready.error());
+  return send_impl(data, priority, deadline, false);
+}
+
+Result<std::size_t> PosixQueue::recv_impl(std::span<std::byte> buf, unsigned* priority,
+                                          Deadline deadline, bool once) const {
+  if (static_cast<long>(buf.size()) < message_size_) {
+    // mq_receive refuses a buffer shorter than the queue's message size
+    // (EMSGSIZE) even for a short message: say so before it does.
+    return fail(EMSGSIZE, fmt::format("receive on POSIX queue {}: a {}-byte buffer is shorter "
+                                      "than its message size of {} bytes",
+                                      name_, buf.size(), message_size_));
   }
+  char* bytes = reinterpret_cast<char*>(buf.data());
+  bool block = !once && deadline.is_never();
+  for (;;) {
+    ssize_t n = retry_eintr([&] {
+      return block ? ::mq_receive(mq_, bytes, buf.size(), priority)
+                   : ::mq_timedreceive(mq_, bytes, buf.size(), priority, &kExpired);
+    });
+    if (n >= 0) return static_cast<std::size_t>(n);
+    int err = errno == ETIMEDOUT ? EAGAIN : errno;
+    if (err != EAGAIN || once) return fail(err, "receive on POSIX queue " + name_);
+    if (auto ready = detail::await_event(mq_, POLLIN, deadline, "a message on POSIX queue ", name_);
+        !ready) {
+      return std::unexpected(ready.error());
+    }
+  }
+}
+
+Result<std::size_t> PosixQueue::recv_into(std::span<std::byte> buf, Deadline deadline,
+                                          unsigned* priority) const {
+  return recv_impl(buf, priority, deadline, false);
 }
 
 Result<PosixMessage> PosixQueue::try_recv() const {
   PosixMessage m;
   m.data.resize(static_cast<std::size_t>(message_size_));
-  ssize_t n = retry_eintr([&] {
-    return ::mq_receive(mq_, reinterpret_cast<char*>(m.data.data()), m.data.size(), &m.priority);
-  });
-  if (n < 0) return fail(errno, "receive on POSIX queue " + name_);
-  m.data.resize(static_cast<std::size_t>(n));
+  auto n = recv_impl(m.data, &m.priority, Deadline::immediate(), true);
+  if (!n) return std::unexpected(n.error());
+  m.data.resize(*n);
   return m;
 }
 
 Result<PosixMessage> PosixQueue::recv(Deadline deadline) const {
-  for (;;) {
-    auto m = try_recv();
-    if (m || !would_block(m.error())) return m;
-    auto ready = wait_fd(mq_, POLLIN, deadline, "a message on POSIX queue " + name_);
-    if (!ready) return std::unexpected(ready.error());
-  }
+  PosixMessage m;
+  m.data.resize(static_cast<std::size_t>(message_size_));
+  auto n = recv_impl(m.data, &m.priority, deadline, false);
+  if (!n) return std::unexpected(n.error());
+  m.data.resize(*n);
+  return m;
 }
 
 Result<PosixQueue::Attributes> PosixQueue::attributes() const {
@@ -230,6 +279,8 @@ Result<key_t> SysvQueue::key_from_path(const std::filesystem::path& path, int pr
 }
 
 Result<SysvQueue> SysvQueue::create(key_t key, mode_t mode) {
+  // No umask here: msgget keeps the permission bits as given (ipc/msg.c,
+  // newque: `msq->q_perm.mode = msgflg & S_IRWXUGO`).
   int id = ::msgget(key, IPC_CREAT | IPC_EXCL | static_cast<int>(mode & 0777));
   if (id < 0) return fail(errno, fmt::format("create System V queue with key {:#x}", key));
   SysvQueue q;

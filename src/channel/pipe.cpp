@@ -14,10 +14,6 @@ namespace {
 
 constexpr std::string_view kPipe = "pipe";
 
-bool would_block(const Error& e) {
-  return e == std::errc::resource_unavailable_try_again;
-}
-
 }  // namespace
 
 PipeEnd::PipeEnd(Fd fd) noexcept : fd_(std::move(fd)) {

@@ -9,9 +9,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include <fmt/format.h>
+
+#include "net.hpp"
 
 namespace tether {
 
@@ -29,16 +33,36 @@ int sock_type(SocketType t) {
   return SOCK_STREAM;
 }
 
-bool would_block(const Error& e) {
-  return e == std::errc::resource_unavailable_try_again;
-}
-
 // connect(2) with a deadline: non-blocking connect, then wait for writability.
+//
+// A Unix stream socket is different: connect(2) never completes in the
+// background there. A non-blocking connect to a listener whose backlog is
+// full fails with EAGAIN and leaves the socket unconnected (unix(7),
+// ERRORS; net/unix/af_unix.c, unix_stream_connect), and so does a blocking
+// one interrupted by a signal (EINTR). Such a socket also polls writable, so
+// waiting for POLLOUT would report "connected" and the first send would fail
+// with ENOTCONN. Linux gives no event for room in another socket's backlog:
+// try again with a backoff of 1 to 50 ms until the deadline.
 Result<void> connect_with_deadline(int fd, const sockaddr* addr, socklen_t len, Deadline deadline,
                                    const std::string& what) {
-  if (::connect(fd, addr, len) == 0) return {};
-  if (errno != EINPROGRESS && errno != EAGAIN && errno != EINTR)
-    return fail(errno, "connect to " + what);
+  auto pause = std::chrono::milliseconds(1);
+  for (;;) {
+    if (::connect(fd, addr, len) == 0) return {};
+    int err = errno;
+    if (addr->sa_family != AF_UNIX) {
+      if (err != EINPROGRESS && err != EINTR) return fail(err, "connect to " + what);
+      break;  // TCP goes on connecting in the background (connect(2), EINPROGRESS, EINTR)
+    }
+    if (err == EINTR) continue;
+    if (err != EAGAIN) return fail(err, "connect to " + what);
+    if (deadline.expired()) {
+      return fail(ETIMEDOUT, "connect to " + what +
+                                 ": the listener's backlog stayed full until the deadline (it "
+                                 "is not accepting connections fast enough, or at all)");
+    }
+    std::this_thread::sleep_for(std::min<Deadline::clock::duration>(pause, deadline.remaining()));
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
   auto ready = wait_fd(fd, POLLOUT, deadline, "connection to " + what);
   if (!ready) return std::unexpected(ready.error());
   int err = 0;
@@ -139,9 +163,8 @@ Result<void> Socket::set_nonblocking(bool on) {
 }
 
 Result<void> Socket::await(short events, Deadline deadline) const {
-  auto ready = wait_fd(fd_.get(), events, deadline, what_);
-  if (!ready) return std::unexpected(ready.error());
-  return {};
+  return detail::await_event(fd_.get(), events, deadline,
+                             events & POLLIN ? "data to receive on " : "room to send on ", what_);
 }
 
 namespace {
@@ -328,6 +351,60 @@ Result<void> Socket::set_nodelay(bool on) const {
 
 // ---------------------------------------------------------------- Unix
 
+namespace {
+
+// The mode of a Unix socket's file, exactly as asked whatever the umask.
+//
+// bind(2) creates the file with the socket inode's mode less the umask
+// (net/unix/af_unix.c, unix_bind: `S_IFSOCK | (SOCK_INODE(sock)->i_mode &
+// ~current_umask())`). So fchmod(2) on the socket before bind caps the file
+// at `mode`: it never exists with a wider one. The umask can still narrow
+// it (0660 under umask 022 gives 0640), and neither bind nor any flag
+// avoids that short of umask(2), which is process-wide state a library must
+// not touch. So once bound, the file is widened to `mode`: it is opened
+// with O_PATH | O_NOFOLLOW (a symbolic link is refused, not followed),
+// checked to be a socket of our own, and chmod reaches that very inode
+// through /proc/self/fd/N, as Fifo::create does, so nothing is re-resolved
+// by path. Widening from `mode & ~umask` to `mode` never grants more than
+// was asked. Only our own user (or root) could have replaced the file in
+// the moment between bind and the open: in a sticky directory such as /tmp
+// others can neither rename nor remove our files, and where others may
+// write without the sticky bit they can replace a socket file at any time
+// anyway. (Binding in a private directory and renaming into place was the
+// alternative: it leaves getsockname(2) naming the private path, needs
+// renameat2(RENAME_NOREPLACE) and leaves a directory behind on a crash.)
+//
+// fchmod_before_bind() goes before bind, settle_socket_file() after; the
+// latter returns the file's device and inode, by which its owner later
+// recognises it.
+Result<void> fchmod_before_bind(int fd, mode_t mode, const std::string& what) {
+  if (::fchmod(fd, mode & 07777) != 0) return fail(errno, "set mode of " + what);
+  return {};
+}
+
+Result<struct stat> settle_socket_file(const std::string& path, mode_t mode,
+                                       const std::string& what) {
+  Fd file(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!file.valid()) return fail(errno, "set mode of " + what);
+  struct stat st {};
+  if (::fstat(file.get(), &st) != 0) return fail(errno, "set mode of " + what);
+  if (!S_ISSOCK(st.st_mode) || st.st_uid != ::geteuid()) {
+    return fail(EEXIST, "set mode of " + what +
+                            ": the path no longer holds the socket file we bound; left alone");
+  }
+  if ((st.st_mode & 07777) != (mode & 07777)) {
+    std::string self = fmt::format("/proc/self/fd/{}", file.get());
+    if (::chmod(self.c_str(), mode & 07777) != 0) {
+      int err = errno;
+      (void)::unlink(path.c_str());  // just checked: it is the socket we bound
+      return fail(err, "set mode of " + what);
+    }
+  }
+  return st;
+}
+
+}  // namespace
+
 UnixListener::UnixListener(UnixListener&& other) noexcept
     : fd_(std::move(other.fd_)),
       address_(std::move(other.address_)),
@@ -374,9 +451,10 @@ Result<UnixListener> UnixListener::listen(const UnixAddress& address, UnixListen
   // Non-blocking, so that accept with a deadline never sleeps in accept4.
   l.fd_.reset(::socket(AF_UNIX, sock_type(options.type) | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!l.fd_.valid()) return fail(errno, "create socket for " + what);
-  // The file gets this mode at bind: no moment with a wider one, no umask.
-  if (!address.is_abstract() && ::fchmod(l.fd_.get(), options.mode) != 0) {
-    return fail(errno, "set mode of " + what);
+  // The file is never wider than options.mode (see settle_socket_file).
+  if (!address.is_abstract()) {
+    if (auto r = fchmod_before_bind(l.fd_.get(), options.mode, what); !r)
+      return std::unexpected(r.error());
   }
   auto [addr, len] = address.to_sockaddr();
   if (::bind(l.fd_.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
@@ -401,12 +479,11 @@ Result<UnixListener> UnixListener::listen(const UnixAddress& address, UnixListen
       return fail(errno, "bind " + what);
   }
   if (!address.is_abstract()) {
-    struct stat st {};
-    if (::lstat(address.name().c_str(), &st) == 0) {
-      l.dev_ = st.st_dev;
-      l.ino_ = st.st_ino;
-      l.owns_file_ = true;
-    }
+    auto st = settle_socket_file(address.name(), options.mode, what);
+    if (!st) return std::unexpected(st.error());
+    l.dev_ = st->st_dev;
+    l.ino_ = st->st_ino;
+    l.owns_file_ = true;
   }
   if (::listen(l.fd_.get(), options.backlog) != 0) return fail(errno, "listen on " + what);
   l.options_ = std::move(options);
@@ -417,7 +494,7 @@ Result<Socket> UnixListener::accept(Deadline deadline) const {
   const std::string what = address_.describe();
   auto fd = accept_with_deadline(fd_.get(), deadline, what);
   if (!fd) return std::unexpected(fd.error());
-  Socket s(std::move(*fd), false, "connection on " + what);
+  Socket s(std::move(*fd), false, "connection accepted on " + what);
   auto peer = s.peer_credentials();
   if (!peer) return std::unexpected(peer.error());
   if (!options_.policy.allows(*peer)) {
@@ -448,11 +525,16 @@ Result<Socket> unix_bind_datagram(const UnixAddress& address, mode_t mode) {
   const std::string what = address.describe();
   Fd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return fail(errno, "create socket for " + what);
-  if (!address.is_abstract() && ::fchmod(fd.get(), mode) != 0)
-    return fail(errno, "set mode of " + what);
+  if (!address.is_abstract()) {
+    if (auto r = fchmod_before_bind(fd.get(), mode, what); !r) return std::unexpected(r.error());
+  }
   auto [addr, len] = address.to_sockaddr();
   if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0)
     return fail(errno, "bind " + what);
+  if (!address.is_abstract()) {
+    if (auto st = settle_socket_file(address.name(), mode, what); !st)
+      return std::unexpected(st.error());
+  }
   return Socket(std::move(fd), false, what);
 }
 
@@ -464,41 +546,114 @@ Result<std::pair<Socket, Socket>> socket_pair(SocketType type) {
                                    Socket(Fd(fds[1]), false, "socket pair (second end)")};
 }
 
+// ---------------------------------------------------------------- names
+
+namespace {
+
+// getaddrinfo(3) reports its own codes (EAI_*), negative on glibc, which
+// are not errnos: mapping them to one (EHOSTUNREACH, as this did first)
+// loses what went wrong, a name that does not exist (EAI_NONAME) or a
+// resolver that did not answer (EAI_AGAIN). They get a category of their
+// own. No equivalence with std::errc is declared: EAI_AGAIN must not
+// compare equal to would-block, which callers take as "try again at once".
+class ResolverCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "getaddrinfo"; }
+  std::string message(int code) const override {
+    std::string text = ::gai_strerror(code);
+    if (const char* symbol = eai_name(code)) text += fmt::format(" ({})", symbol);
+    return text;
+  }
+
+ private:
+  static const char* eai_name(int code) noexcept {
+    switch (code) {
+      case EAI_BADFLAGS:
+        return "EAI_BADFLAGS";
+      case EAI_NONAME:
+        return "EAI_NONAME";
+      case EAI_AGAIN:
+        return "EAI_AGAIN";
+      case EAI_FAIL:
+        return "EAI_FAIL";
+      case EAI_FAMILY:
+        return "EAI_FAMILY";
+      case EAI_SOCKTYPE:
+        return "EAI_SOCKTYPE";
+      case EAI_SERVICE:
+        return "EAI_SERVICE";
+      case EAI_MEMORY:
+        return "EAI_MEMORY";
+      case EAI_OVERFLOW:
+        return "EAI_OVERFLOW";
+#ifdef EAI_NODATA
+      case EAI_NODATA:
+        return "EAI_NODATA";
+#endif
+#ifdef EAI_ADDRFAMILY
+      case EAI_ADDRFAMILY:
+        return "EAI_ADDRFAMILY";
+#endif
+      default:
+        return nullptr;
+    }
+  }
+};
+
+}  // namespace
+
+const std::error_category& resolver_category() noexcept {
+  static const ResolverCategory category;
+  return category;
+}
+
+namespace detail {
+
+Result<void> resolve(std::string_view host, std::uint16_t port, int socktype, bool passive,
+                     AddrInfo& out) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = socktype;
+  hints.ai_flags = passive ? AI_PASSIVE : 0;
+  std::string h(host), p = std::to_string(port);
+  int rc = ::getaddrinfo(h.empty() ? nullptr : h.c_str(), p.c_str(), &hints, &out.list);
+  if (rc == 0) return {};
+  std::string what = "resolve " + host_port(host, port);
+  if (rc == EAI_SYSTEM) return fail(errno, what);
+  return std::unexpected(Error(std::error_code(rc, resolver_category()), what));
+}
+
+std::string host_port(std::string_view host, std::uint16_t port) {
+  return host.find(':') != std::string_view::npos ? fmt::format("[{}]:{}", host, port)
+                                                  : fmt::format("{}:{}", host, port);
+}
+
+std::uint16_t bound_port(int fd) {
+  sockaddr_storage bound{};
+  socklen_t len = sizeof bound;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) != 0) return 0;
+  if (bound.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+  if (bound.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  return 0;
+}
+
+}  // namespace detail
+
 // ---------------------------------------------------------------- TCP
 
 namespace {
 
-struct AddrInfo {
-  addrinfo* list = nullptr;
-  ~AddrInfo() {
-    if (list) ::freeaddrinfo(list);
-  }
-};
-
-Result<void> resolve(std::string_view host, std::uint16_t port, bool passive, AddrInfo& out) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = passive ? AI_PASSIVE : 0;
-  std::string h(host), p = std::to_string(port);
-  int rc = ::getaddrinfo(h.empty() ? nullptr : h.c_str(), p.c_str(), &hints, &out.list);
-  if (rc != 0) {
-    int err = rc == EAI_SYSTEM ? errno : EHOSTUNREACH;
-    return fail(err, fmt::format("resolve {}:{}: {}", host, port, ::gai_strerror(rc)));
-  }
-  return {};
-}
-
 std::string tcp_name(std::string_view host, std::uint16_t port) {
-  return host.find(':') != std::string_view::npos ? fmt::format("tcp://[{}]:{}", host, port)
-                                                  : fmt::format("tcp://{}:{}", host, port);
+  return "tcp://" + detail::host_port(host, port);
 }
 
 }  // namespace
 
 Result<TcpListener> TcpListener::listen(std::string_view host, std::uint16_t port, int backlog) {
-  AddrInfo info;
-  if (auto r = resolve(host, port, true, info); !r) return std::unexpected(r.error());
+  // AI_PASSIVE with no host gives the wildcard addresses: every interface.
+  detail::AddrInfo info;
+  if (auto r = detail::resolve(host, port, SOCK_STREAM, true, info); !r)
+    return std::unexpected(r.error());
   std::string what = tcp_name(host, port);
   int last_errno = EADDRNOTAVAIL;
   for (addrinfo* ai = info.list; ai != nullptr; ai = ai->ai_next) {
@@ -513,12 +668,8 @@ Result<TcpListener> TcpListener::listen(std::string_view host, std::uint16_t por
       last_errno = errno;
       continue;
     }
-    sockaddr_storage bound{};
-    socklen_t len = sizeof bound;
-    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound), &len);
     TcpListener l;
-    l.port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                                : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+    l.port_ = detail::bound_port(fd.get());
     l.fd_ = std::move(fd);
     l.what_ = tcp_name(host, l.port_);
     return l;
@@ -529,14 +680,15 @@ Result<TcpListener> TcpListener::listen(std::string_view host, std::uint16_t por
 Result<Socket> TcpListener::accept(Deadline deadline) const {
   auto fd = accept_with_deadline(fd_.get(), deadline, what_);
   if (!fd) return std::unexpected(fd.error());
-  Socket s(std::move(*fd), false, "connection on " + what_);
+  Socket s(std::move(*fd), false, "connection accepted on " + what_);
   if (auto r = s.set_nodelay(true); !r) return std::unexpected(r.error());
   return s;
 }
 
 Result<Socket> tcp_connect(std::string_view host, std::uint16_t port, Deadline deadline) {
-  AddrInfo info;
-  if (auto r = resolve(host, port, false, info); !r) return std::unexpected(r.error());
+  detail::AddrInfo info;
+  if (auto r = detail::resolve(host, port, SOCK_STREAM, false, info); !r)
+    return std::unexpected(r.error());
   std::string what = tcp_name(host, port);
   Error last = Error::from_errno(EADDRNOTAVAIL, "connect to " + what);
   for (addrinfo* ai = info.list; ai != nullptr; ai = ai->ai_next) {

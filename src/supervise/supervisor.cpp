@@ -2,12 +2,15 @@
 // worker's pidfd, its output pipe, a signalfd and a timerfd. It never
 // busy-waits: with nothing to do it sleeps in poll(2) with no timeout.
 //
-// States: starting (spawned, waiting for its readiness line), up, stopping
-// (SIGTERM sent, SIGKILL armed), down (wanted down), backoff (waiting to
-// restart a crash), exited (ended and not to be restarted by policy).
+// What it does is decided by one table (table.hpp): the loop turns what
+// its descriptors say into events, asks the table, and carries out the
+// actions it returns. Everything is reached relative to descriptors held
+// since the state directory was checked.
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -18,14 +21,16 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <optional>
 
 #include <fmt/format.h>
 
 #include "internal.hpp"
+#include "table.hpp"
+#include "tether/channel/fifo.hpp"
 #include "tether/process.hpp"
+#include "tether/supervise/launch.hpp"
 
 namespace tether {
 
@@ -33,6 +38,7 @@ namespace sd = supervise_detail;
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 using steady = std::chrono::steady_clock;
+using sd::Event;
 
 namespace {
 
@@ -64,26 +70,26 @@ int letter_signal(char c) {
   }
 }
 
-bool is_letter_command(char c) {
-  return c == 'u' || c == 'd' || c == 'o' || c == 'x' || letter_signal(c) != 0;
+// The event a control letter is, if it is one.
+std::optional<Event> letter_event(char c) {
+  switch (c) {
+    case 'u':
+      return Event::up;
+    case 'd':
+      return Event::down;
+    case 'o':
+      return Event::once;
+    case 'x':
+      return Event::exit;
+    default:
+      return std::nullopt;
+  }
 }
 
-// "TERM", "SIGTERM" or "15".
-std::optional<int> parse_signal(std::string_view s) {
-  int n = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
-  if (ec == std::errc() && end == s.data() + s.size()) {
-    return n > 0 && n < NSIG ? std::optional<int>(n) : std::nullopt;
-  }
-  if (s.starts_with("SIG")) s.remove_prefix(3);
-  for (int sig = 1; sig < NSIG; ++sig) {
-    std::string name = signal_name(sig);
-    if (name.starts_with("SIG") && std::string_view(name).substr(3) == s) return sig;
-  }
-  return std::nullopt;
-}
-
-// The signal dnotify raises for a change in the worker's directory.
+// The signal dnotify raises for a change in the worker's directory; the
+// state directory's watch uses SIGIO, which does not queue: a burst of
+// renames there (500 workers starting) wakes each supervisor a few times,
+// not 500.
 int dir_signal() {
   return SIGRTMIN + 1;
 }
@@ -112,31 +118,41 @@ std::string sanitize(std::string_view s, std::size_t max = 80) {
   return out;
 }
 
+// A path that reaches `name` inside the held directory `dirfd`, for the
+// path-based types (Fifo), without resolving the directory's path again.
+std::string via(int dirfd, std::string_view name) {
+  return fmt::format("/proc/self/fd/{}/{}", dirfd, name);
+}
+
 class Supervisor {
  public:
   Supervisor(const StateDir& dir, const SupervisorSpec& spec)
-      : spec_(spec), final_(dir.worker_path(spec.id)) {
-    tmp_ = dir.path() / ("." + spec.id + ".new");
-  }
+      : spec_(spec),
+        // A description of our own: dnotify signals the owner of the open
+        // file description it was set on, and supervisors forked from one
+        // launcher share the launcher's.
+        own_state_fd_(::openat(dir.fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)),
+        state_fd_(own_state_fd_ ? own_state_fd_.get() : dir.fd()),
+        final_(dir.worker_path(spec.id)),
+        tmp_name_("." + spec.id + ".new") {}
   ~Supervisor() {
-    if (!dir_removed_ && created_) {
-      std::error_code ec;
-      fs::remove_all(renamed_ ? final_ : tmp_, ec);
-    }
+    if (created_ && !renamed_) (void)sd::remove_tree(state_fd_, tmp_name_);
   }
 
   int run(int report_fd);
 
  private:
   Result<void> setup();
-  Result<void> open_fifo(const char* path, Fd& reader, Fd* keepalive);
+  Result<void> make_fifo(int dirfd, const char* name, FifoReader& reader, bool keep_listening);
   Result<void> start_worker();
   void worker_ended(const ExitStatus& status);
-  void stop_worker();
-  void decide_after_exit(const ExitStatus& status, milliseconds ran);
-  void read_control(int fd, std::string& line, bool& discarding, bool letters_only);
+  void dispatch(Event e);
+  bool perform(std::uint16_t actions);
+  sd::Facts facts() const;
+  void read_control(int fd, LineReader* lines);
   void command(std::string_view line);
   void letter(char c);
+  void send_signal(int sig);
   void bad_command(std::string_view why, std::string_view what);
   void deliver(std::string_view message);
   void read_output(bool final_read);
@@ -144,89 +160,112 @@ class Supervisor {
   void kill_strays();
   void arm_timer(milliseconds in);
   void disarm_timer();
-  void on_timer();
-  void set_state(std::string state);
   void write_status();
   void event(std::string_view text);
   void log_line(std::string_view text);
   void rotate_log();
-  void report(std::string_view line);
+  void report(const launch::Report& r);
+  void report_error(std::string text);
   void finish();
   bool directory_lost();
 
   SupervisorSpec spec_;
-  fs::path final_, tmp_;
-  bool created_ = false, renamed_ = false, dir_removed_ = false;
-  Fd dirfd_, lock_, control_, control_keep_, svcontrol_, svcontrol_keep_, ok_;
+  Fd own_state_fd_;
+  int state_fd_ = -1;
+  fs::path final_;
+  std::string tmp_name_;
+  bool created_ = false, renamed_ = false, dir_removed_ = false, name_claimed_ = false;
+  Fd dirfd_, svdirfd_, lock_;
+  FifoReader control_, svcontrol_, ok_;
+  struct stat dir_st_ {
+  }, control_st_{}, lock_st_{};
+  sd::RecordFile status_, svstatus_;
   Fd sigfd_, timer_, log_;
   std::uint64_t log_size_ = 0;
   int report_fd_ = -1;
 
   std::optional<Process> proc_;
+  std::uint64_t pid_start_ = 0;
   Fd in_, out_, ready_;  // the worker's stdin (ours to write), output, readiness
-  std::string out_partial_;
+  LineReader out_lines_{sd::kMaxCommand, LineReader::Overlong::split};
+  LineReader control_lines_{sd::kMaxCommand - 1, LineReader::Overlong::discard};
   steady::time_point started_{};
   std::int64_t started_ms_ = 0;
 
-  std::string state_ = "starting", want_ = "up";
-  bool once_ = false, paused_ = false, got_term_ = false, stopping_ = false;
-  bool restart_now_ = false;  // `restart`: start again at once, whatever the policy
+  WorkerState state_ = WorkerState::starting;
+  Want want_ = Want::up;
+  bool paused_ = false, got_term_ = false;
   bool done_ = false;
   std::int64_t since_ms_ = 0;
   timespec since_ts_{};
   int restarts_ = 0;
   milliseconds backoff_{0};
   std::optional<ExitStatus> last_exit_;
-  enum class TimerFor { none, restart, kill } timer_for_ = TimerFor::none;
+  bool last_success_ = false, last_healthy_ = false;
+  std::string failure_;  // why the first start failed, for tether open
 
-  std::string control_line_, svcontrol_line_;
-  bool control_discard_ = false, svcontrol_discard_ = false;
-  // Bad-command logging is rate-limited: a flood must not flood the log.
-  std::int64_t bad_second_ = 0;
+  // Bad-command logging is rate-limited: at most 10 lines a second, then one
+  // summary line a second at most, however the flood arrives.
+  std::int64_t bad_second_ = 0, summary_second_ = 0;
   int bad_in_second_ = 0, bad_suppressed_ = 0;
 };
 
 // ---------------------------------------------------------------- setup
 
-Result<void> Supervisor::open_fifo(const char* path, Fd& reader, Fd* keepalive) {
-  if (::mkfifoat(dirfd_.get(), path, 0600) != 0) {
-    return fail(errno, fmt::format("create FIFO {}", (tmp_ / path).string()));
-  }
-  reader.reset(::openat(dirfd_.get(), path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
-  if (!reader) return fail(errno, fmt::format("open FIFO {}", (tmp_ / path).string()));
-  // Our own writer keeps the FIFO from ever reporting end of file when a
-  // client closes it, so poll never spins on POLLHUP.
-  if (keepalive) {
-    keepalive->reset(::openat(dirfd_.get(), path, O_WRONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
-    if (!*keepalive) return fail(errno, fmt::format("open FIFO {}", (tmp_ / path).string()));
-  }
+Result<void> Supervisor::make_fifo(int dirfd, const char* name, FifoReader& reader,
+                                   bool keep_listening) {
+  auto fifo = Fifo::create(via(dirfd, name), 0600);
+  if (!fifo) return std::unexpected(fifo.error());
+  fifo->release_ownership();  // it goes with the directory
+  auto r =
+      fifo->open_reader(Deadline::immediate(),
+                        FifoReadOptions{.keep_listening = keep_listening, .nonblocking = true});
+  if (!r) return std::unexpected(r.error());
+  reader = std::move(*r);
   return {};
 }
 
 Result<void> Supervisor::setup() {
   // Built under a hidden name and renamed when complete, so `tether list`
   // never sees (and `--prune` never removes) a half-made directory.
-  if (::mkdir(tmp_.c_str(), 0700) != 0) return fail(errno, "create " + tmp_.string());
+  std::string shown = (final_.parent_path() / tmp_name_).string();
+  if (::mkdirat(state_fd_, tmp_name_.c_str(), 0700) != 0) return fail(errno, "create " + shown);
   created_ = true;
-  if (::access(final_.c_str(), F_OK) == 0) return fail(EEXIST, "create " + final_.string());
-  dirfd_.reset(::open(tmp_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!dirfd_) return fail(errno, "open " + tmp_.string());
+  auto dir = sd::open_worker_dir(state_fd_, tmp_name_);
+  if (!dir) return std::unexpected(dir.error());
+  dirfd_ = std::move(*dir);
+  if (::fchmod(dirfd_.get(), 0700) != 0) return fail(errno, "create " + shown);
   lock_.reset(::openat(dirfd_.get(), sd::kLockFile, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!lock_) return fail(errno, "create the lock of " + tmp_.string());
-  if (::flock(lock_.get(), LOCK_EX | LOCK_NB) != 0) return fail(errno, "lock " + tmp_.string());
-  if (auto r = open_fifo(sd::kControlFifo, control_, &control_keep_); !r) return r;
+  if (!lock_) return fail(errno, "create the lock of " + shown);
+  if (::flock(lock_.get(), LOCK_EX | LOCK_NB) != 0) return fail(errno, "lock " + shown);
+  if (auto r = make_fifo(dirfd_.get(), sd::kControlFifo, control_, true); !r) return r;
   // The runit/daemontools view: supervise/control takes single letters,
   // supervise/ok opens for writing only while we are alive (svok, sv).
   if (::mkdirat(dirfd_.get(), "supervise", 0700) != 0) return fail(errno, "create supervise/");
-  if (auto r = open_fifo("supervise/control", svcontrol_, &svcontrol_keep_); !r) return r;
-  if (auto r = open_fifo("supervise/ok", ok_, nullptr); !r) return r;  // never read
+  svdirfd_.reset(
+      ::openat(dirfd_.get(), "supervise", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!svdirfd_) return fail(errno, "open supervise/");
+  if (auto r = make_fifo(svdirfd_.get(), "control", svcontrol_, true); !r) return r;
+  if (auto r = make_fifo(svdirfd_.get(), "ok", ok_, false); !r) return r;  // never read
   log_.reset(::openat(dirfd_.get(), sd::kLogFile,
                       O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!log_) return fail(errno, "create the log of " + tmp_.string());
+  if (!log_) return fail(errno, "create the log of " + shown);
+  // Records are reserved now: a full disk later cannot stop a status change.
+  auto status = sd::RecordFile::create(dirfd_.get(), sd::kStatusFile, sd::kStatusSpare,
+                                       sd::kStatusReserve, true);
+  if (!status) return std::unexpected(status.error());
+  status_ = std::move(*status);
+  auto svstatus = sd::RecordFile::create(svdirfd_.get(), "status", ".status.spare", 20, false);
+  if (!svstatus) return std::unexpected(svstatus.error());
+  svstatus_ = std::move(*svstatus);
+  if (::fstat(dirfd_.get(), &dir_st_) != 0 || ::fstat(control_.fd(), &control_st_) != 0 ||
+      ::fstat(lock_.get(), &lock_st_) != 0) {
+    return fail(errno, "stat " + shown);
+  }
 
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, dir_signal()}) sigaddset(&set, s);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGIO, dir_signal()}) sigaddset(&set, s);
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
   sigfd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!sigfd_) return fail(errno, "signalfd");
@@ -235,15 +274,25 @@ Result<void> Supervisor::setup() {
   // Orphans of the worker are re-parented to us, so we reap them.
   if (auto r = set_child_subreaper(true); !r) return r;
 
-  if (::rename(tmp_.c_str(), final_.c_str()) != 0) return fail(errno, "create " + final_.string());
+  // The first record is there before the directory appears.
+  write_status();
+  if (spec_.unique_name) {
+    if (auto r = sd::claim_name(state_fd_, spec_.name, spec_.id); !r) return r;
+    name_claimed_ = true;
+  }
+  if (::renameat2(state_fd_, tmp_name_.c_str(), state_fd_, spec_.id.c_str(), RENAME_NOREPLACE) !=
+      0) {
+    return fail(errno, "create " + final_.string());
+  }
   renamed_ = true;
-  // A supervisor whose lock or FIFO is removed (rm -r of its directory) can
-  // no longer be reached by any client: it then stops its worker and exits.
+  // A supervisor whose directory is removed or moved (rm -r, mv) can no
+  // longer be reached by any client: it then stops its worker and exits.
   // dnotify, not inotify: an inotify instance per supervisor would run into
   // fs.inotify.max_user_instances (128 per user by default) at the 128th
-  // worker. Its signal arrives through the signalfd like the others.
+  // worker. Its signals arrive through the signalfd like the others.
   if (::fcntl(dirfd_.get(), F_SETSIG, dir_signal()) != 0 ||
-      ::fcntl(dirfd_.get(), F_NOTIFY, DN_DELETE | DN_RENAME | DN_MULTISHOT) != 0) {
+      ::fcntl(dirfd_.get(), F_NOTIFY, DN_DELETE | DN_RENAME | DN_CREATE | DN_MULTISHOT) != 0 ||
+      ::fcntl(state_fd_, F_NOTIFY, DN_DELETE | DN_RENAME | DN_MULTISHOT) != 0) {
     return fail(errno, "watch " + final_.string() + " (F_NOTIFY)");
   }
   return {};
@@ -279,40 +328,33 @@ Result<void> Supervisor::start_worker() {
   auto p = cmd.spawn();
   if (!p) return std::unexpected(p.error());
   proc_ = std::move(*p);
+  // Its identity, for whoever must signal what is left of it after we are
+  // gone (tether list --prune): a pid alone may be recycled.
+  auto st = sd::read_proc_stat(proc_->pid());
+  pid_start_ = st ? st->start_ticks : 0;
   in_ = std::move(in->second);
   (void)in_.set_nonblocking(true);  // a worker that does not read never blocks us
   out_ = std::move(out->first);
   (void)out_.set_nonblocking(true);
-  out_partial_.clear();
+  out_lines_.drop_partial();
   if (ready) ready_ = std::move(ready->first);
   started_ = steady::now();
   started_ms_ = sd::now_ms();
-  got_term_ = paused_ = stopping_ = false;
+  got_term_ = paused_ = false;
   event(fmt::format("started {} (pid {})", cmd.describe(), proc_->pid()));
-  set_state(spec_.wait_ready ? "starting" : "up");
   return {};
-}
-
-void Supervisor::stop_worker() {
-  if (!proc_ || stopping_) return;
-  stopping_ = true;
-  got_term_ = true;
-  // The whole group: the worker leads its own (new session), so its
-  // children go too. SIGCONT lets a stopped worker act on the SIGTERM.
-  (void)signal_process_group(proc_->pid(), SIGTERM);
-  (void)signal_process_group(proc_->pid(), SIGCONT);
-  arm_timer(spec_.grace);
-  timer_for_ = TimerFor::kill;
-  set_state("stopping");
 }
 
 void Supervisor::worker_ended(const ExitStatus& status) {
   milliseconds ran = std::chrono::duration_cast<milliseconds>(steady::now() - started_);
   pid_t pid = proc_->pid();
   proc_.reset();
+  pid_start_ = 0;
   // Nothing of the worker survives it: what is left of its group goes, and
-  // so do descendants that left the group (see kill_strays).
-  (void)::kill(-pid, SIGKILL);
+  // so do descendants that left the group (see kill_strays). The group is
+  // the worker's: its leader was our child until just now, and a pid is not
+  // reused while a group of that id has members.
+  if (pid > 1) (void)::kill(-pid, SIGKILL);
   kill_strays();
   read_output(true);
   out_.reset();
@@ -320,71 +362,83 @@ void Supervisor::worker_ended(const ExitStatus& status) {
   ready_.reset();
   started_ms_ = 0;
   last_exit_ = status;
-  if (timer_for_ == TimerFor::kill) disarm_timer();
+  last_success_ = status.success();
+  last_healthy_ = ran >= spec_.healthy_after;
   event(fmt::format("worker pid {} {} after {} ms", pid, status.describe(), ran.count()));
-  if (report_fd_ >= 0) {
-    report(fmt::format("error {} {} before it was {}", spec_.command.front(), status.describe(),
-                       spec_.wait_ready ? "ready" : "running"));
-    want_ = "exit";
-  }
-  decide_after_exit(status, ran);
+  failure_ = fmt::format("{} {} before it was {}", spec_.command.front(), status.describe(),
+                         spec_.wait_ready ? "ready" : "running");
+  dispatch(Event::exited);
 }
 
-void Supervisor::decide_after_exit(const ExitStatus& status, milliseconds ran) {
-  stopping_ = false;
-  if (want_ == "exit") return finish();
-  if (want_ == "down" || once_) {
-    once_ = false;
-    want_ = "down";
-    return set_state("down");
-  }
-  bool asked = std::exchange(restart_now_, false);
-  bool restart = asked || spec_.restart == RestartPolicy::always ||
-                 (spec_.restart == RestartPolicy::on_failure && !status.success());
-  if (!restart) return set_state("exited");
-  if (!asked && spec_.max_restarts >= 0 && restarts_ >= spec_.max_restarts) {
-    event(fmt::format("not restarting: {} restarts already (--max-restarts)", restarts_));
-    return set_state("exited");
-  }
-  if (asked || ran >= spec_.healthy_after) {
-    backoff_ = milliseconds(0);  // it ran healthily: again, at once
-  } else {
-    backoff_ =
-        backoff_.count() == 0 ? spec_.backoff_min : std::min(backoff_ * 2, spec_.backoff_max);
-  }
-  if (backoff_.count() == 0) {
-    ++restarts_;
-    if (auto r = start_worker(); !r) {
-      event("cannot restart: " + r.error().message());
-      backoff_ = spec_.backoff_min;
-    } else {
-      return;
-    }
-  }
-  event(fmt::format("restarting in {} ms (crash loop backoff)", backoff_.count()));
-  arm_timer(backoff_);
-  timer_for_ = TimerFor::restart;
-  set_state("backoff");
+// ---------------------------------------------------------------- the table at work
+
+sd::Facts Supervisor::facts() const {
+  sd::Facts f;
+  f.policy = spec_.restart;
+  f.wait_ready = spec_.wait_ready;
+  f.awaiting_report = report_fd_ >= 0;
+  f.restarts_left = spec_.max_restarts < 0 || restarts_ < spec_.max_restarts;
+  f.exit_success = last_success_;
+  f.ran_healthy = last_healthy_;
+  return f;
 }
 
-void Supervisor::on_timer() {
-  std::uint64_t ticks = 0;
-  (void)::read(timer_.get(), &ticks, sizeof ticks);
-  auto why = std::exchange(timer_for_, TimerFor::none);
-  if (why == TimerFor::kill && proc_) {
+void Supervisor::dispatch(Event e) {
+  auto t = sd::transition(state_, want_, e, facts());
+  if (t.state != state_) {
+    ::clock_gettime(CLOCK_REALTIME, &since_ts_);
+    since_ms_ = sd::now_ms();
+  }
+  state_ = t.state;
+  want_ = t.want;
+  bool spawned = perform(t.actions);
+  if (!spawned) return dispatch(Event::spawn_failed);
+  write_status();
+}
+
+// Carries out the actions in their order; false when a spawn failed (the
+// actions after it are not done: the table hears spawn_failed instead).
+bool Supervisor::perform(std::uint16_t a) {
+  if (a & sd::kDisarmTimer) disarm_timer();
+  if ((a & sd::kTerm) && proc_) {
+    got_term_ = true;
+    // The whole group: the worker leads its own (new session), so its
+    // children go too. SIGCONT lets a stopped worker act on the SIGTERM.
+    (void)signal_process_group(proc_->pid(), SIGTERM);
+    (void)signal_process_group(proc_->pid(), SIGCONT);
+    arm_timer(spec_.grace);
+  }
+  if ((a & sd::kKill) && proc_) {
     event(fmt::format("worker pid {} still running {} ms after SIGTERM: SIGKILL", proc_->pid(),
                       spec_.grace.count()));
     (void)signal_process_group(proc_->pid(), SIGKILL);
     (void)proc_->signal(SIGKILL);
-  } else if (why == TimerFor::restart && !proc_ && want_ == "up") {
-    ++restarts_;
+  }
+  if (a & sd::kResetBackoff) backoff_ = milliseconds(0);
+  if (a & sd::kCountRestart) ++restarts_;
+  if (a & sd::kSpawn) {
     if (auto r = start_worker(); !r) {
-      event("cannot restart: " + r.error().message());
-      backoff_ = std::min(std::max(backoff_ * 2, spec_.backoff_min), spec_.backoff_max);
-      arm_timer(backoff_);
-      timer_for_ = TimerFor::restart;
+      event("cannot start: " + r.error().message());
+      failure_ = r.error().message();
+      return false;
     }
   }
+  if (a & sd::kArmBackoff) {
+    backoff_ =
+        backoff_.count() == 0 ? spec_.backoff_min : std::min(backoff_ * 2, spec_.backoff_max);
+    event(fmt::format("restarting in {} ms (crash loop backoff)", backoff_.count()));
+    arm_timer(backoff_);
+  }
+  if ((a & sd::kReportOk) && proc_) {
+    report({launch::Report::Kind::ok, spec_.id, proc_->pid(), ::getpid(), {}});
+  }
+  if (a & sd::kReportFailed)
+    report_error(failure_.empty() ? "stopped before it started" : failure_);
+  if (a & sd::kGiveUp) {
+    event(fmt::format("not restarting: {} restarts already (--max-restarts)", restarts_));
+  }
+  if (a & sd::kFinish) finish();
+  return true;
 }
 
 void Supervisor::arm_timer(milliseconds in) {
@@ -398,7 +452,6 @@ void Supervisor::arm_timer(milliseconds in) {
 void Supervisor::disarm_timer() {
   itimerspec its{};
   ::timerfd_settime(timer_.get(), 0, &its, nullptr);
-  timer_for_ = TimerFor::none;
 }
 
 // With no worker running, every child we still have is a stray: a
@@ -414,7 +467,7 @@ void Supervisor::kill_strays() {
   int killed = 0;
   while (std::fscanf(f, "%d", &pid) == 1) {
     // Our child, alive or a zombie not yet reaped: its pid cannot be reused.
-    if (::kill(pid, SIGKILL) == 0) ++killed;
+    if (pid > 1 && ::kill(pid, SIGKILL) == 0) ++killed;
   }
   std::fclose(f);
   if (killed > 0) event(fmt::format("killed {} leftover process(es) of the worker", killed));
@@ -429,6 +482,7 @@ void Supervisor::reap_orphans() {
     if (proc_ && si.si_pid == proc_->pid()) {
       auto st = proc_->wait();
       if (st) worker_ended(*st);
+      if (done_) return;
       continue;
     }
     siginfo_t gone{};
@@ -439,42 +493,45 @@ void Supervisor::reap_orphans() {
 
 // ---------------------------------------------------------------- commands
 
-void Supervisor::read_control(int fd, std::string& line, bool& discarding, bool letters_only) {
+void Supervisor::read_control(int fd, LineReader* lines) {
   char buf[4096];  // small: a touched stack page stays resident, times every supervisor
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) {  // EAGAIN: drained (our keepalive writer means no EOF)
-      if (bad_suppressed_ > 0) {
-        event(fmt::format("{} more bad commands ignored", std::exchange(bad_suppressed_, 0)));
-      }
-      return;
-    }
-    for (ssize_t i = 0; i < n; ++i) {
-      char c = buf[i];
-      if (letters_only) {  // runit/daemontools: every byte is a command
-        if (is_letter_command(c)) {
+    if (n <= 0) break;  // EAGAIN: drained (our keep-alive writer means no EOF)
+    if (!lines) {       // runit/daemontools: every byte is a command
+      for (ssize_t i = 0; i < n && !done_; ++i) {
+        char c = buf[i];
+        if (letter_signal(c) != 0 || letter_event(c)) {
           letter(c);
         } else if (c != '\n') {
           bad_command("unknown control letter", std::string_view(&c, 1));
         }
-        continue;
       }
-      if (discarding) {
-        if (c == '\n') discarding = false;
-        continue;
+      continue;
+    }
+    lines->feed(std::string_view(buf, static_cast<std::size_t>(n)));
+    while (auto line = lines->next()) {
+      if (done_) return;
+      if (line->cut) {
+        bad_command(fmt::format("line longer than {} bytes", sd::kMaxCommand - 1), line->text);
+      } else if (!line->text.empty()) {
+        command(line->text);
       }
-      if (c == '\n') {
-        if (!line.empty()) command(line);
-        line.clear();
-        continue;
-      }
-      if (line.size() + 1 >= sd::kMaxCommand) {
-        bad_command(fmt::format("line longer than {} bytes", sd::kMaxCommand - 1), line);
-        line.clear();
-        discarding = true;
-        continue;
-      }
-      line += c;
+    }
+  }
+  // Drained. Every client writes a command whole in one write shorter than
+  // PIPE_BUF, which the kernel never splits; so bytes without their newline
+  // once the FIFO is empty are not the start of a command still coming, but
+  // the rest of a client that wrote no newline (`printf exit`) or died in
+  // mid-write. Dropped: they must not be glued to the next client's command.
+  if (lines && lines->partial_size() > 0) {
+    bad_command("incomplete command (no newline) discarded", lines->take_partial());
+  }
+  if (bad_suppressed_ > 0) {
+    std::int64_t second = sd::now_ms() / 1000;
+    if (second != summary_second_) {
+      summary_second_ = second;
+      event(fmt::format("{} more bad commands ignored", std::exchange(bad_suppressed_, 0)));
     }
   }
 }
@@ -484,7 +541,9 @@ void Supervisor::command(std::string_view line) {
   std::string_view verb = line.substr(0, line.find(' '));
   std::string_view rest =
       line.size() > verb.size() ? line.substr(verb.size() + 1) : std::string_view();
-  if (line.size() == 1 && is_letter_command(line[0])) return letter(line[0]);
+  if (line.size() == 1 && (letter_signal(line[0]) != 0 || letter_event(line[0]))) {
+    return letter(line[0]);
+  }
   if (verb == "send") {
     event(fmt::format("command: send ({} bytes)", rest.size()));
     return deliver(rest);
@@ -493,21 +552,18 @@ void Supervisor::command(std::string_view line) {
     auto sig = parse_signal(rest);
     if (!sig) return bad_command("unknown signal", rest);
     event("command: signal " + signal_name(*sig));
-    if (proc_) (void)signal_process_group(proc_->pid(), *sig);
-    return;
+    return send_signal(*sig);
   }
   if (!rest.empty()) return bad_command("unexpected argument", line);
-  if (verb == "exit") return letter('x');
-  if (verb == "stop" || verb == "down") return letter('d');
-  if (verb == "start" || verb == "up") return letter('u');
-  if (verb == "once") return letter('o');
-  if (verb == "restart") {
-    event("command: restart");
-    if (!proc_) return letter('u');
-    want_ = "up";
-    once_ = false;
-    restart_now_ = true;
-    return stop_worker();  // decide_after_exit starts it again at once
+  static constexpr std::pair<std::string_view, Event> verbs[] = {
+      {"exit", Event::exit},      {"stop", Event::down}, {"down", Event::down},
+      {"start", Event::up},       {"up", Event::up},     {"once", Event::once},
+      {"restart", Event::restart}};
+  for (auto [word, e] : verbs) {
+    if (verb == word) {
+      event(fmt::format("command: {}", word));
+      return dispatch(e);
+    }
   }
   bad_command("unknown command", line);
 }
@@ -515,52 +571,34 @@ void Supervisor::command(std::string_view line) {
 void Supervisor::letter(char c) {
   if (int sig = letter_signal(c)) {
     event(fmt::format("command: {} ({})", c, signal_name(sig)));
-    if (!proc_) return;
-    if (sig == SIGSTOP) paused_ = true;
-    if (sig == SIGCONT) paused_ = false;
-    if (sig == SIGTERM) got_term_ = true;
-    (void)signal_process_group(proc_->pid(), sig);
-    // As runsv does: after TERM, CONT, so a stopped worker can act on it.
-    if (sig == SIGTERM) (void)signal_process_group(proc_->pid(), SIGCONT);
-    return write_status();
+    return send_signal(sig);
   }
-  switch (c) {
-    case 'u':
-    case 'o':  // up, but not restarted when it ends
-      event(c == 'o' ? "command: once" : "command: up");
-      want_ = "up";
-      once_ = c == 'o';
-      if (!proc_) {
-        disarm_timer();
-        backoff_ = milliseconds(0);
-        if (auto r = start_worker(); !r) event("cannot start: " + r.error().message());
-      }
-      return write_status();
-    case 'd':
-      event("command: down");
-      want_ = "down";
-      if (proc_) return stop_worker();
-      disarm_timer();
-      return set_state("down");
-    case 'x':
-      event("command: exit");
-      want_ = "exit";
-      if (proc_) return stop_worker();
-      return finish();
-    default:
-      return;
+  if (auto e = letter_event(c)) {
+    event(fmt::format("command: {} ({})", c, sd::to_string(*e)));
+    dispatch(*e);
   }
+}
+
+void Supervisor::send_signal(int sig) {
+  if (!proc_) return;
+  if (sig == SIGSTOP) paused_ = true;
+  if (sig == SIGCONT) paused_ = false;
+  if (sig == SIGTERM) got_term_ = true;
+  (void)signal_process_group(proc_->pid(), sig);
+  // As runsv does: after TERM, CONT, so a stopped worker can act on it.
+  if (sig == SIGTERM) (void)signal_process_group(proc_->pid(), SIGCONT);
+  write_status();
 }
 
 void Supervisor::bad_command(std::string_view why, std::string_view what) {
   std::int64_t second = sd::now_ms() / 1000;
   if (second != bad_second_) {
-    if (bad_suppressed_ > 0) {
-      event(fmt::format("{} more bad commands ignored", bad_suppressed_));
+    if (bad_suppressed_ > 0 && second != summary_second_) {
+      summary_second_ = second;
+      event(fmt::format("{} more bad commands ignored", std::exchange(bad_suppressed_, 0)));
     }
     bad_second_ = second;
     bad_in_second_ = 0;
-    bad_suppressed_ = 0;
   }
   if (++bad_in_second_ > 10) {
     ++bad_suppressed_;
@@ -576,9 +614,8 @@ void Supervisor::deliver(std::string_view message) {
   // Shorter than PIPE_BUF: written whole or not at all.
   auto n = write_some(in_.get(), std::as_bytes(std::span(text)), "the worker's input");
   if (!n) {
-    event("message dropped: " + std::string(n.error() == std::errc::resource_unavailable_try_again
-                                                ? "the worker's input is full"
-                                                : n.error().message()));
+    event("message dropped: " +
+          std::string(would_block(n.error()) ? "the worker's input is full" : n.error().message()));
   }
 }
 
@@ -594,24 +631,10 @@ void Supervisor::read_output(bool final_read) {
       break;
     }
     if (n < 0) break;
-    out_partial_.append(buf, static_cast<std::size_t>(n));
-    std::size_t start = 0;
-    for (;;) {
-      auto nl = out_partial_.find('\n', start);
-      if (nl == std::string::npos) break;
-      log_line(std::string_view(out_partial_).substr(start, nl - start));
-      start = nl + 1;
-    }
-    out_partial_.erase(0, start);
-    if (out_partial_.size() >= sd::kMaxCommand) {  // a very long line: cut
-      log_line(out_partial_);
-      out_partial_.clear();
-    }
+    out_lines_.feed(std::string_view(buf, static_cast<std::size_t>(n)));
+    while (auto line = out_lines_.next()) log_line(line->text);  // a very long line: in pieces
   }
-  if (final_read && !out_partial_.empty()) {
-    log_line(out_partial_);
-    out_partial_.clear();
-  }
+  if (final_read && out_lines_.partial_size() > 0) log_line(out_lines_.take_partial());
 }
 
 void Supervisor::event(std::string_view text) {
@@ -641,38 +664,26 @@ void Supervisor::rotate_log() {
 
 // ---------------------------------------------------------------- status
 
-void Supervisor::set_state(std::string state) {
-  if (state != state_) {
-    state_ = std::move(state);
-    ::clock_gettime(CLOCK_REALTIME, &since_ts_);
-    since_ms_ = sd::now_ms();
-  }
-  write_status();
-}
-
 void Supervisor::write_status() {
-  if (!renamed_ || done_ || dir_removed_) return;
-  nlohmann::json j;
-  j["id"] = spec_.id;
-  j["name"] = spec_.name;
-  j["state"] = state_;
-  j["want"] = want_;
-  j["pid"] = proc_ ? proc_->pid() : 0;
-  j["supervisor_pid"] = ::getpid();
-  j["since_ms"] = since_ms_;
-  j["started_ms"] = started_ms_;
-  j["restarts"] = restarts_;
-  j["restart"] = spec_.restart == RestartPolicy::always       ? "always"
-                 : spec_.restart == RestartPolicy::on_failure ? "on-failure"
-                                                              : "never";
-  j["command"] = spec_.command;
+  if (!dirfd_ || done_ || dir_removed_) return;
+  WorkerInfo w;
+  w.id = spec_.id;
+  w.name = spec_.name;
+  w.state = state_;
+  w.want = want_;
+  w.pid = proc_ ? proc_->pid() : 0;
+  w.pid_start = proc_ ? pid_start_ : 0;
+  w.supervisor_pid = ::getpid();
+  w.since_ms = since_ms_;
+  w.started_ms = started_ms_;
+  w.restarts = restarts_;
+  w.restart_policy = spec_.restart;
+  w.command = spec_.command;
   if (last_exit_) {
-    nlohmann::json e;
-    if (last_exit_->signal()) e["signal"] = *last_exit_->signal();
-    if (last_exit_->code()) e["code"] = *last_exit_->code();
-    j["last_exit"] = e;
+    w.last_exit_code = last_exit_->code();
+    w.last_exit_signal = last_exit_->signal();
   }
-  if (auto r = sd::write_atomically(final_ / sd::kStatusFile, j.dump() + "\n"); !r) {
+  if (auto r = status_.replace(sd::encode_status(w)); !r) {
     event("cannot write status: " + r.error().message());
   }
   // supervise/status in runit's 20-byte layout (daemontools reads the first
@@ -685,33 +696,46 @@ void Supervisor::write_status() {
   auto pid = static_cast<std::uint32_t>(proc_ ? proc_->pid() : 0);
   for (int i = 12; i < 16; ++i, pid >>= 8) s[i] = static_cast<unsigned char>(pid & 0xff);
   s[16] = paused_ ? 1 : 0;
-  s[17] = want_ == "up" ? 'u' : 'd';
+  s[17] = want_ == Want::up || want_ == Want::once ? 'u' : 'd';
   s[18] = got_term_ && proc_ ? 1 : 0;
   s[19] = proc_ ? 1 : 0;
-  (void)sd::write_atomically(final_ / "supervise/status",
-                             std::string_view(reinterpret_cast<const char*>(s), sizeof s));
+  (void)svstatus_.replace(std::string_view(reinterpret_cast<const char*>(s), sizeof s));
   // (runsv also keeps supervise/stat and supervise/pid; sv, svok, svstat and
   // svc read none of them, and each would be one more file replaced per change.)
 }
 
-void Supervisor::report(std::string_view line) {
+void Supervisor::report(const launch::Report& r) {
   if (report_fd_ < 0) return;
-  std::string text = spec_.id + " " + std::string(line);  // "<id> ok <pid>", "<id> error …"
-  text += '\n';
+  std::string text = launch::encode_report(r);
   (void)write_some(report_fd_, std::as_bytes(std::span(text)), "report");
   ::close(report_fd_);
   report_fd_ = -1;
 }
 
-// After a change in our directory (dnotify): true when its lock or control
-// FIFO is gone — removed by something other than us (we only rename status
-// and log files, and remove nothing before finish()).
+void Supervisor::report_error(std::string text) {
+  report({launch::Report::Kind::error, spec_.id, 0, 0, std::move(text)});
+}
+
+// After a change in our directory or the state directory (dnotify): true
+// when the lock or the control FIFO is no longer the one we made (removed,
+// or replaced by a file or a symbolic link), or the directory is no longer
+// at its name (moved away, or the name taken by another). We only rename
+// status and log files, and remove nothing before finish().
 bool Supervisor::directory_lost() {
-  for (const char* name : {sd::kLockFile, sd::kControlFifo}) {
-    struct stat st {};
-    if (::fstatat(dirfd_.get(), name, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT) {
-      return true;
-    }
+  auto same = [](const struct stat& a, const struct stat& b) {
+    return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+  };
+  struct stat st {};
+  if (::fstatat(dirfd_.get(), sd::kLockFile, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+      !same(st, lock_st_)) {
+    return true;
+  }
+  if (::fstatat(dirfd_.get(), sd::kControlFifo, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+      !same(st, control_st_)) {
+    return true;
+  }
+  if (::fstatat(state_fd_, spec_.id.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !same(st, dir_st_)) {
+    return true;
   }
   return false;
 }
@@ -719,16 +743,16 @@ bool Supervisor::directory_lost() {
 void Supervisor::finish() {
   event("supervisor exiting");
   done_ = true;
+  if (name_claimed_) sd::release_name(state_fd_, spec_.name, spec_.id);
   // Remove the directory while still holding the lock: a client sees the
   // worker either alive or gone, never a stale directory.
   if (dir_removed_) return;
   // Renamed away first, in one step, then removed: a client sees the
   // directory whole (lock held) or not at all, never half-removed.
-  fs::path gone = final_.parent_path() / ("." + spec_.id + ".gone");
-  std::error_code ec;
-  if (::rename(final_.c_str(), gone.c_str()) != 0) gone = final_;
-  fs::remove_all(gone, ec);
-  dir_removed_ = !ec;
+  std::string gone = "." + spec_.id + ".gone";
+  std::string name = spec_.id;
+  if (::renameat(state_fd_, name.c_str(), state_fd_, gone.c_str()) == 0) name = gone;
+  dir_removed_ = sd::remove_tree(state_fd_, name).has_value();
 }
 
 // ---------------------------------------------------------------- the loop
@@ -738,20 +762,20 @@ int Supervisor::run(int report_fd) {
   ::clock_gettime(CLOCK_REALTIME, &since_ts_);
   since_ms_ = sd::now_ms();
   if (auto r = setup(); !r) {
-    report("error " + r.error().message());
+    report_error(r.error().message());
     return 1;
   }
-  if (auto r = start_worker(); !r) {
-    report("error " + r.error().message());
-    return 1;
-  }
-  if (!spec_.wait_ready) report(fmt::format("ok {} {}", proc_->pid(), ::getpid()));
+  // The first start is the table's too: from down, asked up, with tether
+  // open waiting for the answer.
+  state_ = WorkerState::down;
+  want_ = Want::down;
+  dispatch(Event::up);
 
   while (!done_) {
     enum { kControl, kSvControl, kSignal, kTimer, kPid, kOut, kReady, kCount };
     pollfd fds[kCount] = {
-        {control_.get(), POLLIN, 0},
-        {svcontrol_.get(), POLLIN, 0},
+        {control_.fd(), POLLIN, 0},
+        {svcontrol_.fd(), POLLIN, 0},
         {sigfd_.get(), POLLIN, 0},
         {timer_.get(), POLLIN, 0},
         {proc_ ? proc_->pidfd() : -1, POLLIN, 0},
@@ -775,8 +799,7 @@ int Supervisor::run(int report_fd) {
       if (r > 0 && std::memchr(buf, '\n', static_cast<std::size_t>(r))) {
         ready_.reset();
         event("worker is ready");
-        set_state("up");
-        if (proc_) report(fmt::format("ok {} {}", proc_->pid(), ::getpid()));
+        dispatch(Event::ready);
       } else if (r == 0) {
         ready_.reset();  // closed without a line: not ready (yet); wait for its exit
       }
@@ -790,81 +813,48 @@ int Supervisor::run(int report_fd) {
         proc_.reset();
       }
     }
+    if (done_) break;
     if (fds[kSignal].revents) {
       signalfd_siginfo si{};
-      bool child = false;
+      bool child = false, dir_changed = false;
       while (::read(sigfd_.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
         int sig = static_cast<int>(si.ssi_signo);
         if (sig == SIGCHLD) {
           child = true;
-        } else if (sig == dir_signal()) {
-          if (!done_ && directory_lost()) {
-            dir_removed_ = true;  // by someone else: nothing of ours to remove
-            log_.reset();
-            if (want_ != "exit") letter('x');
-          }
+        } else if (sig == dir_signal() || sig == SIGIO) {
+          dir_changed = true;
         } else if (sig == SIGTERM || sig == SIGINT) {
           event("got " + signal_name(sig) + ": stopping the worker and exiting");
-          if (want_ != "exit") letter('x');
+          dispatch(Event::exit);
         } else {
           event("got " + signal_name(sig) + ": ignored");
         }
       }
+      if (dir_changed && !done_ && directory_lost()) {
+        event("the worker's directory was removed, moved or tampered with: exiting");
+        dir_removed_ = true;  // by someone else: nothing of ours to remove
+        log_.reset();
+        dispatch(Event::exit);
+      }
       if (child && !done_) reap_orphans();
     }
     if (done_) break;
-    if (fds[kTimer].revents) on_timer();
-    if (fds[kControl].revents) read_control(control_.get(), control_line_, control_discard_, false);
-    if (fds[kSvControl].revents) {
-      read_control(svcontrol_.get(), svcontrol_line_, svcontrol_discard_, true);
+    if (fds[kTimer].revents) {
+      std::uint64_t ticks = 0;
+      if (::read(timer_.get(), &ticks, sizeof ticks) == sizeof ticks) dispatch(Event::timer);
     }
+    if (fds[kControl].revents && !done_) read_control(control_.fd(), &control_lines_);
+    if (fds[kSvControl].revents && !done_) read_control(svcontrol_.fd(), nullptr);
   }
   return 0;
 }
 
 }  // namespace
 
-int supervise_main(int argc, char** argv) {
-  auto say = [](std::string_view id, const std::string& what) {
-    std::string line = std::string(id) + " " + what + "\n";
-    (void)write_some(3, std::as_bytes(std::span(line)), "report");
-  };
-  ::prctl(PR_SET_NAME, "tether-sup");  // what ps and pgrep show
-  if (argc < 5 || (argc - 3) % 2 != 0) {
-    say("-", "error usage: tether-supervise _supervise DIR ID SPEC [ID SPEC]… (internal)");
-    return 2;
-  }
-  // One supervisor: run it here. Several: fork one each, and leave. Each
-  // child decodes its own spec, so this process's heap stays almost empty:
-  // the children share its pages, and what they allocate lands on fresh
-  // pages of their own instead of in free chunks scattered over shared ones.
-  auto run_one = [&](const char* id, const char* json) {
-    auto dir = StateDir::open(argv[2], false);
-    if (!dir) return say(id, "error " + dir.error().message()), 1;
-    auto spec = decode_spec(json);
-    if (!spec) return say(id, "error " + spec.error().message()), 1;
-    if (spec->id != id) return say(id, "error the spec's id differs"), 1;
-    return run_supervisor(*dir, *spec, 3);
-  };
-  if (argc == 5) return run_one(argv[3], argv[4]);
-  for (int i = 3; i + 1 < argc; i += 2) {
-    pid_t pid = ::fork();
-    if (pid < 0) {
-      say(argv[i], fmt::format("error fork: {}", std::strerror(errno)));
-      continue;
-    }
-    if (pid == 0) {
-      ::setsid();  // each leads its own session, as a lone one does
-      ::_exit(run_one(argv[i], argv[i + 1]));
-    }
-    say(argv[i], fmt::format("forked {}", pid));
-  }
-  return 0;
-}
-
 int run_supervisor(const StateDir& dir, const SupervisorSpec& spec, int report_fd) {
   if (spec.command.empty()) {
-    std::string line = spec.id + " error no command to supervise\n";
+    std::string line = launch::encode_report(
+        {launch::Report::Kind::error, spec.id, 0, 0, "no command to supervise"});
     (void)write_some(report_fd, std::as_bytes(std::span(line)), "report");
     return 2;
   }

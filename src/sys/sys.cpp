@@ -3,11 +3,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
+#include <charconv>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -31,6 +34,22 @@ class TetherCategory final : public std::error_category {
         return "fork refused: other threads are running (see tether::fork)";
       case errc::not_spawned:
         return "no process (moved-from or never spawned)";
+      case errc::no_such_worker:
+        return "no such worker";
+      case errc::ambiguous_name:
+        return "the name is ambiguous";
+      case errc::not_running:
+        return "its supervisor is not listening";
+      case errc::supervisor_gone:
+        return "the supervisor is gone";
+      case errc::not_a_fifo:
+        return "not a FIFO";
+      case errc::bad_record:
+        return "malformed record";
+      case errc::owner_died:
+        return "the owner died";
+      case errc::not_recoverable:
+        return "state not recoverable";
     }
     return fmt::format("tether error {}", value);
   }
@@ -73,7 +92,42 @@ std::string signal_name(int sig) {
   return fmt::format("signal {}", sig);
 }
 
+std::optional<int> parse_signal(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  int n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec == std::errc() && end == text.data() + text.size()) {
+    return n > 0 && n < NSIG ? std::optional<int>(n) : std::nullopt;
+  }
+  std::string upper;
+  for (char c : text) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  std::string_view name = upper;
+  if (name.starts_with("SIG")) name.remove_prefix(3);
+  if (name.empty()) return std::nullopt;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    std::string known = signal_name(sig);
+    if (known.starts_with("SIG") && std::string_view(known).substr(3) == name) return sig;
+  }
+  return std::nullopt;
+}
+
 // ---------------------------------------------------------------- deadlines
+
+std::optional<timespec> Deadline::absolute(clockid_t clock_id) const noexcept {
+  if (is_never()) return std::nullopt;
+  timespec now{};
+  ::clock_gettime(clock_id, &now);
+  auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(remaining()).count();
+  // remaining() is zero once expired: "now" on the other clock, already past
+  // by the time anyone waits on it.
+  long long sec = static_cast<long long>(now.tv_sec) + left / 1'000'000'000;
+  long long nsec = now.tv_nsec + left % 1'000'000'000;
+  if (nsec >= 1'000'000'000) {
+    ++sec;
+    nsec -= 1'000'000'000;
+  }
+  return timespec{static_cast<time_t>(sec), static_cast<long>(nsec)};
+}
 
 Deadline::clock::time_point Deadline::from_now(double nanoseconds) noexcept {
   constexpr double century_ns = 100.0 * 365 * 24 * 3600 * 1e9;
@@ -124,6 +178,32 @@ Result<void> Fd::set_nonblocking(bool on) const {
   if (wanted != flags && ::fcntl(fd_, F_SETFL, wanted) != 0) {
     return fail(errno, fmt::format("set O_NONBLOCK on fd {}", fd_));
   }
+  return {};
+}
+
+// ---------------------------------------------------------------- Pidfd
+
+Result<Pidfd> Pidfd::open(pid_t pid) {
+  if (pid <= 0) return fail(EINVAL, fmt::format("open a pidfd for pid {} (refused)", pid));
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) return fail(errno, fmt::format("open a pidfd for pid {}", pid));
+  return Pidfd(Fd(fd), pid);
+}
+
+Result<void> Pidfd::send_signal(int sig) const {
+  if (::syscall(SYS_pidfd_send_signal, fd_.get(), sig, nullptr, 0) != 0) {
+    return fail(errno, fmt::format("send {} to process {}", signal_name(sig), pid_));
+  }
+  return {};
+}
+
+bool Pidfd::ended() const {
+  pollfd p{fd_.get(), POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP)) != 0;
+}
+
+Result<void> Pidfd::wait_ended(Deadline deadline, std::string_view what) const {
+  if (auto r = wait_fd(fd_.get(), POLLIN, deadline, what); !r) return std::unexpected(r.error());
   return {};
 }
 
@@ -251,6 +331,57 @@ Result<short> wait_fd(int fd, short events, Deadline deadline, std::string_view 
   if (*n == 0) return fail(ETIMEDOUT, fmt::format("wait for {}", what));
   if (p.revents & POLLNVAL) return fail(EBADF, fmt::format("wait for {}", what));
   return p.revents;
+}
+
+// ---------------------------------------------------------------- lines
+
+std::optional<LineReader::Line> LineReader::next() {
+  for (;;) {
+    std::string_view pending = std::string_view(buffer_).substr(start_);
+    auto nl = pending.find('\n');
+    if (discarding_) {
+      if (nl == std::string_view::npos) {
+        buffer_.clear();
+        start_ = 0;
+        return std::nullopt;
+      }
+      discarding_ = false;
+      start_ += nl + 1;
+      continue;
+    }
+    if (nl != std::string_view::npos && nl <= max_) {
+      line_.assign(pending.substr(0, nl));
+      start_ += nl + 1;
+      if (start_ == buffer_.size()) buffer_.clear(), start_ = 0;
+      return Line{line_, false};
+    }
+    if (pending.size() > max_ || (nl != std::string_view::npos)) {
+      // A line longer than max_: its first max_ bytes now.
+      line_.assign(pending.substr(0, max_));
+      start_ += max_;
+      if (overlong_ == Overlong::discard) discarding_ = true;
+      if (start_ == buffer_.size()) buffer_.clear(), start_ = 0;
+      return Line{line_, true};
+    }
+    // Incomplete: keep it, compacted, for the next feed.
+    if (start_ > 0) {
+      buffer_.erase(0, start_);
+      start_ = 0;
+    }
+    return std::nullopt;
+  }
+}
+
+std::string LineReader::take_partial() {
+  std::string out = discarding_ ? std::string() : buffer_.substr(start_);
+  drop_partial();
+  return out;
+}
+
+void LineReader::drop_partial() noexcept {
+  buffer_.clear();
+  start_ = 0;
+  discarding_ = false;
 }
 
 Result<std::pair<Fd, Fd>> make_pipe(bool nonblocking) {

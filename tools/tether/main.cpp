@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "launcher.hpp"
 #include "tether/tether.hpp"
 #include "workers.hpp"
 
@@ -121,7 +122,7 @@ int demo() {
 
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string_view(argv[1]) == "_supervise") {
-    return tether::supervise_main(argc, argv);  // tether-supervise's fallback (see open)
+    return tether_cli::launcher_main();  // tether-supervise's fallback (see open)
   }
   CLI::App app{"tether: Linux processes and the channels between them"};
   app.set_version_flag("--version", std::string("tether ") + TETHER_VERSION_STRING);

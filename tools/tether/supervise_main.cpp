@@ -1,9 +1,10 @@
-// tether-supervise: one worker's supervisor, as `tether open` starts it.
+// tether-supervise: the supervisors of workers, as `tether open` starts them.
 // A program of its own, linked statically and without the command-line
 // parser, so that each of the many copies that run at once stays small
-// (docs/benchmarks.md). Not meant to be run by hand.
-#include "tether/supervise.hpp"
+// (docs/benchmarks.md). Not meant to be run by hand: it reads its work from
+// the pipe on fd 0 (tether/supervise/launch.hpp).
+#include "launcher.hpp"
 
-int main(int argc, char** argv) {
-  return tether::supervise_main(argc, argv);
+int main() {
+  return tether_cli::launcher_main();
 }

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -22,6 +23,9 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "launcher.hpp"
+#include "tether/supervise.hpp"
+#include "tether/supervise/launch.hpp"
 #include "tether/tether.hpp"
 
 namespace tether_cli {
@@ -30,18 +34,21 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using nlohmann::json;
 
+// Exit codes come from tether's own codes, never from errnos: an ESRCH from
+// a kill(2) somewhere is not "no such worker".
 int report_error(const tether::Error& e) {
   fmt::print(stderr, "tether: {}\n", e.message());
-  if (e == std::errc::no_such_process) return 3;            // no such worker
-  if (e == std::errc::no_such_device_or_address) return 4;  // supervisor not listening
+  if (e == tether::errc::no_such_worker) return 3;
+  if (e == tether::errc::not_running) return 4;
   if (e == std::errc::timed_out) return 5;
   return 1;
 }
 
 namespace {
 
+// Every --timeout is checked to be positive and finite by the parser.
 tether::Deadline seconds(double s) {
-  return s > 0 ? tether::Deadline(std::chrono::duration<double>(s)) : tether::Deadline::never();
+  return tether::Deadline(std::chrono::duration<double>(s));
 }
 
 struct Options {
@@ -82,7 +89,7 @@ tether::Result<tether::StateDir> state_dir(bool create) {
 }
 
 std::string who(const tether::WorkerInfo& w) {
-  return w.name.empty() || w.name == w.id ? w.id : fmt::format("{} ({})", w.name, w.id);
+  return w.display_name();
 }
 
 std::string uptime(const tether::WorkerInfo& w) {
@@ -99,10 +106,10 @@ json to_json(const tether::WorkerInfo& w) {
             {"name", w.name},
             {"pid", w.pid},
             {"supervisor_pid", w.supervisor_pid},
-            {"state", w.state},
-            {"want", w.want},
+            {"state", tether::to_string(w.state)},
+            {"want", tether::to_string(w.want)},
             {"restarts", w.restarts},
-            {"restart", w.restart_policy},
+            {"restart", tether::to_string(w.restart_policy)},
             {"command", w.command},
             {"dir", w.dir.string()},
             {"uptime_s", w.uptime().count() / 1000}};
@@ -112,6 +119,21 @@ json to_json(const tether::WorkerInfo& w) {
                       {"signal_name", tether::signal_name(*w.last_exit_signal)}};
   }
   return j;
+}
+
+// What reaches a terminal: no control characters or escape sequences from
+// a name, a command or a path.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      out += fmt::format("\\x{:02x}", u);
+    } else {
+      out += c;
+    }
+  }
+  return out;
 }
 
 std::string join(const std::vector<std::string>& v) {
@@ -140,37 +162,35 @@ int do_open() {
   } else {
     spec.command = opt.command;
   }
-  spec.name = !opt.name.empty() ? opt.name
-              : demo            ? "demo"
-                                : fs::path(opt.command.front()).filename().string();
-  if (spec.name.empty() || spec.name.size() > 64 || spec.name.starts_with('.') ||
-      spec.name.find('/') != std::string::npos ||
-      std::all_of(spec.name.begin(), spec.name.end(),
-                  [](char c) { return c >= '0' && c <= '9'; })) {
-    fmt::print(stderr,
-               "tether: open: bad worker name '{}' (1 to 64 characters, no '/', not starting "
-               "with '.', not only digits)\n",
-               spec.name);
-    return 2;
-  }
-  if (!opt.name.empty()) {
-    if (auto w = tether::find_worker(*dir, spec.name);
-        w && w->supervisor_alive && w->name == spec.name) {
-      fmt::print(stderr, "tether: open: a worker named {} is already running (id {}, pid {})\n",
-                 spec.name, w->id, w->pid);
-      return 1;
+  // A name given with --name is claimed (unique among live workers, made
+  // atomically by the supervisors); a default one only describes.
+  bool named = open_cmd->count("--name") > 0;
+  if (named) {
+    std::string check = opt.count > 1 ? opt.name + "-1" : opt.name;
+    if (auto why = tether::check_worker_name(check); !why.empty()) {
+      fmt::print(stderr, "tether: open: bad worker name '{}': {}\n", opt.name, why);
+      return 2;
     }
+    spec.name = opt.name;
+  } else {
+    std::string base = demo ? "demo" : fs::path(opt.command.front()).filename().string();
+    // Keep what is printable and allowed, so a program's odd file name
+    // never reaches a terminal through `tether list`.
+    for (char c : base) {
+      spec.name += tether::check_worker_name(std::string(1, c == '.' ? '_' : c)).empty() ? c : '_';
+    }
+    if (spec.name.size() > 48) spec.name.resize(48);
+    if (!tether::check_worker_name(spec.name).empty()) spec.name = "worker";
   }
-  spec.restart = opt.restart == "always"  ? tether::RestartPolicy::always
-                 : opt.restart == "never" ? tether::RestartPolicy::never
-                                          : tether::RestartPolicy::on_failure;
+  spec.unique_name = named;
+  spec.restart = *tether::parse_restart_policy(opt.restart);
   spec.max_restarts = opt.max_restarts;
   spec.grace = std::chrono::milliseconds(static_cast<long>(opt.grace * 1000));
   spec.wait_ready = opt.wait_ready;
   spec.ready_fd = opt.ready_fd;
   spec.log_max_bytes = opt.log_size;
   spec.log_keep = opt.log_keep;
-  if (!opt.cwd.empty()) spec.cwd = fs::absolute(opt.cwd);
+  if (!opt.cwd.empty()) spec.cwd = fs::absolute(opt.cwd).lexically_normal();
   for (const auto& e : opt.env) {
     auto eq = e.find('=');
     if (eq == std::string::npos || eq == 0) {
@@ -203,28 +223,41 @@ int do_open() {
   // a clean process image, without this command's parser. One such process
   // takes up to 500 specs and forks one supervisor for each, so workers
   // started together share its pages and cost one fork each, not one exec
-  // (docs/benchmarks.md). Every supervisor reports on one pipe, a line each
-  // (shorter than PIPE_BUF, so never interleaved): "<id> forked <pid>",
-  // then "<id> ok <worker pid>" or "<id> error <why>".
+  // (docs/benchmarks.md). The specs go through a pipe, never argv (which
+  // every user can read), with the checked state directory as fd 4; every
+  // supervisor answers on one report pipe (tether/supervise/launch.hpp).
   std::string program = (fs::path(self_exe()).parent_path() / "tether-supervise").string();
   if (::access(program.c_str(), X_OK) != 0) program = self_exe();
   auto report = tether::make_pipe();
   if (!report) return report_error(report.error());
-  constexpr std::size_t kBatch = 500;  // keeps the command line well under ARG_MAX
+  constexpr std::size_t kBatch = 500;  // one launcher's share
   std::vector<tether::Process> launchers;
   for (std::size_t first = 0; first < starts.size(); first += kBatch) {
-    tether::Command c(program);
-    c.arg0("tether-supervise").arg("_supervise").arg(dir->path().string());
+    tether::launch::Launch batch;
+    batch.state_dir = dir->path();
     for (std::size_t i = first; i < std::min(starts.size(), first + kBatch); ++i) {
-      c.arg(starts[i].spec.id).arg(tether::encode_spec(starts[i].spec));
+      batch.specs.push_back(starts[i].spec);
     }
+    auto specs = tether::make_pipe();
+    if (!specs) return report_error(specs.error());
+    tether::Command c(program);
+    c.arg0("tether-supervise").arg("_supervise");
     auto launched = c.new_session()  // detached: no terminal, no SIGHUP when it closes
-                        .stdin_from(tether::Stdio::null())
+                        .stdin_from(tether::Stdio::fd(specs->first.get()))
                         .stdout_to(tether::Stdio::null())
                         .stderr_to(tether::Stdio::null())
-                        .pass_fd(report->second.get(), 3)
+                        .pass_fd(report->second.get(), tether::launch::kReportFd)
+                        .pass_fd(dir->fd(), tether::launch::kStateFd)
                         .spawn();
     if (!launched) return report_error(launched.error());
+    specs->first.reset();
+    tether::PipeWriter to_launcher(std::move(specs->second), false);
+    // It reads the whole launch before it does anything, so this does not
+    // wait on anything but the pipe; a launcher that died early is EPIPE.
+    if (auto w = to_launcher.write_all(tether::launch::encode_launch(batch)); !w) {
+      fmt::print(stderr, "tether: open: hand the specs to {}: {}\n", program, w.error().message());
+    }
+    (void)to_launcher.close();
     if (opt.count == 1) {
       starts[0].supervisor = launched->pid();
       launched->set_on_drop(tether::OnDrop::detach);  // it is the supervisor: it outlives us
@@ -238,8 +271,8 @@ int do_open() {
   // Every answer, or the deadline, or the end of the pipe (all have closed it).
   auto deadline = seconds(opt.timeout);
   std::size_t pending = starts.size();
-  std::string buffer;
   bool timed_out = false;
+  tether::LineReader lines(tether::launch::kMaxLaunch);
   tether::PipeReader reader(std::move(report->first));
   while (pending > 0) {
     std::byte chunk[4096];
@@ -249,36 +282,31 @@ int do_open() {
       break;
     }
     if (*n == 0) break;
-    buffer.append(reinterpret_cast<const char*>(chunk), *n);
-    for (std::size_t nl; (nl = buffer.find('\n')) != std::string::npos; buffer.erase(0, nl + 1)) {
-      std::string line = buffer.substr(0, nl);
-      auto sp1 = line.find(' '), sp2 = line.find(' ', sp1 + 1);
-      if (sp1 == std::string::npos || sp2 == std::string::npos) continue;
-      std::string id = line.substr(0, sp1), what = line.substr(sp1 + 1, sp2 - sp1 - 1),
-                  rest = line.substr(sp2 + 1);
-      if (id == "-") {  // the launcher itself failed: it speaks for every spec
+    lines.feed(std::string_view(reinterpret_cast<const char*>(chunk), *n));
+    while (auto line = lines.next()) {
+      auto r = tether::launch::decode_report(line->text);
+      if (!r) continue;    // not ours to trust: ignored
+      if (r->id == "-") {  // the launcher itself failed: it speaks for every spec
         for (auto& st : starts) {
-          if (!st.answered) st.error = rest, st.answered = true, --pending;
+          if (!st.answered) st.error = r->text, st.answered = true, --pending;
         }
         continue;
       }
-      auto it = by_id.find(id);
+      auto it = by_id.find(r->id);
       if (it == by_id.end()) continue;
       Start& st = *it->second;
-      if (what == "forked") {  // may come after the supervisor's own answer
-        st.supervisor = std::atoi(rest.c_str());
+      if (r->kind == tether::launch::Report::Kind::forked) {  // may come after its own answer
+        st.supervisor = r->supervisor;
         continue;
       }
       if (st.answered) continue;
       st.answered = true;
       --pending;
-      if (what == "ok") {  // "<worker pid> <supervisor pid>"
-        st.worker = std::atoi(rest.c_str());
-        if (auto sp = rest.find(' '); sp != std::string::npos) {
-          st.supervisor = std::atoi(rest.c_str() + sp + 1);
-        }
+      if (r->kind == tether::launch::Report::Kind::ok) {
+        st.worker = r->worker;
+        st.supervisor = r->supervisor;
       } else {
-        st.error = rest;
+        st.error = r->text;
       }
     }
   }
@@ -288,26 +316,28 @@ int do_open() {
     // All or nothing: every supervisor is stopped again (SIGTERM to a
     // supervisor is `exit`: its worker goes, its directory goes), then waited
     // for; every failure is explained.
-    std::vector<tether::Fd> stopping;
+    std::vector<tether::Pidfd> stopping;
     for (auto& st : starts) {
       if (st.answered && !st.error.empty()) {
         fmt::print(stderr, "tether: open {}: {}\n", st.spec.name, st.error);
-      } else if (!st.answered) {
+      } else if (!st.answered && timed_out) {
         fmt::print(stderr, "tether: open {}: the worker was not {} within {} s (stopped it)\n",
                    st.spec.name, st.spec.wait_ready ? "ready" : "running", opt.timeout);
+      } else if (!st.answered) {
+        fmt::print(stderr,
+                   "tether: open {}: its supervisor ended before answering (see its log, if "
+                   "any, under {})\n",
+                   st.spec.name, dir->path().string());
       }
       if (st.supervisor > 0) {
-        tether::Fd fd(static_cast<int>(::syscall(SYS_pidfd_open, st.supervisor, 0)));
-        if (fd && ::syscall(SYS_pidfd_send_signal, fd.get(), SIGTERM, nullptr, 0) == 0) {
-          stopping.push_back(std::move(fd));
+        // SIGTERM to a supervisor is `exit`: its worker goes, its directory goes.
+        if (auto p = tether::Pidfd::open(st.supervisor); p && p->send_signal(SIGTERM)) {
+          stopping.push_back(std::move(*p));
         }
       }
     }
-    for (auto& fd : stopping) (void)tether::wait_fd(fd.get(), POLLIN, 30s, "supervisor");
-    return timed_out || std::any_of(starts.begin(), starts.end(),
-                                    [](const Start& st) { return !st.answered; })
-               ? 5
-               : 1;
+    for (auto& p : stopping) (void)p.wait_ended(30s, "supervisor");
+    return timed_out ? 5 : 1;
   }
   json out = json::array();
   for (auto& st : starts) {
@@ -335,7 +365,16 @@ int do_list() {
   if (dir) {
     auto all = tether::list_workers(*dir);
     if (!all) return report_error(all.error());
-    workers = std::move(*all);
+    // A malformed record is reported and skipped, never fatal.
+    for (const auto& e : all->skipped)
+      fmt::print(stderr, "tether: list: skipped {}\n", e.message());
+    workers = std::move(all->workers);
+    if (opt.prune) {
+      if (auto n = tether::prune_leftovers(*dir); n && *n > 0) {
+        fmt::print(stderr, "pruned {} leftover(s) of supervisors that died starting or exiting\n",
+                   *n);
+      }
+    }
   } else if (dir.error() != std::errc::no_such_file_or_directory) {
     return report_error(dir.error());
   }
@@ -366,9 +405,10 @@ int do_list() {
   fmt::print("{:<9} {:<16} {:>7} {:<15} {:>7} {:>8}  {:<22} {}\n", "ID", "NAME", "PID", "STATE",
              "UPTIME", "RESTARTS", "LAST EXIT", "COMMAND");
   for (const auto& w : workers) {
-    fmt::print("{:<9} {:<16} {:>7} {:<15} {:>7} {:>8}  {:<22} {}\n", w.id, w.name,
-               w.pid > 0 ? std::to_string(w.pid) : "-", w.state, uptime(w), w.restarts,
-               w.last_exit().empty() ? "-" : w.last_exit(), join(w.command));
+    fmt::print("{:<9} {:<16} {:>7} {:<15} {:>7} {:>8}  {:<22} {}\n", printable(w.id),
+               printable(w.name), w.pid > 0 ? std::to_string(w.pid) : "-",
+               tether::to_string(w.state), uptime(w), w.restarts,
+               w.last_exit().empty() ? "-" : w.last_exit(), printable(join(w.command)));
   }
   return 0;
 }
@@ -377,7 +417,8 @@ tether::Result<tether::WorkerInfo> find(const std::string& key) {
   auto dir = state_dir(false);
   if (!dir) {
     if (dir.error() == std::errc::no_such_file_or_directory) {
-      return tether::fail(ESRCH, fmt::format("no worker '{}' (no worker was ever started)", key));
+      return tether::fail(tether::errc::no_such_worker,
+                          fmt::format("no worker '{}' (no worker was ever started)", key));
     }
     return std::unexpected(dir.error());
   }
@@ -394,10 +435,11 @@ int do_status() {
   fmt::print(
       "worker {}\n  state      {} (wants {})\n  pid        {}\n  supervisor {}\n  uptime     "
       "{}\n  restarts   {} (policy {})\n  last exit  {}\n  command    {}\n  directory  {}\n",
-      who(*w), w->state, w->want.empty() ? "-" : w->want, w->pid > 0 ? std::to_string(w->pid) : "-",
+      printable(who(*w)), tether::to_string(w->state), tether::to_string(w->want),
+      w->pid > 0 ? std::to_string(w->pid) : "-",
       w->supervisor_alive ? std::to_string(w->supervisor_pid) : "dead", uptime(*w), w->restarts,
-      w->restart_policy, w->last_exit().empty() ? "-" : w->last_exit(), join(w->command),
-      w->dir.string());
+      tether::to_string(w->restart_policy), w->last_exit().empty() ? "-" : w->last_exit(),
+      printable(join(w->command)), printable(w->dir.string()));
   return 0;
 }
 
@@ -413,7 +455,7 @@ int do_exit() {
   return 0;
 }
 
-int do_updown(const char* command, const char* state, bool restart) {
+int do_updown(const char* command, tether::WorkerState state, bool restart) {
   auto w = find(opt.key);
   if (!w) return report_error(w.error());
   if (auto r = tether::send_command(*w, command); !r) return report_error(r.error());
@@ -421,17 +463,27 @@ int do_updown(const char* command, const char* state, bool restart) {
   auto now = tether::wait_worker_state(*w, state, seconds(opt.timeout), restart ? w->pid : 0);
   if (!now) return report_error(now.error());
   if (now->pid > 0) {
-    fmt::print("worker {} is {}, pid {}\n", who(*now), now->state, now->pid);
+    fmt::print("worker {} is {}, pid {}\n", who(*now), tether::to_string(now->state), now->pid);
   } else {
-    fmt::print("worker {} is {}\n", who(*now), now->state);
+    fmt::print("worker {} is {}\n", who(*now), tether::to_string(now->state));
   }
   return 0;
 }
 
 int do_signal() {
+  // Checked here, where a bad one can be refused with exit 2, not only by
+  // the supervisor, which can only log it.
+  auto sig = tether::parse_signal(opt.signal);
+  if (!sig) {
+    fmt::print(stderr, "tether: signal: '{}' is not a signal (TERM, SIGHUP, 10, …)\n",
+               printable(opt.signal));
+    return 2;
+  }
   auto w = find(opt.key);
   if (!w) return report_error(w.error());
-  if (auto r = tether::send_command(*w, "signal " + opt.signal); !r) return report_error(r.error());
+  if (auto r = tether::send_command(*w, "signal " + std::to_string(*sig)); !r) {
+    return report_error(r.error());
+  }
   return 0;
 }
 
@@ -449,9 +501,18 @@ int do_send() {
 int do_logs() {
   auto w = find(opt.key);
   if (!w) return report_error(w.error());
-  fs::path log = w->log_path();
-  std::FILE* f = std::fopen(log.c_str(), "re");
-  if (!f) return report_error(tether::Error::from_errno(errno, "open " + log.string()));
+  // Through the worker's directory as listed, never by its path again.
+  auto dirfd = tether::open_worker_directory(*w);
+  if (!dirfd) return report_error(dirfd.error());
+  auto open_log = [&]() -> std::FILE* {
+    auto fd = tether::open_worker_file(*w, "worker.log");
+    if (!fd) return nullptr;
+    return ::fdopen(fd->release(), "re");
+  };
+  std::FILE* f = open_log();
+  if (!f) {
+    return report_error(tether::Error::from_errno(errno, "open " + w->log_path().string()));
+  }
   std::deque<std::string> last;
   char* line = nullptr;
   std::size_t cap = 0;
@@ -470,7 +531,7 @@ int do_logs() {
   // Follow: woken by inotify when the log grows or is rotated, until the
   // worker's directory goes (its supervisor renames it away, then removes it).
   tether::Fd in(::inotify_init1(IN_CLOEXEC));
-  ::inotify_add_watch(in.get(), w->dir.c_str(),
+  ::inotify_add_watch(in.get(), fmt::format("/proc/self/fd/{}", dirfd->get()).c_str(),
                       IN_MODIFY | IN_CREATE | IN_DELETE | IN_MOVE_SELF | IN_DELETE_SELF);
   struct stat st {};
   ::fstat(fileno(f), &st);
@@ -484,13 +545,13 @@ int do_logs() {
   for (;;) {
     drain();
     struct stat now {};
-    if (::stat(log.c_str(), &now) != 0) break;  // the worker exited: its directory is gone
-    if (now.st_ino != st.st_ino) {              // rotated: the rest of the old file, then the new
+    if (::fstatat(dirfd->get(), "worker.log", &now, AT_SYMLINK_NOFOLLOW) != 0) break;  // gone
+    if (now.st_ino != st.st_ino) {  // rotated: the rest of the old file, then the new
       drain();
       std::fclose(f);
-      f = std::fopen(log.c_str(), "re");
+      f = open_log();
       if (!f) break;
-      st = now;
+      ::fstat(fileno(f), &st);
       continue;
     }
     char buf[4096];
@@ -508,7 +569,29 @@ int do_demo_worker() {
   if (opt.poll_interval > 0 && demo_worker_cmd->count("--poll-interval")) {
     interval = std::chrono::milliseconds(static_cast<long>(opt.poll_interval * 1000));
   }
-  return tether::run_demo_worker(interval);
+  return run_demo_worker(interval);
+}
+
+// A number of seconds: positive and finite (CLI::Range lets NaN through,
+// and 0 or a negative number must not mean "no limit" by accident).
+CLI::Validator positive_seconds(double max = 1e9, bool zero_too = false) {
+  return CLI::Validator(
+      [max, zero_too](std::string& text) -> std::string {
+        double v = 0;
+        try {
+          std::size_t used = 0;
+          v = std::stod(text, &used);
+          if (used != text.size()) return "not a number of seconds: " + text;
+        } catch (...) {
+          return "not a number of seconds: " + text;
+        }
+        if (!std::isfinite(v) || v < 0 || (v == 0 && !zero_too) || v > max) {
+          return fmt::format("{} is not a number of seconds in {}0, {:g}]", text,
+                             zero_too ? "[" : "(", max);
+        }
+        return "";
+      },
+      "SECONDS>0");
 }
 
 CLI::App* with_key(CLI::App* cmd) {
@@ -518,7 +601,8 @@ CLI::App* with_key(CLI::App* cmd) {
 
 CLI::App* with_wait(CLI::App* cmd) {
   cmd->add_flag("--no-wait", opt.no_wait, "Return once the command is delivered");
-  cmd->add_option("--timeout", opt.timeout, "Seconds to wait for the effect (default 10)");
+  cmd->add_option("--timeout", opt.timeout, "Seconds to wait for the effect (default 10)")
+      ->check(positive_seconds());
   return cmd;
 }
 
@@ -533,7 +617,7 @@ void add_worker_commands(CLI::App& app) {
   open_cmd
       ->add_option("--poll-interval", opt.poll_interval,
                    "Demo worker: seconds between polls (default 1)")
-      ->check(CLI::Range(0.001, 3600.0));
+      ->check(positive_seconds(3600.0));
   open_cmd->add_option("--restart", opt.restart, "always, on-failure (default) or never")
       ->check(CLI::IsMember({"always", "on-failure", "never"}));
   open_cmd->add_option("--max-restarts", opt.max_restarts, "Give up after this many restarts");
@@ -545,7 +629,7 @@ void add_worker_commands(CLI::App& app) {
   open_cmd->add_option("--ready-fd", opt.ready_fd, "The readiness fd number (default 3)")
       ->check(CLI::Range(3, 1023));
   open_cmd->add_option("--grace", opt.grace, "Seconds from SIGTERM to SIGKILL on stop (default 5)")
-      ->check(CLI::Range(0.0, 3600.0));
+      ->check(positive_seconds(3600.0, true));
   open_cmd
       ->add_option("--log-size", opt.log_size,
                    "Rotate the log at this many bytes (default 1 MiB; at least 4096)")
@@ -553,7 +637,7 @@ void add_worker_commands(CLI::App& app) {
   open_cmd->add_option("--log-keep", opt.log_keep, "Rotated logs to keep (default 3)")
       ->check(CLI::Range(0, 100));
   open_cmd->add_option("--timeout", opt.timeout, "Seconds to wait for the start (default 10)")
-      ->check(CLI::Range(0.001, 86400.0));
+      ->check(positive_seconds(86400.0));
   open_cmd->add_option("--count", opt.count, "Start N workers, NAME-1 … NAME-N (all or none)")
       ->check(CLI::Range(1, 10000));
   open_cmd->add_flag("--json", opt.json_out, "Print id, name, pid as JSON (an array with --count)");
@@ -593,9 +677,9 @@ int run_workers() {
   if (*list_cmd) return do_list();
   if (*status_cmd) return do_status();
   if (*exit_cmd) return do_exit();
-  if (*stop_cmd) return do_updown("stop", "down", false);
-  if (*start_cmd) return do_updown("start", "up", false);
-  if (*restart_cmd) return do_updown("restart", "up", true);
+  if (*stop_cmd) return do_updown("stop", tether::WorkerState::down, false);
+  if (*start_cmd) return do_updown("start", tether::WorkerState::up, false);
+  if (*restart_cmd) return do_updown("restart", tether::WorkerState::up, true);
   if (*signal_cmd) return do_signal();
   if (*send_cmd) return do_send();
   if (*logs_cmd) return do_logs();

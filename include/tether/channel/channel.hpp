@@ -12,7 +12,10 @@
 //   unix:/path              Unix stream socket (length-prefixed frames)
 //   unix-seqpacket:/path    Unix seqpacket socket (the kernel keeps boundaries)
 //   unix-abstract:name      Unix stream socket in the abstract namespace
-//   tcp://host:port         TCP, IPv4 or IPv6 ([::1]:port); TCP_NODELAY on
+//   tcp://host:port         TCP, IPv4 or IPv6 ([::1]:port); TCP_NODELAY on. An empty
+//                           host (tcp://:PORT) listens on every interface;
+//                           tcp://127.0.0.1:PORT on this machine only
+//   udp://host:port         UDP, IPv4 or IPv6: one message is one datagram (see below)
 //   fifo:/path              two FIFOs, /path.c2s and /path.s2c (length-prefixed frames)
 //   mq:/name                two POSIX queues, /name.c2s and /name.s2c
 //   sysv:KEY                one System V queue (KEY in decimal or 0x hex, or a
@@ -22,6 +25,18 @@
 // creates (and removes) the named objects, accept() hands out the server's
 // end. Queues have no end of stream: their recv only ever times out. A
 // sysv channel has no descriptor (fd() is -1): its waits poll with backoff.
+// sysv:0 (IPC_PRIVATE) and keys beyond 32 bits are refused.
+//
+// UDP channels keep UDP's contract: a message arrives whole or not at all,
+// but may be lost, duplicated or reordered, and nothing tells the sender;
+// there is no end of stream (recv only times out; a vanished peer may show
+// as connection_refused). max_message is capped at the largest UDP payload
+// (65507 bytes over IPv4, 65527 over IPv6). The client speaks first: a UDP
+// listener learns of a peer only from its first datagram. accept() waits
+// for that datagram and returns a channel connected to its sender, which
+// receives it as its first message; the listener's one socket goes to that
+// channel, so a UDP listener serves one peer, and a second accept() fails
+// with EISCONN (see ChannelListener::UdpPort::accept for why).
 //
 // Frames on byte streams: a 4-byte little-endian length, then the payload,
 // written with one vectored system call. A frame longer than the maximum
@@ -79,14 +94,22 @@ class Channel {
   static Result<std::pair<Channel, Channel>> pipe_pair(ChannelOptions options = {});
   static Result<std::pair<Channel, Channel>> socket_pair(SocketType type = SocketType::stream,
                                                          ChannelOptions options = {});
+  // A UDP socket with its peer set (UdpSocket::connect, udp_connect): one
+  // message per datagram. With `only_from`, datagrams from anyone else are
+  // dropped on receive (those queued before connect(2)).
+  static Result<Channel> over_udp(UdpSocket socket,
+                                  std::optional<InetAddress> only_from = std::nullopt,
+                                  ChannelOptions options = {});
   // Connects to a ChannelListener's address (see the list above).
   static Result<Channel> connect(std::string_view address, Deadline deadline = Deadline::never(),
                                  ChannelOptions options = {});
 
-  bool valid() const noexcept { return in_.valid() || out_.valid() || sysv_id_ >= 0; }
+  bool valid() const noexcept {
+    return in_.valid() || out_.valid() || sysv_id_ >= 0 || mq_in_.fd() >= 0;
+  }
   // Readable when a message (or part of one) is waiting: for poll/epoll.
   // A message may already be buffered: call try_recv until it would block.
-  int fd() const noexcept { return in_.get(); }
+  int fd() const noexcept { return kind_ == Kind::posix_mq ? mq_in_.fd() : in_.get(); }
   const std::string& description() const noexcept { return what_; }
   std::size_t max_message() const noexcept { return options_.max_message; }
 
@@ -136,10 +159,12 @@ class Channel {
   Result<void> close() noexcept;
 
  private:
-  enum class Kind { stream, packet, posix_mq, sysv };
+  enum class Kind { stream, packet, datagram, posix_mq, sysv };
   friend class ChannelListener;
   static Result<Channel> make(Fd in, Fd out, Kind kind, bool socket, std::string what,
                               ChannelOptions options);
+  static Result<Channel> over_queues(PosixQueue in, PosixQueue out, std::string what,
+                                     ChannelOptions options);
   Result<void> check_usable() const;
   Result<std::size_t> write_frame(std::span<const std::byte> message, std::size_t offset,
                                   bool may_block);
@@ -149,6 +174,8 @@ class Channel {
   Result<bool> scatter_first_read(Deadline deadline);  // false: end of stream
   Result<std::vector<std::byte>> recv_stream(Deadline deadline);
   Result<std::vector<std::byte>> recv_packet(Deadline deadline);
+  Result<void> send_datagram(std::span<const std::byte> message, Deadline deadline);
+  Result<std::vector<std::byte>> recv_datagram(Deadline deadline);
   Result<void> send_queue(std::span<const std::byte> message, Deadline deadline);
   Result<std::vector<std::byte>> recv_queue(Deadline deadline);
   Result<void> await(int fd, short events, Deadline deadline) const;
@@ -167,16 +194,19 @@ class Channel {
   std::vector<std::byte> partial_;
   std::size_t partial_have_ = 0;
   bool in_message_ = false;
-  // Seqpacket: where each packet is received (see recv_packet).
+  // UDP, accepted: the only sender whose datagrams are this channel's.
+  std::optional<InetAddress> udp_peer_;
+  // Seqpacket and UDP: where each packet is received (see recv_packet).
   std::unique_ptr<std::byte[]> pbuf_;
   std::size_t pbuf_size_ = 0;
-  // POSIX queues: the receive buffer, one queue message long.
+  // POSIX queues: ours to receive from and send to (opened, not owned: the
+  // listener owns the names), and the receive buffer, one message long.
+  PosixQueue mq_in_, mq_out_;
   std::vector<std::byte> qbuf_;
   // What try_send could not write yet (the tail of one frame).
   std::vector<std::byte> pending_;
   std::optional<Error> broken_;
-  // Message queues: the in-queue's message size; SysV id and the types.
-  std::size_t queue_message_size_ = 0;
+  // SysV: the queue's id and the types.
   int sysv_id_ = -1;
   long send_type_ = 0, recv_type_ = 0;
   bool peer_gone_ = false;  // recv saw end of stream: a Channel has no half-close
@@ -189,10 +219,19 @@ class ChannelListener {
                                         PeerPolicy policy = PeerPolicy::same_user());
   Result<Channel> accept(Deadline deadline = Deadline::never()) const;
   int fd() const noexcept;
-  // The address, with the real port for tcp://host:0.
+  // The address, with the real port for tcp://host:0 and udp://host:0.
   const std::string& address() const noexcept { return address_; }
 
  private:
+  // udp: the bound socket, until accept() gives it to the first peer's
+  // channel (mutable: accept is const, as for the other transports, and
+  // this is the one whose accept consumes the listener's socket).
+  struct UdpPort {
+    mutable UdpSocket socket;
+    mutable std::string peer;  // whom the socket went to
+    Result<Channel> accept(const std::string& address, const ChannelOptions& options,
+                           Deadline deadline) const;
+  };
   // FIFO, mq and sysv: the named objects this listener created.
   struct Rendezvous {
     std::string scheme;
@@ -201,7 +240,7 @@ class ChannelListener {
     std::vector<PosixQueue> queues;
     std::optional<SysvQueue> sysv;
   };
-  std::variant<UnixListener, TcpListener, Rendezvous> listener_;
+  std::variant<UnixListener, TcpListener, Rendezvous, UdpPort> listener_;
   ChannelOptions options_;
   bool packet_ = false;
   std::string address_;

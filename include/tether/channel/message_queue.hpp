@@ -9,7 +9,8 @@
 //   auto t = s->recv(/*type=*/-3, 1s);    // lowest type <= 3 first
 //
 // The creator of a queue owns it and removes it when destroyed; other
-// processes open it without owning it. Queues are created 0600 unless asked.
+// processes open it without owning it. Queues are created with exactly the
+// mode asked (0600 by default), whatever the umask.
 // A message larger than the queue allows is an EMSGSIZE error on send,
 // never truncated on either end.
 #pragma once
@@ -74,10 +75,19 @@ class PosixQueue {
   // Receives the oldest message of the highest priority.
   Result<PosixMessage> recv(Deadline deadline = Deadline::never()) const;
   Result<PosixMessage> try_recv() const;
+  // The same into a buffer you keep, at least message_size() bytes (the
+  // kernel refuses a shorter one, EMSGSIZE): the message's size, and its
+  // priority in *priority if given. Nothing is allocated.
+  Result<std::size_t> recv_into(std::span<std::byte> buf, Deadline deadline = Deadline::never(),
+                                unsigned* priority = nullptr) const;
 
   Result<Attributes> attributes() const;
-  // The queue descriptor: readable when a message waits, writable when there is room.
+  // The queue descriptor: readable when a message waits, writable when
+  // there is room. It is in blocking mode: with Deadline::never() a call
+  // sleeps in the kernel; other deadlines poll it on the steady clock.
   int fd() const noexcept { return mq_; }
+  // mq_msgsize: the largest message, and the least a receive buffer holds.
+  std::size_t message_size() const noexcept { return static_cast<std::size_t>(message_size_); }
   const std::string& name() const noexcept { return name_; }
   bool owns() const noexcept { return owned_; }
   void release_ownership() noexcept { owned_ = false; }
@@ -86,6 +96,10 @@ class PosixQueue {
   Result<void> close() noexcept;
 
  private:
+  Result<void> send_impl(std::span<const std::byte> data, unsigned priority, Deadline deadline,
+                         bool once) const;
+  Result<std::size_t> recv_impl(std::span<std::byte> buf, unsigned* priority, Deadline deadline,
+                                bool once) const;
   mqd_t mq_ = -1;
   std::string name_;
   long message_size_ = 0;
@@ -121,7 +135,8 @@ class SysvQueue {
 
   // ftok(3): a key from an existing path and a project id (1..255).
   static Result<key_t> key_from_path(const std::filesystem::path& path, int project_id);
-  // Creates a new queue (IPC_CREAT|IPC_EXCL: EEXIST if the key is taken).
+  // Creates a new queue (IPC_CREAT|IPC_EXCL: EEXIST if the key is taken),
+  // with exactly `mode`: System V permissions are not subject to the umask.
   static Result<SysvQueue> create(key_t key, mode_t mode = 0600);
   // Opens an existing queue by key, or by the id msgget returned, without owning it.
   static Result<SysvQueue> open(key_t key);

@@ -1,9 +1,14 @@
-// tether/channel/socket.hpp — Unix-domain and TCP sockets.
+// tether/channel/socket.hpp — Unix-domain, TCP and UDP sockets.
 //
 //   auto server = tether::UnixListener::listen(tether::UnixAddress::path("/run/app.sock"));
 //   auto client = tether::unix_connect(tether::UnixAddress::path("/run/app.sock"));
 //   auto conn = server->accept(5s);               // refuses other users by default
 //   client->send_all(bytes);                      // never dies of SIGPIPE
+//
+//   auto udp = tether::UdpSocket::bind("127.0.0.1", 0);   // an ephemeral port
+//   auto peer = tether::udp_connect("127.0.0.1", udp->local_address().port());
+//   peer->send("one datagram");
+//   auto got = udp->recv_from(buf, 1s);          // size and sender; never truncated
 //
 // Every socket is close-on-exec; sends use MSG_NOSIGNAL, so a peer that went
 // away is `broken_pipe` (or `connection_reset`), never a SIGPIPE death.
@@ -14,6 +19,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -143,7 +149,9 @@ struct UnixListenOptions {
   SocketType type = SocketType::stream;  // stream or seqpacket
   int backlog = 128;
   PeerPolicy policy = PeerPolicy::same_user();
-  mode_t mode = 0600;  // of the socket file, set before bind (no umask race)
+  // Of the socket file: exactly this, whatever the umask. The file is never
+  // wider than this at any moment (see src/channel/socket.cpp, exact_mode).
+  mode_t mode = 0600;
 };
 
 // A listening Unix socket. Owns its socket file and removes it when
@@ -179,18 +187,31 @@ class UnixListener {
 };
 
 // Connects to a listening Unix socket (stream/seqpacket) or to a bound
-// datagram socket.
+// datagram socket. With a deadline, a listener whose backlog is full (it
+// does not accept fast enough) is tried again with a backoff of 1 to 50 ms
+// until the deadline, then timed_out; with Deadline::never() the kernel
+// waits for room in the backlog.
 Result<Socket> unix_connect(const UnixAddress& address, SocketType type = SocketType::stream,
                             Deadline deadline = Deadline::never());
-// A bound datagram socket that receives messages sent to `address`.
+// A bound datagram socket that receives messages sent to `address`; the
+// file gets exactly `mode`, whatever the umask. The caller removes the file.
 Result<Socket> unix_bind_datagram(const UnixAddress& address, mode_t mode = 0600);
 // socketpair(AF_UNIX): two connected sockets, e.g. for a parent and a child.
 Result<std::pair<Socket, Socket>> socket_pair(SocketType type = SocketType::stream);
 
+// Errors of getaddrinfo(3) keep its own code (EAI_NONAME, EAI_AGAIN, ...)
+// in this category, and its text (gai_strerror): "resolve no.such.host:80:
+// Name or service not known (EAI_NONAME)". Test with
+// `err.code() == std::error_code(EAI_NONAME, tether::resolver_category())`.
+// EAI_SYSTEM is reported as the errno it carries.
+const std::error_category& resolver_category() noexcept;
+
 // TCP over IPv4 and IPv6. Hosts are names or numeric addresses.
 class TcpListener {
  public:
-  // Port 0 picks a free port (see port()).
+  // Port 0 picks a free port (see port()). An empty host listens on every
+  // interface of the machine (the wildcard addresses 0.0.0.0 and ::), as
+  // does "0.0.0.0" or "::"; give "127.0.0.1" or "::1" for this machine only.
   static Result<TcpListener> listen(std::string_view host, std::uint16_t port, int backlog = 128);
   Result<Socket> accept(Deadline deadline = Deadline::never()) const;
   std::uint16_t port() const noexcept { return port_; }
@@ -203,5 +224,131 @@ class TcpListener {
 };
 Result<Socket> tcp_connect(std::string_view host, std::uint16_t port,
                            Deadline deadline = Deadline::never());
+
+// ---------------------------------------------------------------- UDP
+
+// An IPv4 or IPv6 address and a port, numeric: what recv_from reports and
+// send_to takes.
+class InetAddress {
+ public:
+  InetAddress() noexcept = default;
+  // A numeric host ("127.0.0.1", "::1", "fe80::1%eth0"); no name lookup.
+  static Result<InetAddress> parse(std::string_view host, std::uint16_t port);
+  // From a sockaddr_in or sockaddr_in6 (EAFNOSUPPORT for anything else).
+  static Result<InetAddress> from_sockaddr(const sockaddr* address, socklen_t length);
+
+  bool valid() const noexcept { return length_ != 0; }
+  bool is_v6() const noexcept { return storage_.ss_family == AF_INET6; }
+  std::string host() const;  // "127.0.0.1", "::1"
+  std::uint16_t port() const noexcept;
+  // "127.0.0.1:5000" or "[::1]:5000".
+  std::string describe() const;
+
+  // For the system calls.
+  const sockaddr* sockaddr_ptr() const noexcept {
+    return reinterpret_cast<const sockaddr*>(&storage_);
+  }
+  socklen_t sockaddr_length() const noexcept { return length_; }
+
+  // Same family, address, port (and IPv6 scope).
+  friend bool operator==(const InetAddress& a, const InetAddress& b) noexcept;
+
+ private:
+  sockaddr_storage storage_{};
+  socklen_t length_ = 0;
+};
+
+// The largest UDP payload. IPv4: 65535 bytes in all, less 20 of IP header
+// and 8 of UDP header. IPv6: 65535 bytes after its own header, less 8 of
+// UDP header. (IPv6 jumbograms are not supported.)
+inline constexpr std::size_t udp_max_payload_v4 = 65507;
+inline constexpr std::size_t udp_max_payload_v6 = 65527;
+
+// One datagram received: its size and who sent it.
+struct Datagram {
+  std::size_t size = 0;
+  InetAddress from;
+};
+
+// A UDP socket (IPv4 or IPv6). Move-only, close-on-exec.
+//
+// What UDP promises, and what it does not: a datagram arrives whole or not
+// at all, with its boundaries. It may be lost (a full receive buffer, the
+// network), arrive twice, or arrive out of order; nothing here retries,
+// acknowledges or reorders. On a connected socket, an ICMP "port
+// unreachable" from the peer (nobody bound there) is reported by a later
+// send or recv as connection_refused (udp(7)); it says nothing about which
+// datagram was lost.
+//
+// Sizes: a datagram larger than UDP carries (udp_max_payload_v4/_v6) is
+// refused by send with EMSGSIZE, nothing sent. A datagram larger than the
+// buffer given to recv is never silently cut: recv fails with EMSGSIZE
+// naming both sizes, and that datagram is consumed (a datagram cannot be
+// read in two parts). An empty datagram is a datagram: recv returns 0.
+class UdpSocket {
+ public:
+  UdpSocket() noexcept = default;
+
+  // Binds to host:port; port 0 picks a free (ephemeral) one: see
+  // local_address(). host as for TcpListener::listen: "" or "0.0.0.0"
+  // receives on every interface, "127.0.0.1" on loopback only. A name is
+  // resolved and the first address that binds is used.
+  static Result<UdpSocket> bind(std::string_view host, std::uint16_t port);
+
+  // Sets the only peer: send() goes there, recv() takes only its datagrams.
+  // connect(2) on UDP sends nothing and cannot tell whether anyone listens.
+  // Datagrams from others that were already queued are still received.
+  Result<void> connect(const InetAddress& peer);
+
+  bool valid() const noexcept { return fd_.valid(); }
+  // Readable when a datagram waits; writable when a send would not block.
+  int fd() const noexcept { return fd_.get(); }
+  Fd& handle() noexcept { return fd_; }
+  [[nodiscard]] Fd release() noexcept { return std::move(fd_); }
+  Result<void> close() noexcept { return fd_.close(); }
+  // "udp://127.0.0.1:5000", or "udp://127.0.0.1:5000 to 127.0.0.1:6000" once connected.
+  const std::string& description() const noexcept { return what_; }
+  const InetAddress& local_address() const noexcept { return local_; }
+  const std::optional<InetAddress>& peer() const noexcept { return peer_; }
+
+  // One whole datagram to the connected peer, waiting for room in the send
+  // buffer until the deadline.
+  Result<void> send(std::span<const std::byte> datagram,
+                    Deadline deadline = Deadline::never()) const;
+  Result<void> send(std::string_view text, Deadline deadline = Deadline::never()) const {
+    return send(std::as_bytes(std::span(text)), deadline);
+  }
+  Result<void> try_send(std::span<const std::byte> datagram) const;
+  Result<void> send_to(std::span<const std::byte> datagram, const InetAddress& to,
+                       Deadline deadline = Deadline::never()) const;
+  Result<void> try_send_to(std::span<const std::byte> datagram, const InetAddress& to) const;
+
+  // One whole datagram into `buf`: its size. timed_out at the deadline;
+  // the try_ forms fail with would-block when nothing waits.
+  Result<std::size_t> recv(std::span<std::byte> buf, Deadline deadline = Deadline::never()) const;
+  Result<std::size_t> try_recv(std::span<std::byte> buf) const;
+  // The same, with the sender's address.
+  Result<Datagram> recv_from(std::span<std::byte> buf, Deadline deadline = Deadline::never()) const;
+  Result<Datagram> try_recv_from(std::span<std::byte> buf) const;
+
+  // Kernel buffers (SO_SNDBUF/SO_RCVBUF), as for Socket.
+  Result<void> set_send_buffer(std::size_t bytes) const;
+  Result<void> set_recv_buffer(std::size_t bytes) const;
+
+ private:
+  friend Result<UdpSocket> udp_connect(std::string_view host, std::uint16_t port);
+  Result<void> send_impl(std::span<const std::byte> datagram, const InetAddress* to,
+                         Deadline deadline, bool once) const;
+  Result<Datagram> recv_impl(std::span<std::byte> buf, Deadline deadline, bool once) const;
+  Fd fd_;
+  InetAddress local_;
+  std::optional<InetAddress> peer_;
+  std::string what_;
+};
+
+// A UDP socket on an ephemeral local port, connected to host:port (a name
+// is resolved; the first address is used). Nothing is sent: whether anyone
+// listens there shows only later, if at all (connection_refused).
+Result<UdpSocket> udp_connect(std::string_view host, std::uint16_t port);
 
 }  // namespace tether

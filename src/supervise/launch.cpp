@@ -1,0 +1,235 @@
+// Both ends of the launch and report protocols (include/tether/supervise/launch.hpp).
+#include "tether/supervise/launch.hpp"
+
+#include <charconv>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace tether::launch {
+
+using nlohmann::json;
+
+namespace {
+
+json spec_json(const SupervisorSpec& spec) {
+  return {{"id", spec.id},
+          {"name", spec.name},
+          {"unique_name", spec.unique_name},
+          {"command", spec.command},
+          {"env", spec.env},
+          {"cwd", spec.cwd.string()},
+          {"restart", to_string(spec.restart)},
+          {"max_restarts", spec.max_restarts},
+          {"grace_ms", spec.grace.count()},
+          {"healthy_after_ms", spec.healthy_after.count()},
+          {"backoff_min_ms", spec.backoff_min.count()},
+          {"backoff_max_ms", spec.backoff_max.count()},
+          {"wait_ready", spec.wait_ready},
+          {"ready_fd", spec.ready_fd},
+          {"log_max_bytes", spec.log_max_bytes},
+          {"log_keep", spec.log_keep}};
+}
+
+Result<SupervisorSpec> spec_from(const json& j) {
+  auto bad = [](std::string_view why) {
+    return fail(errc::bad_record, fmt::format("supervisor spec: {}", why));
+  };
+  if (!j.is_object()) return bad("not a JSON object");
+  auto str = [&](const char* k, std::string& out) {
+    auto it = j.find(k);
+    if (it == j.end() || !it->is_string()) return false;
+    out = it->get<std::string>();
+    return true;
+  };
+  auto num = [&](const char* k, long long lo, long long hi, long long& out) {
+    auto it = j.find(k);
+    if (it == j.end() || !it->is_number_integer()) return false;
+    if (it->is_number_unsigned() &&
+        it->get<unsigned long long>() > static_cast<unsigned long long>(hi)) {
+      return false;
+    }
+    out = it->get<long long>();
+    return out >= lo && out <= hi;
+  };
+  auto flag = [&](const char* k, bool& out) {
+    auto it = j.find(k);
+    if (it == j.end() || !it->is_boolean()) return false;
+    out = it->get<bool>();
+    return true;
+  };
+  SupervisorSpec spec;
+  std::string cwd, restart;
+  long long max_restarts = 0, grace = 0, healthy = 0, bmin = 0, bmax = 0, ready_fd = 0, log_max = 0,
+            log_keep = 0;
+  if (!str("id", spec.id) || !str("name", spec.name) || !str("cwd", cwd) ||
+      !str("restart", restart) || !flag("unique_name", spec.unique_name) ||
+      !flag("wait_ready", spec.wait_ready) || !num("max_restarts", -1, 1 << 30, max_restarts) ||
+      !num("grace_ms", 0, 86400000, grace) || !num("healthy_after_ms", 0, 86400000, healthy) ||
+      !num("backoff_min_ms", 1, 86400000, bmin) || !num("backoff_max_ms", 1, 86400000, bmax) ||
+      !num("ready_fd", 3, 1023, ready_fd) || !num("log_max_bytes", 4096, 1LL << 40, log_max) ||
+      !num("log_keep", 0, 100, log_keep)) {
+    return bad("a field is missing, of the wrong type or out of range");
+  }
+  auto cmd = j.find("command");
+  if (cmd == j.end() || !cmd->is_array() || cmd->empty()) return bad("no command");
+  for (const auto& a : *cmd) {
+    if (!a.is_string()) return bad("a command word is not a string");
+    spec.command.push_back(a.get<std::string>());
+  }
+  auto env = j.find("env");
+  if (env == j.end() || !env->is_array()) return bad("no env");
+  for (const auto& e : *env) {
+    if (!e.is_array() || e.size() != 2 || !e[0].is_string() || !e[1].is_string()) {
+      return bad("env holds something else than [name, value] pairs");
+    }
+    spec.env.emplace_back(e[0].get<std::string>(), e[1].get<std::string>());
+  }
+  auto policy = parse_restart_policy(restart);
+  if (!policy) return bad("unknown restart policy");
+  spec.restart = *policy;
+  spec.cwd = cwd;
+  using ms = std::chrono::milliseconds;
+  spec.max_restarts = static_cast<int>(max_restarts);
+  spec.grace = ms(grace);
+  spec.healthy_after = ms(healthy);
+  spec.backoff_min = ms(bmin);
+  spec.backoff_max = ms(bmax);
+  spec.ready_fd = static_cast<int>(ready_fd);
+  spec.log_max_bytes = static_cast<std::uint64_t>(log_max);
+  spec.log_keep = static_cast<int>(log_keep);
+  if (spec.id.empty() || spec.id.size() > 64 || spec.id.find('/') != std::string::npos ||
+      spec.id.starts_with('.')) {
+    return bad("bad id");
+  }
+  if (spec.unique_name) {
+    if (auto why = check_worker_name(spec.name); !why.empty()) return bad("bad name: " + why);
+  }
+  return spec;
+}
+
+// Printable and short: a report line must stay under PIPE_BUF.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    out += (u >= 0x20 && u != 0x7f) ? c : ' ';
+    if (out.size() >= 3000) {
+      out += "…";
+      break;
+    }
+  }
+  return out;
+}
+
+std::optional<pid_t> parse_pid(std::string_view s) {
+  pid_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || v <= 0) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+std::string encode_spec(const SupervisorSpec& spec) {
+  return spec_json(spec).dump();
+}
+
+Result<SupervisorSpec> decode_spec(std::string_view text) {
+  auto j = json::parse(text, nullptr, false);
+  if (j.is_discarded()) return fail(errc::bad_record, "supervisor spec: not JSON");
+  return spec_from(j);
+}
+
+std::string encode_launch(const Launch& launch) {
+  std::string out =
+      json({{"state_dir", launch.state_dir.string()}, {"specs", launch.specs.size()}}).dump();
+  out += '\n';
+  for (const auto& s : launch.specs) {
+    out += encode_spec(s);
+    out += '\n';
+  }
+  return out;
+}
+
+Result<Launch> decode_launch(std::string_view text) {
+  if (text.size() > kMaxLaunch) return fail(errc::bad_record, "launch: too large");
+  auto nl = text.find('\n');
+  if (nl == std::string_view::npos) return fail(errc::bad_record, "launch: no header line");
+  auto head = json::parse(text.substr(0, nl), nullptr, false);
+  if (head.is_discarded() || !head.is_object() || !head.contains("state_dir") ||
+      !head["state_dir"].is_string() || !head.contains("specs") ||
+      !head["specs"].is_number_unsigned()) {
+    return fail(errc::bad_record, "launch: bad header line");
+  }
+  Launch launch;
+  launch.state_dir = head["state_dir"].get<std::string>();
+  auto count = head["specs"].get<std::size_t>();
+  text.remove_prefix(nl + 1);
+  while (!text.empty()) {
+    nl = text.find('\n');
+    if (nl == std::string_view::npos) return fail(errc::bad_record, "launch: a cut spec line");
+    auto spec = decode_spec(text.substr(0, nl));
+    if (!spec) return std::unexpected(spec.error());
+    launch.specs.push_back(std::move(*spec));
+    text.remove_prefix(nl + 1);
+  }
+  if (launch.specs.size() != count || count == 0) {
+    return fail(errc::bad_record,
+                fmt::format("launch: {} specs announced, {} came", count, launch.specs.size()));
+  }
+  return launch;
+}
+
+std::string encode_report(const Report& r) {
+  switch (r.kind) {
+    case Report::Kind::forked:
+      return fmt::format("{} forked {}\n", r.id, r.supervisor);
+    case Report::Kind::ok:
+      return fmt::format("{} ok {} {}\n", r.id, r.worker, r.supervisor);
+    case Report::Kind::error:
+      break;
+  }
+  return fmt::format("{} error {}\n", r.id, printable(r.text));
+}
+
+Result<Report> decode_report(std::string_view line) {
+  auto bad = [&] {
+    return fail(errc::bad_record,
+                fmt::format("supervisor report '{}'", printable(line.substr(0, 80))));
+  };
+  auto sp1 = line.find(' ');
+  if (sp1 == std::string_view::npos || sp1 == 0) return bad();
+  auto sp2 = line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos) return bad();
+  Report r;
+  r.id = std::string(line.substr(0, sp1));
+  auto verb = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  auto rest = line.substr(sp2 + 1);
+  if (verb == "error") {
+    r.kind = Report::Kind::error;
+    r.text = std::string(rest);
+    return r;
+  }
+  if (verb == "forked") {
+    auto pid = parse_pid(rest);
+    if (!pid) return bad();
+    r.kind = Report::Kind::forked;
+    r.supervisor = *pid;
+    return r;
+  }
+  if (verb == "ok") {
+    auto sp = rest.find(' ');
+    if (sp == std::string_view::npos) return bad();
+    auto w = parse_pid(rest.substr(0, sp));
+    auto s = parse_pid(rest.substr(sp + 1));
+    if (!w || !s) return bad();
+    r.kind = Report::Kind::ok;
+    r.worker = *w;
+    r.supervisor = *s;
+    return r;
+  }
+  return bad();
+}
+
+}  // namespace tether::launch

@@ -1,0 +1,153 @@
+#include "launcher.hpp"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "tether/supervise.hpp"
+#include "tether/supervise/launch.hpp"
+
+namespace tether_cli {
+
+namespace launch = tether::launch;
+
+namespace {
+
+void say(const launch::Report& r) {
+  std::string line = launch::encode_report(r);
+  (void)tether::write_some(launch::kReportFd, std::as_bytes(std::span(line)), "report");
+}
+
+void say_error(const std::string& id, std::string text) {
+  say({launch::Report::Kind::error, id, 0, 0, std::move(text)});
+}
+
+}  // namespace
+
+int launcher_main() {
+  ::prctl(PR_SET_NAME, "tether-sup");  // what ps and pgrep show
+  // The launch, whole, from the pipe (never from argv, which every user
+  // can read in /proc/PID/cmdline).
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    auto n = tether::read_some(launch::kSpecFd, std::as_writable_bytes(std::span(buf)), "launch");
+    if (!n) return say_error("-", n.error().message()), 2;
+    if (*n == 0) break;
+    text.append(buf, *n);
+    if (text.size() > launch::kMaxLaunch) return say_error("-", "launch: too large"), 2;
+  }
+  ::close(launch::kSpecFd);
+  // Checked for its form here; each supervisor decodes its own spec after
+  // the fork, so this process's heap stays almost empty: the children share
+  // its pages, and what they allocate lands on fresh pages of their own
+  // instead of in free chunks scattered over shared ones.
+  std::vector<std::string> ids;
+  std::string path;
+  {
+    auto checked = launch::decode_launch(text);
+    if (!checked) return say_error("-", checked.error().message()), 2;
+    for (const auto& s : checked->specs) ids.push_back(s.id);
+    path = checked->state_dir.string();
+  }
+  struct stat st {};
+  if (::fstat(launch::kStateFd, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) {
+    return say_error("-", "the state directory (fd 4) is not a directory of ours"), 2;
+  }
+  auto dir = tether::StateDir::adopt(tether::Fd(launch::kStateFd), path);
+  // The spec lines, in the order of ids.
+  std::vector<std::string_view> lines;
+  std::string_view rest(text);
+  rest.remove_prefix(rest.find('\n') + 1);
+  while (!rest.empty()) {
+    auto nl = rest.find('\n');
+    lines.push_back(rest.substr(0, nl));
+    rest.remove_prefix(nl + 1);
+  }
+  auto run_one = [&](std::size_t i) {
+    auto spec = launch::decode_spec(lines[i]);
+    if (!spec) return say_error(ids[i], spec.error().message()), 1;
+    std::string().swap(text);
+    return tether::run_supervisor(dir, *spec, launch::kReportFd);
+  };
+  if (lines.size() == 1) return run_one(0);
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      say_error(ids[i], fmt::format("fork: {}", std::strerror(errno)));
+      continue;
+    }
+    if (pid == 0) {
+      ::setsid();  // each leads its own session, as a lone one does
+      ::_exit(run_one(i));
+    }
+    say({launch::Report::Kind::forked, ids[i], 0, pid, {}});
+  }
+  return 0;
+}
+
+int run_demo_worker(std::optional<std::chrono::milliseconds> poll_interval) {
+  // SIGTERM and SIGINT arrive as a descriptor, next to the input.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+  tether::Fd sig(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  auto print = [](const std::string& line_text) {
+    std::string line = line_text + "\n";
+    (void)tether::write_some(1, std::as_bytes(std::span(line)), "stdout");
+  };
+  print(poll_interval
+            ? fmt::format("demo worker {} started (non-blocking: polls its input every {} ms)",
+                          ::getpid(), poll_interval->count())
+            : fmt::format("demo worker {} started (blocking: waits for a command)", ::getpid()));
+  (void)tether::WorkerInbox::notify_ready();
+  auto inbox = tether::WorkerInbox::standard_input();
+  for (;;) {
+    pollfd fds[2] = {{0, POLLIN, 0}, {sig.get(), POLLIN, 0}};
+    tether::Deadline wait =
+        poll_interval ? tether::Deadline(*poll_interval) : tether::Deadline::never();
+    auto n = tether::poll_fds(fds, wait);
+    if (!n) {
+      print("poll failed: " + n.error().message());
+      return 1;
+    }
+    if (fds[1].revents & POLLIN) {
+      signalfd_siginfo si{};
+      (void)::read(sig.get(), &si, sizeof si);
+      print(fmt::format("got {}: exiting", tether::signal_name(static_cast<int>(si.ssi_signo))));
+      return 0;
+    }
+    if (*n == 0) {
+      print("FIFO is empty");
+      continue;
+    }
+    // Take every complete line that arrived.
+    for (;;) {
+      auto line = inbox.next(tether::Deadline::immediate());
+      if (!line) {
+        if (line.error() == tether::errc::end_of_stream) {
+          print("input closed: exiting");
+          return 0;
+        }
+        break;  // nothing more for now
+      }
+      print("received: " + *line);
+      if (*line == "exit") {
+        print("exit requested: bye");
+        return 0;
+      }
+    }
+  }
+}
+
+}  // namespace tether_cli
