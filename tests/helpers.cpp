@@ -1,7 +1,10 @@
 // The test binary's helper mode: small child programs used by the tests.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -167,6 +170,50 @@ int run_helper(int argc, char** argv) {
   if (name == "stderr") {  // a line to stderr, another to stdout
     write_fully(2, "to stderr\n", 10);
     write_fully(1, "to stdout\n", 10);
+    return 0;
+  }
+  if (name == "pty-check") {  // what a child on a terminal sees of it, one fact a line
+    auto n = [](long v) { return std::to_string(v); };
+    say("isatty " + n(isatty(0)) + " " + n(isatty(1)) + " " + n(isatty(2)) + "\n");
+    const char* tty = ttyname(0);
+    say(std::string("ttyname ") + (tty ? tty : "-") + "\n");
+    // /dev/tty opens only for a process that has a controlling terminal.
+    int fd = ::open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    say(fd >= 0 ? std::string("devtty ok\n") : "devtty errno " + n(errno) + "\n");
+    if (fd >= 0) ::close(fd);
+    say("ids " + n(getpid()) + " " + n(getsid(0)) + " " + n(tcgetsid(0)) + " " + n(tcgetpgrp(0)) +
+        "\n");
+    winsize ws{};
+    ioctl(0, TIOCGWINSZ, &ws);
+    say("winsize " + n(ws.ws_row) + " " + n(ws.ws_col) + "\n");
+    return 0;
+  }
+  if (name == "pty-winch") {  // prints its window size, then again on each of N SIGWINCHes
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGWINCH);
+    sigprocmask(SIG_BLOCK, &set, nullptr);  // before "size": no resize can be missed
+    auto size = [] {
+      winsize ws{};
+      ioctl(0, TIOCGWINSZ, &ws);
+      return std::to_string(ws.ws_row) + " " + std::to_string(ws.ws_col);
+    };
+    say("size " + size() + "\n");
+    for (long long i = 0; i < num(0); ++i) {
+      timespec limit{60, 0};  // a bound against a lost signal, not a timing
+      if (sigtimedwait(&set, nullptr, &limit) != SIGWINCH) return 9;
+      say("winch " + size() + "\n");
+    }
+    return 0;
+  }
+  if (name == "pty-read-line") {  // reads one line from stdin, says how long and what
+    std::string line;
+    char c;
+    while (::read(0, &c, 1) == 1) {
+      line += c;
+      if (c == '\n') break;
+    }
+    say("got " + std::to_string(line.size()) + " bytes: " + line + "\n");
     return 0;
   }
   std::fprintf(stderr, "unknown helper %s\n", name.c_str());

@@ -91,7 +91,7 @@ class ExitStatus {
 // Where a child's standard stream comes from or goes to.
 class Stdio {
  public:
-  enum class Kind { inherit, null, pipe, path, fd, merge_into_stdout };
+  enum class Kind { inherit, null, pipe, path, fd, merge_into_stdout, pty };
 
   static Stdio inherit() noexcept { return Stdio(Kind::inherit); }
   static Stdio null() noexcept { return Stdio(Kind::null); }
@@ -110,6 +110,11 @@ class Stdio {
   }
   // For stderr only: the same destination as stdout (2>&1).
   static Stdio merge_into_stdout() noexcept { return Stdio(Kind::merge_into_stdout); }
+  // The child's pseudo-terminal (see Command::pty, which puts all three
+  // streams on it); the parent's end is Process::pty(). Choosing it for any
+  // stream gives the child a terminal as Command::pty() does, with the
+  // default PtyOptions unless Command::pty() set others.
+  static Stdio pty() noexcept { return Stdio(Kind::pty); }
 
   Kind kind() const noexcept { return kind_; }
   int borrowed_fd() const noexcept { return fd_; }
@@ -134,6 +139,143 @@ enum class OnDrop {
   terminate,  // SIGTERM, wait up to the grace period, then SIGKILL; reap
   wait,       // block until the child exits by itself, then reap
   detach,     // let it run; a background reaper thread reaps it when it ends
+};
+
+// ---------------------------------------------------------------- terminal
+
+// A terminal's size in character cells (struct winsize, without the pixel
+// fields nobody fills in).
+struct WindowSize {
+  unsigned short rows = 0;
+  unsigned short cols = 0;
+  friend bool operator==(const WindowSize&, const WindowSize&) = default;
+};
+
+// How Command::pty() (or Pty::open) sets the terminal up before the child starts.
+struct PtyOptions {
+  // The window size the child sees (ioctl TIOCGWINSZ, `stty size`). 24 x 80
+  // by default, the VT100's; 0 x 0 leaves the kernel's 0 x 0, which
+  // programs that lay out text take as "no width" and handle badly.
+  unsigned short rows = 24;
+  unsigned short cols = 80;
+  // false: what the parent writes is not echoed back to it (ECHO off).
+  bool echo = true;
+  // cfmakeraw(3): no echo, no line editing (each byte reaches the child at
+  // once; ^C, ^D, ^Z are plain bytes), no "\n" -> "\r\n" on output. For
+  // binary data, or a program that drives the terminal itself.
+  bool raw = false;
+};
+
+// The parent's end (the master) of a pseudo-terminal. What the parent
+// writes, the child reads as typed input; what the child writes to the
+// terminal, the parent reads here. Move-only; the descriptor is
+// close-on-exec and non-blocking (every call below waits with poll(2) when
+// it has to, so deadlines are exact).
+//
+//   auto child = tether::Command("sh").args({"-c", "tty"}).pty({.rows = 24, .cols = 80}).spawn();
+//   auto text = child->pty().read_all(5s);      // "/dev/pts/3\r\n"
+//
+// A terminal is not a pipe. With termios(3)'s defaults, which the child may
+// change:
+//  - it echoes input: what the parent writes comes back on read() (unless
+//    PtyOptions::echo is false, or the child turns echo off, as a password
+//    prompt does);
+//  - input reaches the child a line at a time (canonical mode; at most
+//    4095 bytes to a line, the rest is dropped), ^C sends SIGINT to the child's foreground
+//    process group, ^D at the start of a line is end of file (send_eof);
+//  - output "\n" arrives as "\r\n" (ONLCR);
+//  - there is no half-close: the parent cannot end the child's input by
+//    closing something (send_eof types ^D instead). Closing the master —
+//    close(), or dropping the Process — hangs the terminal up: the child
+//    gets SIGHUP, as when a terminal window is closed. So close it only
+//    once the child is reaped: a child closes its terminal (end of stream
+//    here) a moment before it exits, and a hang-up in that moment kills it.
+// PtyOptions::raw turns all of this off; set_echo()/set_raw() change it
+// later. For any other setting, tcgetattr(3)/tcsetattr(3) on fd() act on
+// the child's terminal (Linux applies termios requests made on a master to
+// its slave).
+//
+// End of stream: once no process has the terminal open any more (the child
+// and every descendant that inherited it have exited), read() returns what
+// is still buffered, then 0, as a pipe does; write() then fails with
+// broken_pipe. Someone must read: a child that writes more than the
+// terminal buffers (a few KiB) blocks until the parent reads, as with a pipe.
+class Pty {
+ public:
+  Pty() noexcept = default;
+
+  // A new pseudo-terminal, set up as `options` says: the master, and the
+  // slave opened with O_NOCTTY (so it never becomes the controlling
+  // terminal of this process) and close-on-exec. Command::pty() does this
+  // for you; use it directly to hand the slave to a child of your own
+  // making, which must then setsid(), ioctl(slave, TIOCSCTTY, 0) and dup2
+  // it onto 0, 1 and 2 (what login_tty(3) does).
+  struct Pair;
+  static Result<Pair> open(PtyOptions options = {});
+
+  bool valid() const noexcept { return fd_.valid(); }
+  int fd() const noexcept { return fd_.get(); }  // for poll/epoll
+  Fd& handle() noexcept { return fd_; }
+  [[nodiscard]] Fd release() noexcept { return std::move(fd_); }
+  Result<void> close() noexcept { return fd_.close(); }
+  // The slave's path ("/dev/pts/3", from ptsname_r(3)): what tty(1) prints
+  // in the child.
+  const std::string& slave_name() const noexcept { return name_; }
+
+  // Reads what is there (at least 1 byte), waiting until the deadline
+  // (timed_out). Returns 0 at end of stream.
+  Result<std::size_t> read(std::span<std::byte> buf, Deadline deadline = Deadline::never()) const;
+  // Never blocks: fails with would-block (resource_unavailable_try_again)
+  // when nothing is there yet.
+  Result<std::size_t> try_read(std::span<std::byte> buf) const;
+  // Fills `buf` completely; errc::end_of_stream or errc::truncated if the
+  // terminal closes first.
+  Result<void> read_exact(std::span<std::byte> buf, Deadline deadline = Deadline::never()) const;
+  // Reads to end of stream: everything the child shows until it is gone.
+  Result<std::string> read_all(Deadline deadline = Deadline::never()) const;
+  // Reads, appending to `out`, until what it appended ends with `text` (a
+  // prompt, a line). One byte per read(2), so nothing after `text` is taken
+  // from the terminal; for bulk data use read(). On error `out` keeps what
+  // was read; end of stream before `text` is errc::end_of_stream.
+  Result<void> read_until(std::string& out, std::string_view text,
+                          Deadline deadline = Deadline::never()) const;
+
+  // Writes some bytes, waiting until at least one fits. Fails with
+  // broken_pipe once nobody has the terminal open (Linux would accept and
+  // discard the bytes).
+  Result<std::size_t> write(std::span<const std::byte> data,
+                            Deadline deadline = Deadline::never()) const;
+  Result<std::size_t> try_write(std::span<const std::byte> data) const;
+  Result<void> write_all(std::span<const std::byte> data,
+                         Deadline deadline = Deadline::never()) const;
+  Result<void> write_all(std::string_view text, Deadline deadline = Deadline::never()) const {
+    return write_all(std::as_bytes(std::span(text)), deadline);
+  }
+  // Types the end-of-file character (VEOF, normally ^D). At the start of a
+  // line the child's read returns 0, its end of file; after part of a line
+  // it hands that part over without a newline (so send it twice). Fails
+  // with EINVAL in raw mode, which has no such character.
+  Result<void> send_eof(Deadline deadline = Deadline::never()) const;
+
+  Result<WindowSize> window_size() const;
+  // TIOCSWINSZ. When the size changes, the kernel sends SIGWINCH to the
+  // terminal's foreground process group (ioctl_tty(2)), so a full-screen
+  // program redraws itself.
+  Result<void> set_window_size(WindowSize size) const;
+  // ECHO on or off.
+  Result<void> set_echo(bool on) const;
+  // cfmakeraw(3), see PtyOptions::raw.
+  Result<void> set_raw() const;
+
+ private:
+  Pty(Fd fd, std::string name) noexcept : fd_(std::move(fd)), name_(std::move(name)) {}
+  Fd fd_;
+  std::string name_;
+};
+
+struct Pty::Pair {
+  Pty master;
+  Fd slave;
 };
 
 // ---------------------------------------------------------------- Process
@@ -166,6 +308,9 @@ class Process {
   Fd& stdin_fd() noexcept { return stdin_; }
   Fd& stdout_fd() noexcept { return stdout_; }
   Fd& stderr_fd() noexcept { return stderr_; }
+  // The parent's end of the terminal asked for with Command::pty() or
+  // Stdio::pty(); invalid otherwise.
+  Pty& pty() noexcept { return pty_; }
 
   // Waits for the child to end and reaps it. With a deadline, fails with
   // timed_out and leaves the child as it was. If something else in the
@@ -191,8 +336,14 @@ class Process {
 
   // Writes `input` to stdin (then closes it) while reading stdout and stderr
   // to the end, all at once so that no pipe can fill up and deadlock, then
-  // reaps. Streams that are not pipes are skipped. On timeout the child is
-  // left running (its drop policy applies) and timed_out is returned.
+  // reaps. Streams that are not pipes are skipped, except that a child with
+  // a terminal (Command::pty) has it stand in for them: `input` is typed on
+  // the terminal if stdin is not a pipe, followed by end of file (send_eof;
+  // twice if the input does not end a line; not in raw mode), and what the
+  // terminal shows — the child's output and, with echo on, the input —
+  // goes to `out` if stdout is not a pipe, else to `err` if stderr is not.
+  // On timeout the child is left running (its drop policy applies) and
+  // timed_out is returned.
   Result<Output> communicate(std::string_view input = {}, Deadline deadline = Deadline::never());
 
   void set_on_drop(OnDrop policy,
@@ -217,6 +368,7 @@ class Process {
   pid_t owner_ = 0;  // getpid() of the creator: a fork child never acts on it
   std::string name_;
   Fd stdin_, stdout_, stderr_;
+  Pty pty_;
   std::optional<ExitStatus> status_;
   bool reaped_elsewhere_ = false;  // waitid said ECHILD: the child is no longer ours
   OnDrop on_drop_ = OnDrop::kill;
@@ -262,6 +414,20 @@ class Command {
   // Makes descriptor `source` of the parent appear as `target` in the child
   // (borrowed: it must stay open until spawn returns).
   Command& pass_fd(int source, int target);
+  // Runs the child on a new pseudo-terminal, as ssh -t or script(1) do
+  // (Python's pty.fork): stdin, stdout and stderr become the terminal
+  // (Stdio::pty(); set a stream after this call to send it elsewhere), and
+  // it becomes the child's controlling terminal, so that the child can
+  // open /dev/tty, gets SIGINT for ^C and SIGWINCH on resize. The parent
+  // talks to it through Process::pty(). The terminal is opened and set up
+  // (window size, echo, raw) in the parent before the child starts.
+  //
+  // A controlling terminal belongs to a session, and only a session leader
+  // can acquire one: the child always starts in a new session (as
+  // new_session() does; process_group() == pid). new_process_group() is
+  // then implied; process_group(pgid) cannot be honoured and spawn()
+  // refuses it with EINVAL.
+  Command& pty(PtyOptions options = {});
 
   // setpgid(0, 0): the child leads a new process group (signal_group() works).
   Command& new_process_group(bool on = true);
@@ -303,6 +469,7 @@ class Command {
   std::optional<std::filesystem::path> cwd_;
   Stdio stdin_ = Stdio::inherit(), stdout_ = Stdio::inherit(), stderr_ = Stdio::inherit();
   std::vector<std::pair<int, int>> passed_fds_;
+  std::optional<PtyOptions> pty_;
   std::optional<pid_t> pgid_;
   bool new_session_ = false;
   int death_signal_ = 0;

@@ -1,6 +1,7 @@
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <termios.h>
 
 #include <algorithm>
 #include <fstream>
@@ -79,6 +80,7 @@ Process::Process(Process&& other) noexcept
       stdin_(std::move(other.stdin_)),
       stdout_(std::move(other.stdout_)),
       stderr_(std::move(other.stderr_)),
+      pty_(std::move(other.pty_)),
       status_(std::exchange(other.status_, std::nullopt)),
       reaped_elsewhere_(other.reaped_elsewhere_),
       on_drop_(other.on_drop_),
@@ -95,6 +97,7 @@ Process& Process::operator=(Process&& other) noexcept {
     stdin_ = std::move(other.stdin_);
     stdout_ = std::move(other.stdout_);
     stderr_ = std::move(other.stderr_);
+    pty_ = std::move(other.pty_);
     status_ = std::exchange(other.status_, std::nullopt);
     reaped_elsewhere_ = other.reaped_elsewhere_;
     on_drop_ = other.on_drop_;
@@ -124,10 +127,12 @@ void Process::drop() noexcept {
     return;
   }
   // Our pipe ends go first, so a child blocked writing to us cannot
-  // deadlock a waiting destructor.
+  // deadlock a waiting destructor. Closing a pty master hangs the terminal
+  // up: the child gets SIGHUP, and EIO instead of a write that waits.
   stdin_.reset();
   stdout_.reset();
   stderr_.reset();
+  pty_.handle().reset();
   try {
     switch (on_drop_) {
       case OnDrop::kill:
@@ -156,6 +161,7 @@ void Process::detach() noexcept {
   stdin_.reset();
   stdout_.reset();
   stderr_.reset();
+  pty_.handle().reset();
   pid_ = 0;
 }
 
@@ -242,13 +248,51 @@ Result<ExitStatus> Process::kill() {
 }
 
 Result<Output> Process::communicate(std::string_view input, Deadline deadline) {
-  if (!input.empty() && !stdin_.valid()) {
-    return fail(EINVAL, fmt::format("communicate with process {} ({}): input given but its stdin "
-                                    "is not a pipe",
-                                    pid_, name_));
+  // The terminal stands in for the streams that are not pipes. pump()
+  // closes what it is given at end of stream, so it gets duplicates of the
+  // master: the master itself stays open until the child is reaped. The
+  // child closes its terminal (end of stream for us) a moment before it
+  // exits; closing the last master in that moment would hang the terminal
+  // up and kill the child with SIGHUP (cat, which closes stdout at exit to
+  // check for write errors, lost that race).
+  const std::string what = fmt::format("communicate with process {} ({})", pid_, name_);
+  bool type_on_pty = pty_.valid() && !stdin_.valid();
+  bool show_on_out = pty_.valid() && !stdout_.valid();
+  bool show_on_err = pty_.valid() && !show_on_out && !stderr_.valid();
+  if (!input.empty() && !stdin_.valid() && !type_on_pty) {
+    return fail(EINVAL, what + ": input given but its stdin is not a pipe");
+  }
+  Fd typing, showing;
+  std::string typed;
+  if (type_on_pty) {
+    // A terminal cannot be half-closed: end of input is the VEOF character,
+    // which ends the child's read at once; at the start of a line that
+    // read returns 0, after part of a line it returns the part, so a second
+    // one is needed (termios(3), "Canonical and noncanonical mode").
+    // Raw mode has no such character: the input goes as it is.
+    termios t{};
+    if (::tcgetattr(pty_.fd(), &t) != 0) {
+      return fail(errno, fmt::format("{}: tcgetattr on pty {}", what, pty_.slave_name()));
+    }
+    typed = input;
+    if ((t.c_lflag & ICANON) != 0 && t.c_cc[VEOF] != _POSIX_VDISABLE) {
+      char eof = static_cast<char>(t.c_cc[VEOF]);
+      if (!typed.empty() && typed.back() != '\n') typed += eof;
+      typed += eof;
+    }
+    auto dup = pty_.handle().duplicate();
+    if (!dup) return fail(dup.error(), what);
+    typing = std::move(*dup);
+    input = typed;
+  }
+  if (show_on_out || show_on_err) {
+    auto dup = pty_.handle().duplicate();
+    if (!dup) return fail(dup.error(), what);
+    showing = std::move(*dup);
   }
   Output result;
-  auto pumped = detail::pump(stdin_, input, stdout_, result.out, stderr_, result.err, deadline,
+  auto pumped = detail::pump(type_on_pty ? typing : stdin_, input, show_on_out ? showing : stdout_,
+                             result.out, show_on_err ? showing : stderr_, result.err, deadline,
                              fmt::format("process {} ({})", pid_, name_));
   if (!pumped) return std::unexpected(pumped.error());
   auto st = wait(deadline);
@@ -280,6 +324,12 @@ Result<void> pump(Fd& in, std::string_view input, Fd& out, std::string& out_text
       text.resize(old + (n ? *n : 0));
       if (!n) {
         if (n.error() == std::errc::resource_unavailable_try_again) return {};
+        // A pty master whose slave is closed everywhere: EIO is its end of
+        // stream (see read_master in pty.cpp). isatty() only on this path.
+        if (n.error() == std::errc::io_error && ::isatty(fd.get()) == 1) {
+          fd.reset();
+          return {};
+        }
         return std::unexpected(n.error());
       }
       if (*n == 0) {

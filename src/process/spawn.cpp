@@ -14,6 +14,7 @@
 // in the parent, so the child only makes async-signal-safe system calls.
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 
@@ -82,6 +83,11 @@ Command& Command::pass_fd(int source, int target) {
   passed_fds_.emplace_back(source, target);
   return *this;
 }
+Command& Command::pty(PtyOptions options) {
+  pty_ = options;
+  stdin_ = stdout_ = stderr_ = Stdio::pty();
+  return *this;
+}
 Command& Command::new_process_group(bool on) {
   if (on) {
     pgid_ = 0;
@@ -137,6 +143,7 @@ struct ChildPlan {
   std::size_t keep_count = 0;
   bool merge_stderr = false;
   bool new_session = false;
+  int controlling_tty = -1;  // the pty slave, made the new session's terminal
   bool set_pgid = false;
   pid_t pgid = 0;
   int death_signal = 0;
@@ -175,6 +182,11 @@ TETHER_CHILD_CODE int child_main(void* arg) {
   }
 
   if (plan->new_session && ::setsid() < 0) child_fail(plan, "setsid");
+  // Only a session leader without a terminal may acquire one, hence right
+  // after setsid(). Argument 0: never steal a terminal that is already
+  // another session's (ioctl_tty(2), TIOCSCTTY); ours is brand new.
+  if (plan->controlling_tty >= 0 && ::ioctl(plan->controlling_tty, TIOCSCTTY, 0) != 0)
+    child_fail(plan, "make the pty its controlling terminal (TIOCSCTTY)");
   if (plan->set_pgid && ::setpgid(0, plan->pgid) != 0) child_fail(plan, "setpgid");
   if (plan->death_signal != 0) {
     if (::prctl(PR_SET_PDEATHSIG, plan->death_signal, 0, 0, 0) != 0)
@@ -313,9 +325,30 @@ Result<Process> Command::spawn() const {
   std::vector<char*> sh_argv{const_cast<char*>("/bin/sh"), nullptr};
   sh_argv.insert(sh_argv.end(), argv.begin() + 1, argv.end());
 
+  // A terminal: opened and set up here; the child only takes it over.
+  // Any stream on Stdio::pty() asks for one, with default options unless
+  // pty() gave others.
+  auto on_pty = [](const Stdio& s) { return s.kind() == Stdio::Kind::pty; };
+  std::optional<PtyOptions> pty_options = pty_;
+  if (!pty_options && (on_pty(stdin_) || on_pty(stdout_) || on_pty(stderr_))) {
+    pty_options = PtyOptions{};
+  }
+  if (pty_options && pgid_ && *pgid_ != 0) {
+    return fail(EINVAL, fmt::format("{}: a child on a pty leads a new session (setsid), so it "
+                                    "cannot join process group {}",
+                                    what, *pgid_));
+  }
+
   // Descriptors. Parent ends of pipes go into the Process; child ends and
   // opened files are closed here when spawn returns.
   Process proc;
+  Fd pty_slave;
+  if (pty_options) {
+    auto pair = Pty::open(*pty_options);
+    if (!pair) return fail(pair.error(), what);
+    proc.pty_ = std::move(pair->master);
+    pty_slave = std::move(pair->slave);
+  }
   std::vector<Fd> child_ends;
   std::vector<int> sources, targets;
   bool merge_stderr = false;
@@ -362,6 +395,9 @@ Result<Process> Command::spawn() const {
       case Stdio::Kind::fd:
         sources.push_back(s.borrowed_fd());
         break;
+      case Stdio::Kind::pty:
+        sources.push_back(pty_slave.get());
+        break;
     }
     targets.push_back(target);
     return {};
@@ -397,8 +433,11 @@ Result<Process> Command::spawn() const {
   plan.keep = keep.data();
   plan.keep_count = keep.size();
   plan.merge_stderr = merge_stderr;
-  plan.new_session = new_session_;
-  plan.set_pgid = pgid_.has_value();
+  // A pty child leads its own session and so its own group already:
+  // setpgid(0, 0) would fail with EPERM for a session leader.
+  plan.new_session = new_session_ || pty_options.has_value();
+  plan.controlling_tty = pty_slave.get();
+  plan.set_pgid = pgid_.has_value() && !pty_options;
   plan.pgid = pgid_.value_or(0);
   plan.death_signal = death_signal_;
   plan.parent_pid = ::getpid();
@@ -430,7 +469,8 @@ Result<Process> Command::spawn() const {
   child.stdin_ = std::move(proc.stdin_);
   child.stdout_ = std::move(proc.stdout_);
   child.stderr_ = std::move(proc.stderr_);
-  if (new_session_) {
+  child.pty_ = std::move(proc.pty_);
+  if (new_session_ || pty_options) {
     child.pgid_ = pid;
   } else if (pgid_) {
     child.pgid_ = *pgid_ == 0 ? pid : *pgid_;
