@@ -212,8 +212,8 @@ TEST_P(ChannelTest, PeerCloseIsEndOfStreamAndBrokenPipe) {
 
 TEST_P(ChannelTest, DeadlineAndTryForms) {
   auto ends = connect_over(GetParam());
-  EXPECT_EQ(ends.b.recv(20ms).error(), std::errc::timed_out);
-  EXPECT_EQ(ends.b.try_recv().error(), std::errc::resource_unavailable_try_again);
+  TT_EXPECT_ERROR(ends.b.recv(20ms), std::errc::timed_out);
+  TT_EXPECT_ERROR(ends.b.try_recv(), std::errc::resource_unavailable_try_again);
   TT_ASSERT_OK(ends.a.try_send(bytes("quick")));
   EXPECT_EQ(must(ends.b.recv_string(10s)), "quick");
 }
@@ -231,7 +231,7 @@ TEST_P(ChannelTest, TypedValues) {
   EXPECT_EQ(s.value, 2.5);
   EXPECT_STREQ(s.tag, "probe");
   TT_ASSERT_OK(ends.a.send_value(std::uint16_t{1}, 10s));
-  EXPECT_EQ(ends.b.recv_value<Sample>(10s).error(), std::errc::bad_message);
+  TT_EXPECT_ERROR(ends.b.recv_value<Sample>(10s), std::errc::bad_message);
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, ChannelTest,
@@ -273,7 +273,9 @@ TEST_F(ChannelFaults, GarbageBytesAreAnErrorNotAMessage) {
   EXPECT_NE(r.error().message().find("garbage on the stream"), std::string::npos)
       << r.error().message();
   // Broken for good: no resynchronisation on a guess.
-  EXPECT_NE(ch.recv(10ms).error().message().find("broken"), std::string::npos);
+  auto again = ch.recv(10ms);
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message().find("broken"), std::string::npos);
   EXPECT_FALSE(ch.send("x"));
 }
 
@@ -287,7 +289,9 @@ TEST_F(ChannelFaults, GarbageThroughRecvIntoIsAnErrorNotAMessage) {
   EXPECT_EQ(r.error(), std::errc::message_size);
   EXPECT_NE(r.error().message().find("garbage on the stream"), std::string::npos)
       << r.error().message();
-  EXPECT_NE(ch.recv(10ms).error().message().find("broken"), std::string::npos);
+  auto again = ch.recv(10ms);
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message().find("broken"), std::string::npos);
 }
 
 // Whole frames, then a frame cut by its writer's end: the whole ones are
@@ -309,7 +313,7 @@ TEST_F(ChannelFaults, RecvIntoDeliversWholeFramesThenReportsTheCutOne) {
 TEST_F(ChannelFaults, OversizedFrameIsRefusedByTheReceiver) {
   auto [ch, raw] = channel_with_raw_peer({.max_message = 100});
   TT_ASSERT_OK(raw.send_all(header(101) + std::string(101, 'o')));
-  EXPECT_EQ(ch.recv(10s).error(), std::errc::message_size);
+  TT_EXPECT_ERROR(ch.recv(10s), std::errc::message_size);
 }
 
 TEST_F(ChannelFaults, TruncatedFrameIsNeverDelivered) {
@@ -325,7 +329,7 @@ TEST_F(ChannelFaults, TruncatedFrameIsNeverDelivered) {
   auto [ch2, raw2] = channel_with_raw_peer();
   TT_ASSERT_OK(raw2.send_all(std::string("\x05\x00", 2)));  // half a header
   TT_ASSERT_OK(raw2.close());
-  EXPECT_EQ(ch2.recv(10s).error(), tether::errc::truncated);
+  TT_EXPECT_ERROR(ch2.recv(10s), tether::errc::truncated);
 }
 
 TEST_F(ChannelFaults, PeerKilledMidMessage) {
@@ -336,15 +340,15 @@ TEST_F(ChannelFaults, PeerKilledMidMessage) {
     return 0;
   }));
   TT_ASSERT_OK(raw.close());  // only the dead child held the other end
-  EXPECT_EQ(ch.recv(10s).error(), tether::errc::truncated);
+  TT_EXPECT_ERROR(ch.recv(10s), tether::errc::truncated);
   EXPECT_EQ(must(child.wait(10s)).signal(), SIGKILL);
 }
 
 TEST_F(ChannelFaults, TryRecvKeepsAPartialMessage) {
   auto [ch, raw] = channel_with_raw_peer();
   TT_ASSERT_OK(raw.send_all(header(8) + "half"));
-  EXPECT_EQ(ch.try_recv().error(), std::errc::resource_unavailable_try_again);
-  EXPECT_EQ(ch.recv(20ms).error(), std::errc::timed_out);
+  TT_EXPECT_ERROR(ch.try_recv(), std::errc::resource_unavailable_try_again);
+  TT_EXPECT_ERROR(ch.recv(20ms), std::errc::timed_out);
   TT_ASSERT_OK(raw.send_all("done"));
   auto m = must(ch.recv(10s));
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(m.data()), m.size()), "halfdone");
@@ -375,13 +379,33 @@ TEST_F(ChannelFaults, TrySendNeverTearsTheStream) {
 
 TEST_F(ChannelFaults, SeqpacketRefusesEmptyAndOversizedMessages) {
   auto [a, b] = must(Channel::socket_pair(tether::SocketType::seqpacket, {.max_message = 64}));
-  EXPECT_EQ(a.send("").error(), std::errc::invalid_argument);
+  TT_EXPECT_ERROR(a.send(""), std::errc::invalid_argument);
   auto raw = must(tether::socket_pair(tether::SocketType::seqpacket));
   auto ch = must(Channel::over_socket(std::move(raw.first), {.max_message = 64}));
   TT_ASSERT_OK(raw.second.send(bytes(std::string(65, 'z'))));
   TT_ASSERT_OK(raw.second.send(bytes("next")));
-  EXPECT_EQ(ch.recv(10s).error(), std::errc::message_size);
+  TT_EXPECT_ERROR(ch.recv(10s), std::errc::message_size);
   EXPECT_EQ(must(ch.recv_string(10s)), "next");  // boundaries intact: not broken
+}
+
+// recv_into on seqpacket scatters into the caller's buffer first: a message
+// longer than it, or oversized, is still whole or refused, never cut.
+TEST_F(ChannelFaults, SeqpacketRecvIntoScattersAndStillRefusesOversized) {
+  auto raw = must(tether::socket_pair(tether::SocketType::seqpacket));
+  auto ch = must(Channel::over_socket(std::move(raw.first), {.max_message = 64}));
+  std::vector<std::byte> into(10, std::byte{'?'});
+  TT_ASSERT_OK(raw.second.send(bytes(std::string(40, 'l'))));  // longer than `into`
+  TT_ASSERT_OK(ch.recv_into(into, 10s));
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(into.data()), into.size()),
+            std::string(40, 'l'));
+  TT_ASSERT_OK(raw.second.send(bytes(std::string(65, 'z'))));
+  TT_ASSERT_OK(raw.second.send(bytes("next")));
+  TT_EXPECT_ERROR(ch.recv_into(into, 10s), std::errc::message_size);
+  EXPECT_TRUE(into.empty());  // overwritten by the refused packet: left empty
+  TT_ASSERT_OK(ch.recv_into(into, 10s));
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(into.data()), into.size()), "next");
+  TT_EXPECT_ERROR(ch.recv_into(into, 10ms), std::errc::timed_out);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(into.data()), into.size()), "next");
 }
 
 // Seqpacket messages are received with one recv into a buffer as large as
@@ -716,3 +740,116 @@ INSTANTIATE_TEST_SUITE_P(
       return param_info.param.creator + "_umask0" + std::to_string(param_info.param.umask / 8) +
              std::to_string(param_info.param.umask % 8);
     });
+
+// ---------------------------------------------------------------- composition
+
+// A Channel is a Transport behind one API: any Transport will do, so the
+// next transport is a new type, not a new branch in Channel. This one keeps
+// messages in memory, one direction, to show what Channel adds on top
+// (size limit, closed and end-of-stream handling, the try_ forms).
+namespace {
+
+class MemoryTransport final : public tether::Transport {
+ public:
+  MemoryTransport() : Transport("memory channel") {}
+  Result<void> send(std::span<const std::byte> message, tether::Deadline) override {
+    if (eos_after_ == 0) return tether::fail(EPIPE, "send on " + what_);
+    queue_.emplace_back(message.begin(), message.end());
+    return {};
+  }
+  Result<std::vector<std::byte>> recv(tether::Deadline) override {
+    if (queue_.empty()) {
+      if (eos_after_ >= 0) return tether::fail(tether::errc::end_of_stream, "receive on " + what_);
+      return tether::fail(ETIMEDOUT, "receive on " + what_);
+    }
+    auto m = std::move(queue_.front());
+    queue_.erase(queue_.begin());
+    return m;
+  }
+  int fd() const noexcept override { return -1; }
+  Result<void> close() noexcept override {
+    closed_ = true;
+    return {};
+  }
+  std::vector<std::vector<std::byte>> queue_;
+  int eos_after_ = -1;  // >= 0: the queue ends after what it holds
+  bool closed_ = false;
+};
+
+}  // namespace
+
+using ChannelComposition = Clean;
+
+TEST_F(ChannelComposition, AnyTransportBehindTheSameApi) {
+  auto owned = std::make_unique<MemoryTransport>();
+  MemoryTransport* t = owned.get();
+  auto ch = must(Channel::over(std::move(owned), {.max_message = 8}));
+  EXPECT_EQ(ch.description(), "memory channel");
+  EXPECT_EQ(ch.fd(), -1);
+  TT_ASSERT_OK(ch.send("one"));
+  TT_ASSERT_OK(ch.try_send(bytes("two")));
+  TT_EXPECT_ERROR(ch.send("nine bytes"), std::errc::message_size);  // Channel's own check
+  EXPECT_EQ(t->queue_.size(), 2u);
+  EXPECT_EQ(must(ch.recv_string()), "one");
+  std::vector<std::byte> into;
+  TT_ASSERT_OK(ch.recv_into(into));  // the Transport's default recv_into
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(into.data()), into.size()), "two");
+  TT_EXPECT_ERROR(ch.try_recv(), std::errc::resource_unavailable_try_again);
+  t->eos_after_ = 0;
+  TT_EXPECT_ERROR(ch.recv(), tether::errc::end_of_stream);
+  TT_EXPECT_ERROR(ch.send("x"), std::errc::broken_pipe);  // after end of stream, always
+  TT_ASSERT_OK(ch.close());
+  EXPECT_TRUE(t->closed_);
+  EXPECT_FALSE(ch.valid());
+  auto closed = ch.recv();
+  ASSERT_FALSE(closed);
+  EXPECT_EQ(closed.error(), std::errc::bad_file_descriptor);
+  EXPECT_NE(closed.error().message().find("memory channel: closed"), std::string::npos)
+      << closed.error().message();
+}
+
+TEST_F(ChannelComposition, NoTransportAndNoEndsAreRefused) {
+  TT_EXPECT_ERROR(Channel::over(nullptr), std::errc::invalid_argument);
+  TT_EXPECT_ERROR(Channel::over_pipes(tether::PipeReader(), tether::PipeWriter()),
+                  std::errc::bad_file_descriptor);
+  Channel none;
+  EXPECT_FALSE(none.valid());
+  EXPECT_EQ(none.fd(), -1);
+  TT_EXPECT_ERROR(none.send("x"), std::errc::bad_file_descriptor);
+  TT_ASSERT_OK(none.close());
+}
+
+// recv_into() reuses the caller's storage on every transport: once it is
+// large enough, a receive loop allocates nothing (the data pointer stays).
+TEST_P(ChannelTest, RecvIntoKeepsTheStorageOnceLargeEnough) {
+  auto ends = connect_over(GetParam());
+  std::vector<std::byte> into;
+  into.reserve(8192);
+  const std::byte* storage = into.data();
+  for (std::string m : std::vector<std::string>{"first", std::string(3000, 'x'), "third"}) {
+    TT_ASSERT_OK(ends.a.send(m, 10s));
+    TT_ASSERT_OK(ends.b.recv_into(into, 10s));
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(into.data()), into.size()), m);
+    EXPECT_EQ(into.data(), storage) << GetParam() << ": recv_into allocated";
+  }
+}
+
+// ---------------------------------------------------------------- backoff
+
+using ChannelBackoff = Clean;
+
+// The one backoff of every retry loop (FIFO writers, a full Unix backlog,
+// System V queues, wait_any_child): capped doubling, never past the deadline.
+TEST_F(ChannelBackoff, DoublesUpToTheCapAndGivesUpAtTheDeadline) {
+  tether::Backoff b{1ms, 20ms};
+  std::vector<long long> got;
+  for (int i = 0; i < 7; ++i)
+    got.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(b.next()).count());
+  EXPECT_EQ(got, (std::vector<long long>{1, 2, 4, 8, 16, 20, 20}));
+  b.reset();
+  EXPECT_EQ(b.next(), std::chrono::nanoseconds(1ms));
+  EXPECT_FALSE(b.wait(tether::Deadline::immediate()));  // expired: no sleep, give up
+  tether::Backoff tiny{std::chrono::microseconds(1), std::chrono::microseconds(2)};
+  EXPECT_TRUE(tiny.wait(tether::Deadline::never()));
+  EXPECT_TRUE(tiny.wait(10s));
+}

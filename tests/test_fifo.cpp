@@ -255,3 +255,67 @@ TEST_F(FifoTest, AttachDoesNotOwn) {
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error(), std::errc::no_such_file_or_directory);
 }
+
+// ---------------------------------------------------------------- ownership (NamedObject)
+
+namespace {
+
+ino_t inode_of(const std::filesystem::path& p) {
+  struct stat st {};
+  return ::lstat(p.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+}  // namespace
+
+// Another FIFO of ours in its place (same type, same owner, another
+// inode): not the one this Fifo made, so neither remove() nor the
+// destructor touches it.
+TEST_F(FifoTest, RemovalLeavesAnotherFifoInItsPlaceAlone) {
+  {
+    auto fifo = must(Fifo::create(path));
+    ASSERT_TRUE(fifo.owns());
+    auto other = fifo_path();
+    ASSERT_EQ(::mkfifo(other.c_str(), 0600), 0);
+    std::filesystem::rename(other, path);  // swapped under the owner's feet
+    TT_EXPECT_ERROR(fifo.remove(), std::errc::file_exists);
+    EXPECT_FALSE(fifo.owns());
+  }
+  EXPECT_TRUE(std::filesystem::is_fifo(path));
+  std::filesystem::remove(path);
+
+  ino_t swapped = 0;
+  {
+    auto fifo = must(Fifo::create(path));
+    auto other = fifo_path();
+    ASSERT_EQ(::mkfifo(other.c_str(), 0600), 0);
+    std::filesystem::rename(other, path);
+    swapped = inode_of(path);
+  }  // the destructor: same rule
+  EXPECT_EQ(inode_of(path), swapped);
+  std::filesystem::remove(path);
+}
+
+TEST_F(FifoTest, ReleaseKeepsTheFifo) {
+  {
+    auto fifo = must(Fifo::create(path));
+    fifo.release();
+    EXPECT_FALSE(fifo.owns());
+  }
+  EXPECT_TRUE(std::filesystem::is_fifo(path));
+  std::filesystem::remove(path);
+}
+
+TEST_F(FifoTest, MovesTransferOwnership) {
+  auto first = must(Fifo::create(path));
+  Fifo second = std::move(first);
+  EXPECT_FALSE(first.owns());  // NOLINT(bugprone-use-after-move): the moved-from state is the point
+  EXPECT_TRUE(second.owns());
+  { Fifo gone = std::move(first); }  // destroying a moved-from Fifo removes nothing
+  EXPECT_TRUE(std::filesystem::is_fifo(path));
+  Fifo third;
+  third = std::move(second);
+  EXPECT_TRUE(third.owns());
+  EXPECT_EQ(third.path(), path);
+  TT_ASSERT_OK(third.remove());
+  EXPECT_FALSE(std::filesystem::exists(path));
+}

@@ -57,7 +57,7 @@ TEST_F(Fork, RefusedWhileOtherThreadsRun) {
   });
   auto refused = tether::fork([] { return 0; });
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error(), tether::errc::unsafe_fork);
+  TT_EXPECT_ERROR(refused, tether::errc::unsafe_fork);
   EXPECT_NE(refused.error().message().find("2 threads"), std::string::npos)
       << refused.error().message();
   EXPECT_EQ(must(tether::thread_count()), 2);

@@ -1,3 +1,5 @@
+#include <limits.h>
+#include <mqueue.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -47,12 +49,12 @@ TEST_F(PosixMq, FullAndEmptyInNonBlockingAndDeadlineForms) {
   auto attr = must(q.attributes());
   EXPECT_EQ(attr.capacity, 2);
   EXPECT_EQ(attr.message_size, 64);
-  EXPECT_EQ(q.try_recv().error(), std::errc::resource_unavailable_try_again);
-  EXPECT_EQ(q.recv(20ms).error(), std::errc::timed_out);
+  TT_EXPECT_ERROR(q.try_recv(), std::errc::resource_unavailable_try_again);
+  TT_EXPECT_ERROR(q.recv(20ms), std::errc::timed_out);
   TT_ASSERT_OK(q.try_send(bytes("1")));
   TT_ASSERT_OK(q.try_send(bytes("2")));
-  EXPECT_EQ(q.try_send(bytes("3")).error(), std::errc::resource_unavailable_try_again);
-  EXPECT_EQ(q.send("3", 0, 20ms).error(), std::errc::timed_out);
+  TT_EXPECT_ERROR(q.try_send(bytes("3")), std::errc::resource_unavailable_try_again);
+  TT_EXPECT_ERROR(q.send("3", 0, 20ms), std::errc::timed_out);
 }
 
 TEST_F(PosixMq, TooLargeIsAnErrorNotTruncation) {
@@ -103,9 +105,9 @@ TEST_F(PosixMq, OwnerRemovesTheNameAndBadNamesAreRefused) {
   {
     auto q = must(PosixQueue::create(name));
     EXPECT_TRUE(q.owns());
-    EXPECT_EQ(PosixQueue::create(name).error(), std::errc::file_exists);
+    TT_EXPECT_ERROR(PosixQueue::create(name), std::errc::file_exists);
   }
-  EXPECT_EQ(PosixQueue::open(name).error(), std::errc::no_such_file_or_directory);
+  TT_EXPECT_ERROR(PosixQueue::open(name), std::errc::no_such_file_or_directory);
   for (std::string bad : {"noslash", "/a/b", "/"}) {
     auto r = PosixQueue::create(bad);
     ASSERT_FALSE(r) << bad;
@@ -141,10 +143,10 @@ TEST_F(SysvMq, TheKernelsThreeSelectionRules) {
 
 TEST_F(SysvMq, EmptyAndMissingTypeInNonBlockingAndDeadlineForms) {
   auto q = must(SysvQueue::create(SysvQueue::private_key));
-  EXPECT_EQ(q.try_recv().error(), std::errc::resource_unavailable_try_again);
+  TT_EXPECT_ERROR(q.try_recv(), std::errc::resource_unavailable_try_again);
   TT_ASSERT_OK(q.send(4, "four"));
-  EXPECT_EQ(q.try_recv(7).error(), std::errc::resource_unavailable_try_again);  // none of type 7
-  EXPECT_EQ(q.recv(7, 30ms).error(), std::errc::timed_out);
+  TT_EXPECT_ERROR(q.try_recv(7), std::errc::resource_unavailable_try_again);  // none of type 7
+  TT_EXPECT_ERROR(q.recv(7, 30ms), std::errc::timed_out);
   EXPECT_EQ(must(q.try_recv(4)).text(), "four");
 }
 
@@ -161,16 +163,16 @@ TEST_F(SysvMq, StatsAndLimits) {
   ASSERT_FALSE(big);
   EXPECT_EQ(big.error(), std::errc::message_size);
   EXPECT_NE(big.error().message().find("/proc/sys/kernel/msgmax"), std::string::npos);
-  EXPECT_EQ(q.send(0, "x").error(), std::errc::invalid_argument);
+  TT_EXPECT_ERROR(q.send(0, "x"), std::errc::invalid_argument);
 }
 
 TEST_F(SysvMq, KeyFromPathSharedWithAnotherProcess) {
   auto file = std::filesystem::temp_directory_path() / tether_test::unique_name("tether-ftok");
   std::ofstream(file) << "key anchor";
-  auto key = must(SysvQueue::key_from_path(file, 7));
+  auto key = must(tether::SysvKey::from_path(file, 7));
   {
     auto q = must(SysvQueue::create(key));
-    EXPECT_EQ(SysvQueue::create(key).error(), std::errc::file_exists);
+    TT_EXPECT_ERROR(SysvQueue::create(key), std::errc::file_exists);
     auto child = must(tether::fork([&] {
       auto mine = SysvQueue::open(key);
       return mine && !mine->owns() && mine->send(9, "by key") ? 0 : 1;
@@ -181,7 +183,7 @@ TEST_F(SysvMq, KeyFromPathSharedWithAnotherProcess) {
   }
   EXPECT_EQ(SysvQueue::open(key).error(),
             std::errc::no_such_file_or_directory);  // removed by its owner
-  EXPECT_EQ(SysvQueue::key_from_path(file, 0).error(), std::errc::invalid_argument);
+  TT_EXPECT_ERROR(tether::SysvKey::from_path(file, 0), std::errc::invalid_argument);
   std::filesystem::remove(file);
 }
 
@@ -220,4 +222,132 @@ TEST_F(PosixMq, QueueMemoryLimitIsNamedInTheError) {
                : 1;
   }));
   EXPECT_EQ(must(child.wait(10s)).code(), 0);
+}
+
+// ---------------------------------------------------------------- ownership (NamedObject)
+
+// The name re-created by someone else (here: removed and made again behind
+// the owner's back) holds another queue: the owner leaves it alone.
+TEST_F(PosixMq, RemovalLeavesAReCreatedNameAlone) {
+  std::string name = queue_name();
+  {
+    auto q = must(PosixQueue::create(name, {.capacity = 1, .message_size = 16}));
+    ASSERT_EQ(::mq_unlink(name.c_str()), 0);
+    auto other = must(PosixQueue::create(name, {.capacity = 1, .message_size = 16}));
+    other.release();  // "someone else's": nobody here removes it
+    TT_EXPECT_ERROR(q.remove(), std::errc::file_exists);
+    EXPECT_FALSE(q.owns());
+  }
+  auto still = must(PosixQueue::open(name));
+  TT_ASSERT_OK(still.remove());  // attached, and asked explicitly: removed
+  TT_EXPECT_ERROR(PosixQueue::open(name), std::errc::no_such_file_or_directory);
+}
+
+TEST_F(PosixMq, ReleaseKeepsTheQueueAndMovesTransferIt) {
+  std::string name = queue_name();
+  {
+    auto q = must(PosixQueue::create(name, {.capacity = 1, .message_size = 16}));
+    q.release();
+    EXPECT_FALSE(q.owns());
+  }
+  {
+    auto kept = must(PosixQueue::open(name));
+    EXPECT_FALSE(kept.owns());
+    TT_ASSERT_OK(kept.remove());
+  }
+  auto first = must(PosixQueue::create(name, {.capacity = 1, .message_size = 16}));
+  PosixQueue second = std::move(first);
+  EXPECT_FALSE(first.owns());  // NOLINT(bugprone-use-after-move): the point of the test
+  EXPECT_EQ(first.fd(), -1);   // NOLINT(bugprone-use-after-move)
+  EXPECT_TRUE(second.owns());
+  { PosixQueue gone = std::move(first); }  // a moved-from queue removes nothing
+  TT_ASSERT_OK(second.send("still here"));
+  PosixQueue third;
+  third = std::move(second);
+  EXPECT_EQ(must(third.recv(5s)).text(), "still here");
+  EXPECT_TRUE(third.owns());
+  TT_ASSERT_OK(third.close());  // closed, still owned: destroying it removes the name
+  { PosixQueue end = std::move(third); }
+  TT_EXPECT_ERROR(PosixQueue::open(name), std::errc::no_such_file_or_directory);
+}
+
+TEST_F(PosixMq, NameCheckIsTheOneForEveryPosixName) {
+  TT_EXPECT_ERROR(tether::check_posix_ipc_name("", "POSIX queue"), std::errc::invalid_argument);
+  for (std::string bad :
+       std::vector<std::string>{"/", "noslash", "/a/b", "//", "/.", "/..", std::string("/a\0b", 4),
+                                "/" + std::string(NAME_MAX, 'n')}) {
+    auto r = tether::check_posix_ipc_name(bad, "POSIX queue");
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error(), std::errc::invalid_argument);
+    EXPECT_NE(r.error().message().find("POSIX queue name"), std::string::npos)
+        << r.error().message();
+  }
+  TT_ASSERT_OK(tether::check_posix_ipc_name("/jobs", "POSIX queue"));
+  TT_ASSERT_OK(tether::check_posix_ipc_name("/" + std::string(NAME_MAX - 1, 'n'), "x"));
+  TT_ASSERT_OK(tether::check_posix_ipc_name("/...", "x"));
+}
+
+TEST_F(SysvMq, ReleaseKeepsTheQueueAndMovesTransferIt) {
+  int id = -1;
+  {
+    auto q = must(SysvQueue::create(tether::SysvKey::private_key()));
+    id = q.id();
+    q.release();
+    EXPECT_FALSE(q.owns());
+  }
+  TT_ASSERT_OK(SysvQueue::from_id(id).send(1, "kept"));  // still there
+  TT_ASSERT_OK(SysvQueue::from_id(id).remove());
+  auto first = must(SysvQueue::create(tether::SysvKey::private_key()));
+  id = first.id();
+  SysvQueue second = std::move(first);
+  EXPECT_FALSE(first.owns());  // NOLINT(bugprone-use-after-move): the point of the test
+  EXPECT_EQ(first.id(), -1);   // NOLINT(bugprone-use-after-move)
+  { SysvQueue gone = std::move(first); }
+  SysvQueue third;
+  third = std::move(second);
+  EXPECT_TRUE(third.owns());
+  TT_ASSERT_OK(third.send(1, "moved"));
+  { SysvQueue end = std::move(third); }  // removed by its last owner
+  TT_EXPECT_ERROR(SysvQueue::from_id(id).send(1, "gone"), std::errc::invalid_argument);
+}
+
+// An id whose queue is not the one recorded (another key) is left alone.
+// (The kernel reuses an id only once its slot's sequence wraps; recording
+// the wrong key shows the same check.)
+TEST_F(SysvMq, RemovalLeavesAnIdThatNamesAnotherQueueAlone) {
+  auto mine = must(SysvQueue::create(tether::SysvKey::private_key()));
+  auto key = must(tether::SysvKey::from_number(0x7d000000 + (::getpid() & 0xffffff)));
+  {
+    auto wrong =
+        tether::NamedObject::sysv(tether::NamedObject::Kind::sysv_queue, mine.id(), key, true);
+    TT_EXPECT_ERROR(wrong.remove(), std::errc::file_exists);
+  }
+  TT_ASSERT_OK(mine.send(1, "untouched"));
+  EXPECT_EQ(must(mine.recv(1, 5s)).text(), "untouched");
+}
+
+TEST_F(SysvMq, KeysAreMadeOnPurpose) {
+  using tether::SysvKey;
+  EXPECT_TRUE(SysvKey::private_key().is_private());
+  EXPECT_EQ(SysvQueue::private_key, SysvKey::private_key());
+  EXPECT_EQ(must(SysvKey::from_number(0x1f)).get(), 0x1f);
+  EXPECT_EQ(must(SysvKey::from_number(0xffffffffLL)).get(), -1);  // the upper half: negative key_t
+  EXPECT_EQ(must(SysvKey::from_number(-1)).get(), -1);
+  for (long long bad : {0LL, 1LL << 32, -(1LL << 32), 99999999999LL}) {
+    TT_EXPECT_ERROR(SysvKey::from_number(bad), std::errc::invalid_argument);
+  }
+  auto zero = SysvKey::from_number(0);
+  ASSERT_FALSE(zero);
+  EXPECT_NE(zero.error().message().find("IPC_PRIVATE"), std::string::npos);
+  EXPECT_EQ(must(SysvKey::parse("0x7e001234")).get(), 0x7e001234);
+  EXPECT_EQ(must(SysvKey::parse("12")).get(), 12);
+  for (std::string bad : {"0", "0x0", "4294967296", "-1", "+5", "12abc", "0x", ""}) {
+    TT_EXPECT_ERROR(SysvKey::parse(bad), std::errc::invalid_argument);
+  }
+  EXPECT_EQ(must(SysvKey::parse("0x7e001234")).describe(), "0x7e001234");
+  EXPECT_EQ(SysvKey::private_key().describe(), "IPC_PRIVATE");
+  TT_EXPECT_ERROR(SysvKey::from_path("/no/such/path/for/ftok", 1),
+                  std::errc::no_such_file_or_directory);
+  TT_EXPECT_ERROR(SysvKey::from_path("/", 256), std::errc::invalid_argument);
+  EXPECT_FALSE(must(SysvKey::from_path("/", 1)).is_private());
 }

@@ -44,7 +44,7 @@ TEST_F(PipeTest, WriteReadAndEndOfStream) {
   std::array<std::byte, 4> buf;
   auto exact = p.reader.read_exact(buf);
   ASSERT_FALSE(exact);
-  EXPECT_EQ(exact.error(), tether::errc::end_of_stream);
+  TT_EXPECT_ERROR(exact, tether::errc::end_of_stream);
 }
 
 TEST_F(PipeTest, BothEndsAreCloseOnExec) {
@@ -60,7 +60,7 @@ TEST_F(PipeTest, ReadExactReportsTruncation) {
   std::array<std::byte, 8> buf;
   auto r = p.reader.read_exact(buf);
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error(), tether::errc::truncated);
+  TT_EXPECT_ERROR(r, tether::errc::truncated);
   EXPECT_EQ(r.error().message(),
             "read pipe: got 3 of 8 bytes: stream ended in the middle of a record");
 }
@@ -71,14 +71,14 @@ TEST_F(PipeTest, NonBlockingReadAndWriteWouldBlock) {
   std::array<std::byte, 16> buf;
   auto r = p.reader.try_read(buf);
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error(), std::errc::resource_unavailable_try_again);
+  TT_EXPECT_ERROR(r, std::errc::resource_unavailable_try_again);
   // Fill it up: a non-blocking write then fails with would-block too.
   std::string chunk(65536, 'z');
   std::size_t total = 0;
   for (;;) {
     auto w = p.writer.try_write(bytes(chunk));
     if (!w) {
-      EXPECT_EQ(w.error(), std::errc::resource_unavailable_try_again);
+      TT_ASSERT_ERROR(w, std::errc::resource_unavailable_try_again);
       break;
     }
     total += *w;
@@ -92,7 +92,7 @@ TEST_F(PipeTest, TryFormsNeverBlockOnABlockingPipe) {
   std::array<std::byte, 16> buf;
   auto r = p.reader.try_read(buf);
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error(), std::errc::resource_unavailable_try_again);
+  TT_EXPECT_ERROR(r, std::errc::resource_unavailable_try_again);
   TT_ASSERT_OK(p.reader.handle().duplicate());  // still usable afterwards
   std::string big(1 << 20, 'q');
   std::size_t total = 0;
@@ -110,10 +110,10 @@ TEST_F(PipeTest, DeadlineReadTimesOut) {
     std::array<std::byte, 16> buf;
     auto r = p.reader.read(buf, 30ms);
     ASSERT_FALSE(r);
-    EXPECT_EQ(r.error(), std::errc::timed_out);
+    TT_EXPECT_ERROR(r, std::errc::timed_out);
     auto e = p.reader.read_exact(buf, 30ms);
     ASSERT_FALSE(e);
-    EXPECT_EQ(e.error(), std::errc::timed_out);
+    TT_EXPECT_ERROR(e, std::errc::timed_out);
   }
 }
 
@@ -123,7 +123,7 @@ TEST_F(PipeTest, DeadlineWriteTimesOutWhenFull) {
     std::string big(4 << 20, 'w');
     auto w = p.writer.write_all(bytes(big), 50ms);
     ASSERT_FALSE(w);
-    EXPECT_EQ(w.error(), std::errc::timed_out);
+    TT_EXPECT_ERROR(w, std::errc::timed_out);
     EXPECT_EQ(must(p.reader.pending()), must(p.writer.capacity()));
   }
 }
@@ -148,7 +148,7 @@ TEST_F(PipeTest, WriteWithoutReaderIsBrokenPipeNotDeath) {
     TT_ASSERT_OK(p.reader.close());
     auto w = p.writer.write_all("nobody listens");
     ASSERT_FALSE(w);
-    EXPECT_EQ(w.error(), std::errc::broken_pipe);
+    TT_EXPECT_ERROR(w, std::errc::broken_pipe);
     EXPECT_EQ(w.error().message(), "write pipe: Broken pipe (EPIPE)");
     EXPECT_FALSE(sigpipe_pending());
     // The signal mask is as it was.
@@ -166,7 +166,7 @@ TEST_F(PipeTest, IgnoreSigpipeOptInUsesPlainWrites) {
   TT_ASSERT_OK(p.reader.close());
   auto w = p.writer.write_all("nobody");
   ASSERT_FALSE(w);
-  EXPECT_EQ(w.error(), std::errc::broken_pipe);
+  TT_EXPECT_ERROR(w, std::errc::broken_pipe);
   // Children still start with SIGPIPE at its default.
   auto out = must(helper("status-lines").output());
   EXPECT_NE(out.out.find("SigIgn:\t0000000000000000"), std::string::npos) << out.out;

@@ -56,7 +56,7 @@ TEST_F(PipelineTest, EndOfFileReachesTheLastStage) {
 TEST_F(PipelineTest, FailedStageLeavesNothingRunning) {
   auto r = (Command("sleep").arg("30") | Command("/no/such/stage") | Command("cat")).spawn();
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error(), std::errc::no_such_file_or_directory);
+  TT_EXPECT_ERROR(r, std::errc::no_such_file_or_directory);
   EXPECT_NE(r.error().message().find("spawn pipeline sleep 30 | /no/such/stage | cat"),
             std::string::npos)
       << r.error().message();
@@ -77,12 +77,12 @@ TEST_F(PipelineTest, OneProcessGroupForTheJob) {
 TEST_F(PipelineTest, EmptyPipelineIsAnError) {
   auto r = Pipeline().spawn();
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error(), std::errc::invalid_argument);
+  TT_EXPECT_ERROR(r, std::errc::invalid_argument);
 }
 
 TEST_F(PipelineTest, DeadlineKillsEveryStage) {
   auto r = (helper("sleep", {"20000"}) | Command("cat")).output({}, 100ms);
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error(), std::errc::timed_out);
+  TT_EXPECT_ERROR(r, std::errc::timed_out);
   EXPECT_FALSE(tether_test::has_children());
 }

@@ -112,13 +112,13 @@ using Spawn = Clean;
 TEST_F(Spawn, ExecFailureIsAnErrorFromSpawnAndLeavesNoZombie) {
   auto p = Command("/no/such/prog").spawn();
   ASSERT_FALSE(p);
-  EXPECT_EQ(p.error(), std::errc::no_such_file_or_directory);
+  TT_EXPECT_ERROR(p, std::errc::no_such_file_or_directory);
   EXPECT_EQ(p.error().message(), "spawn /no/such/prog: No such file or directory (ENOENT)");
   EXPECT_FALSE(tether_test::has_children());
 
   auto q = Command("no-such-program-tether").spawn();
   ASSERT_FALSE(q);
-  EXPECT_EQ(q.error(), std::errc::no_such_file_or_directory);
+  TT_EXPECT_ERROR(q, std::errc::no_such_file_or_directory);
 }
 
 TEST_F(Spawn, NonExecutableFileIsPermissionDenied) {
@@ -127,13 +127,13 @@ TEST_F(Spawn, NonExecutableFileIsPermissionDenied) {
   std::ofstream(file) << "#!/bin/sh\nexit 0\n";
   auto p = Command(file.string()).spawn();
   ASSERT_FALSE(p);
-  EXPECT_EQ(p.error(), std::errc::permission_denied);
+  TT_EXPECT_ERROR(p, std::errc::permission_denied);
 }
 
 TEST_F(Spawn, BadWorkingDirectoryAndBadFileAreErrors) {
   auto p = helper("exit", {"0"}).cwd("/no/such/dir").spawn();
   ASSERT_FALSE(p);
-  EXPECT_EQ(p.error(), std::errc::no_such_file_or_directory);
+  TT_EXPECT_ERROR(p, std::errc::no_such_file_or_directory);
   EXPECT_NE(p.error().message().find("chdir /no/such/dir"), std::string::npos)
       << p.error().message();
 
@@ -322,7 +322,7 @@ TEST_F(Wait, DeadlineAndNonBlocking) {
   EXPECT_FALSE(*polled);  // still running
   auto st = p.wait(50ms);
   ASSERT_FALSE(st);
-  EXPECT_EQ(st.error(), std::errc::timed_out);
+  TT_EXPECT_ERROR(st, std::errc::timed_out);
   EXPECT_TRUE(pid_alive(p.pid()));
   auto killed = must(p.kill());
   EXPECT_EQ(killed.signal(), SIGKILL);
@@ -338,11 +338,11 @@ TEST_F(Wait, AlreadyReapedElsewhereIsAnErrorNotAHang) {
   ASSERT_EQ(::waitpid(p.pid(), &raw, 0), p.pid());
   auto st = p.wait(5s);
   ASSERT_FALSE(st);
-  EXPECT_EQ(st.error(), std::errc::no_child_process);
+  TT_EXPECT_ERROR(st, std::errc::no_child_process);
   EXPECT_NE(st.error().message().find("already reaped"), std::string::npos);
   auto blocking = p.wait();
   ASSERT_FALSE(blocking);
-  EXPECT_EQ(blocking.error(), std::errc::no_child_process);
+  TT_EXPECT_ERROR(blocking, std::errc::no_child_process);
   // And signalling does not reach whatever now has that pid: the pidfd is dead.
   EXPECT_FALSE(p.signal(SIGTERM));
 }
@@ -403,12 +403,12 @@ TEST_F(Wait, WaitAnyReturnsTheFirstToEnd) {
   EXPECT_EQ(first.status.code(), 9);
   auto timeout = tether::wait_any(procs, 20ms);
   ASSERT_FALSE(timeout);
-  EXPECT_EQ(timeout.error(), std::errc::timed_out);
+  TT_EXPECT_ERROR(timeout, std::errc::timed_out);
   procs[0].kill().value();
   procs[2].kill().value();
   auto none = tether::wait_any(procs);
   ASSERT_FALSE(none);
-  EXPECT_EQ(none.error(), std::errc::no_child_process);
+  TT_EXPECT_ERROR(none, std::errc::no_child_process);
 }
 
 TEST_F(Wait, WaitAnyChildAndReapAll) {
@@ -436,7 +436,7 @@ TEST_F(Wait, WaitAnyChildAndReapAll) {
   EXPECT_TRUE(must(tether::reap_finished_children()).empty());
   auto none = tether::wait_any_child(10ms);
   ASSERT_FALSE(none);
-  EXPECT_EQ(none.error(), std::errc::no_child_process);
+  TT_EXPECT_ERROR(none, std::errc::no_child_process);
 }
 
 // ---------------------------------------------------------------- signals
@@ -461,7 +461,7 @@ TEST_F(Signals, AnySignalThroughThePidfd) {
   EXPECT_EQ(must(p.wait()).signal(), SIGUSR1);
   auto again = p.signal(SIGUSR1);
   ASSERT_FALSE(again);
-  EXPECT_EQ(again.error(), std::errc::no_such_process);
+  TT_EXPECT_ERROR(again, std::errc::no_such_process);
 }
 
 TEST_F(Signals, SignalWholeGroup) {
@@ -486,7 +486,7 @@ TEST_F(Signals, SignalWholeGroup) {
   TT_ASSERT_OK(tether::set_child_subreaper(false));
 
   auto no_group = must(helper("exit", {"0"}).spawn());
-  EXPECT_EQ(no_group.signal_group(SIGTERM).error(), std::errc::invalid_argument);
+  TT_EXPECT_ERROR(no_group.signal_group(SIGTERM), std::errc::invalid_argument);
   (void)no_group.wait();
 }
 
@@ -578,7 +578,7 @@ TEST_F(Drop, MovedFromProcessIsEmpty) {
   auto p = must(helper("exit", {"0"}).spawn());
   tether::Process q = std::move(p);
   EXPECT_FALSE(p.valid());  // NOLINT(bugprone-use-after-move): documented state
-  EXPECT_EQ(p.wait().error(), tether::errc::not_spawned);
+  TT_EXPECT_ERROR(p.wait(), tether::errc::not_spawned);
   EXPECT_TRUE(must(q.wait()).success());
 }
 
@@ -616,7 +616,7 @@ TEST_F(Capture, ChildThatStopsReadingIsNotAnError) {
 TEST_F(Capture, DeadlineKillsTheChild) {
   auto out = helper("sleep", {"20000"}).output({}, 100ms);
   ASSERT_FALSE(out);
-  EXPECT_EQ(out.error(), std::errc::timed_out);
+  TT_EXPECT_ERROR(out, std::errc::timed_out);
   EXPECT_FALSE(tether_test::has_children());
 }
 
@@ -624,7 +624,7 @@ TEST_F(Capture, InputWithoutStdinPipeIsAnError) {
   auto p = must(helper("exit", {"0"}).stdin_from(Stdio::null()).spawn());
   auto r = p.communicate("data");
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error(), std::errc::invalid_argument);
+  TT_EXPECT_ERROR(r, std::errc::invalid_argument);
   (void)p.wait();
 }
 

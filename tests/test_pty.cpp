@@ -138,7 +138,7 @@ TEST_F(Pty, SendEofEndsTheChildsInput) {
   auto raw = must(helper("sleep", {"0"}).pty({.raw = true}).spawn());
   auto refused = raw.pty().send_eof();
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error(), std::errc::invalid_argument);
+  TT_EXPECT_ERROR(refused, std::errc::invalid_argument);
   EXPECT_NE(refused.error().message().find("raw mode"), std::string::npos);
   EXPECT_TRUE(must(raw.wait(patience)).success());
 }
@@ -155,14 +155,14 @@ TEST_F(Pty, EndOfStreamAfterTheChildExits) {
   EXPECT_EQ(must(child.pty().try_read(buf)), 0u);
   auto exact = child.pty().read_exact(buf, patience);
   ASSERT_FALSE(exact);
-  EXPECT_EQ(exact.error(), tether::errc::end_of_stream);
+  TT_EXPECT_ERROR(exact, tether::errc::end_of_stream);
   auto more = child.pty().read_until(seen, "never", patience);
   ASSERT_FALSE(more);
-  EXPECT_EQ(more.error(), tether::errc::end_of_stream);
+  TT_EXPECT_ERROR(more, tether::errc::end_of_stream);
   // Writing to a terminal nobody holds is a broken pipe, not a silent discard.
   auto w = child.pty().write_all("anyone?\n", patience);
   ASSERT_FALSE(w);
-  EXPECT_EQ(w.error(), std::errc::broken_pipe);
+  TT_EXPECT_ERROR(w, std::errc::broken_pipe);
   EXPECT_NE(w.error().message().find(child.pty().slave_name()), std::string::npos)
       << w.error().message();
 }
@@ -175,10 +175,10 @@ TEST_F(Pty, DeadlineTimesOutAndTryFormsWouldBlock) {
   std::array<std::byte, 16> buf;
   auto r = child.pty().read(buf, 20ms);
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error(), std::errc::timed_out);
+  TT_EXPECT_ERROR(r, std::errc::timed_out);
   auto t = child.pty().try_read(buf);
   ASSERT_FALSE(t);
-  EXPECT_EQ(t.error(), std::errc::resource_unavailable_try_again);
+  TT_EXPECT_ERROR(t, std::errc::resource_unavailable_try_again);
   // The terminal takes some KiB, then a try_write would block and a write
   // with a deadline times out. The kernel moves bytes into the line
   // discipline's buffer in the background, so room may come back once or
@@ -240,7 +240,7 @@ TEST_F(Pty, ConflictingProcessGroupIsRefused) {
   auto leader = must(helper("sleep", {"20000"}).new_process_group().spawn());
   auto r = helper("exit", {"0"}).pty().process_group(leader.pid()).spawn();
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error(), std::errc::invalid_argument);
+  TT_EXPECT_ERROR(r, std::errc::invalid_argument);
   EXPECT_NE(r.error().message().find("new session"), std::string::npos) << r.error().message();
   EXPECT_NE(r.error().message().find(std::to_string(leader.pid())), std::string::npos);
   // new_process_group() is implied, not a conflict.
@@ -268,7 +268,7 @@ TEST_F(Pty, NoDescriptorLeaksAcrossSpawnsAndFailures) {
   for (int i = 0; i < 50; ++i) {
     auto bad = Command("/no/such/prog").pty().spawn();
     ASSERT_FALSE(bad);
-    EXPECT_EQ(bad.error(), std::errc::no_such_file_or_directory);
+    TT_EXPECT_ERROR(bad, std::errc::no_such_file_or_directory);
     auto ok = must(helper("exit", {"0"}).pty().spawn());
     EXPECT_TRUE(must(ok.wait(patience)).success());
   }

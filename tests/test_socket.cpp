@@ -199,16 +199,16 @@ TEST_F(SocketTest, EndOfStreamAfterShutdown) {
   EXPECT_EQ(recv_string(b), "last");
   EXPECT_EQ(recv_string(b), "");
   std::array<std::byte, 4> buf;
-  EXPECT_EQ(b.recv_exact(buf).error(), tether::errc::end_of_stream);
+  TT_EXPECT_ERROR(b.recv_exact(buf), tether::errc::end_of_stream);
 }
 
 TEST_F(SocketTest, DeadlineAndTryForms) {
   auto [a, b] = must(tether::socket_pair());
   std::array<std::byte, 4> buf;
-  EXPECT_EQ(b.recv(buf, 20ms).error(), std::errc::timed_out);
-  EXPECT_EQ(b.try_recv(buf).error(), std::errc::resource_unavailable_try_again);
+  TT_EXPECT_ERROR(b.recv(buf, 20ms), std::errc::timed_out);
+  TT_EXPECT_ERROR(b.try_recv(buf), std::errc::resource_unavailable_try_again);
   auto listener = must(UnixListener::listen(must(UnixAddress::path(path))));
-  EXPECT_EQ(listener.accept(20ms).error(), std::errc::timed_out);
+  TT_EXPECT_ERROR(listener.accept(20ms), std::errc::timed_out);
   // Fill the send side: try_send then says would-block.
   std::string chunk(65536, 'f');
   for (;;) {
@@ -218,7 +218,7 @@ TEST_F(SocketTest, DeadlineAndTryForms) {
       break;
     }
   }
-  EXPECT_EQ(a.send_all(bytes(chunk), 20ms).error(), std::errc::timed_out);
+  TT_EXPECT_ERROR(a.send_all(bytes(chunk), 20ms), std::errc::timed_out);
 }
 
 TEST_F(SocketTest, BufferSizes) {
@@ -281,6 +281,56 @@ TEST_F(SocketTest, ConnectToAFullBacklogWaitsForRoomUntilTheDeadline) {
 }
 
 // A receive that times out says so (it read "wait for connection on ...").
+// The listener's socket file is a NamedObject: removed only if the path
+// still holds that socket (a FIFO, or another socket file, put in its place
+// stays); release() keeps it; a move hands the ownership over.
+TEST_F(SocketTest, ListenerLeavesAReplacedFileAlone) {
+  auto address = must(UnixAddress::path(path));
+  {
+    auto listener = must(UnixListener::listen(address));
+    ASSERT_TRUE(listener.owns());
+    std::filesystem::remove(path);
+    ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+    TT_EXPECT_ERROR(listener.remove(), std::errc::file_exists);
+  }
+  EXPECT_TRUE(std::filesystem::is_fifo(path));
+  std::filesystem::remove(path);
+  {
+    auto listener = must(UnixListener::listen(address));
+    // Another socket file, bound elsewhere and renamed over ours.
+    auto elsewhere = socket_path();
+    auto other = must(tether::unix_bind_datagram(must(UnixAddress::path(elsewhere))));
+    std::filesystem::rename(elsewhere, path);
+  }  // the destructor: same rule
+  EXPECT_TRUE(std::filesystem::is_socket(path));
+  std::filesystem::remove(path);
+}
+
+TEST_F(SocketTest, ListenerReleaseKeepsTheFileAndMovesTransferIt) {
+  auto address = must(UnixAddress::path(path));
+  {
+    auto listener = must(UnixListener::listen(address));
+    listener.release();
+    EXPECT_FALSE(listener.owns());
+  }
+  EXPECT_TRUE(std::filesystem::is_socket(path));
+  {
+    auto first = must(UnixListener::listen(address));  // the stale file is replaced
+    UnixListener second = std::move(first);
+    EXPECT_FALSE(first.owns());  // NOLINT(bugprone-use-after-move): the point of the test
+    EXPECT_TRUE(second.owns());
+    { UnixListener gone = std::move(first); }  // a moved-from listener removes nothing
+    EXPECT_TRUE(std::filesystem::is_socket(path));
+    UnixListener third;
+    third = std::move(second);
+    EXPECT_TRUE(third.owns());
+  }
+  EXPECT_FALSE(std::filesystem::exists(path));
+  auto abstract =
+      must(UnixListener::listen(must(UnixAddress::abstract(tether_test::unique_name("ab")))));
+  EXPECT_FALSE(abstract.owns());  // no file
+}
+
 TEST_F(SocketTest, ReceiveTimeoutIsWordedAsAReceive) {
   auto address = must(UnixAddress::path(path));
   auto listener = must(UnixListener::listen(address));

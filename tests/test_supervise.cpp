@@ -110,7 +110,8 @@ class Supervise : public Clean {
 
 // A pidfd for a process that is not our child; readable once it has ended.
 tether::Fd pidfd(pid_t pid) {
-  return tether::Fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  auto p = tether::Pidfd::open(pid);
+  return p ? p->release() : tether::Fd();
 }
 
 bool ends_within(const tether::Fd& fd, tether::Deadline d) {
@@ -543,7 +544,8 @@ TEST_F(Supervise, AnotherUserCannotListOrControlOurWorkers) {
   EXPECT_EQ(l.status.code(), 1);
   EXPECT_NE(l.err.find("owned by uid 0, not by you"), std::string::npos) << l.err;
   auto e = as_nobody({"exit", id});
-  EXPECT_NE(e.status.code(), 0);
+  EXPECT_EQ(e.status.code(), 1);  // refused with a message, not a crash
+  EXPECT_NE(e.err.find("owned by uid 0, not by you"), std::string::npos) << e.err;
   auto echo = tether::Command("setpriv")
                   .args({"--reuid=nobody", "--regid=nogroup", "--clear-groups", "sh", "-c",
                          "echo exit > \"$0\"", (dir_ / id / "control").string()})
@@ -561,19 +563,19 @@ TEST_F(Supervise, BadCommandsTimeoutsAndPruningALiveWorkerAreRefused) {
   EXPECT_EQ(w.log_path(), dir_ / id / "worker.log");
   auto too_long = tether::send_command(w, "send " + std::string(5000, 'x'));
   ASSERT_FALSE(too_long);
-  EXPECT_EQ(too_long.error(), std::errc::invalid_argument);
+  TT_EXPECT_ERROR(too_long, std::errc::invalid_argument);
   EXPECT_NE(too_long.error().message().find("one line of less than 4096 bytes"), std::string::npos);
   auto two_lines = tether::send_command(w, "send a\nexit");  // would smuggle a second command
   ASSERT_FALSE(two_lines);
-  EXPECT_EQ(two_lines.error(), std::errc::invalid_argument);
+  TT_EXPECT_ERROR(two_lines, std::errc::invalid_argument);
   auto waited = tether::wait_worker_state(w, tether::WorkerState::down, 100ms);
   ASSERT_FALSE(waited);
-  EXPECT_EQ(waited.error(), std::errc::timed_out);
+  TT_EXPECT_ERROR(waited, std::errc::timed_out);
   EXPECT_NE(waited.error().message().find("to be down (it is up)"), std::string::npos)
       << waited.error().message();
   auto pruned = tether::prune_worker(w);
   ASSERT_FALSE(pruned);
-  EXPECT_EQ(pruned.error(), std::errc::device_or_resource_busy);
+  TT_EXPECT_ERROR(pruned, std::errc::device_or_resource_busy);
   EXPECT_NE(pruned.error().message().find("is running"), std::string::npos);
   auto now = status(id);
   EXPECT_EQ(now["state"], "up");
@@ -613,7 +615,7 @@ TEST_F(Clean, WorkerInboxBlockingAndPolling) {
   EXPECT_FALSE(must(inbox.poll(20ms)).has_value());  // "part" has no newline yet
   TT_ASSERT_OK(p.writer.close());
   EXPECT_EQ(must(inbox.next(5s)), "part");
-  EXPECT_EQ(inbox.next(5s).error(), tether::errc::end_of_stream);
+  TT_EXPECT_ERROR(inbox.next(5s), tether::errc::end_of_stream);
 }
 
 // ---------------------------------------------------------------- the holes a hostile try found
@@ -770,7 +772,7 @@ TEST_F(Supervise, APartialLineDoesNotPoisonTheNextCommand) {
 }
 
 TEST_F(Supervise, AMovedWorkerDirectoryIsNoticed) {
-  std::string id = open({"--", "sleep", "1000"});
+  std::string id = open({"--check-interval", "0.1", "--", "sleep", "1000"});
   auto s = status(id);
   auto sup = pidfd(s["supervisor_pid"]), worker = pidfd(s["pid"]);
   fs::path moved = dir_.string() + "-moved";
@@ -944,4 +946,90 @@ TEST_F(Supervise, AFullDiskStillChangesTheStatus) {
   ASSERT_TRUE(st.status.success()) << st.err;
   EXPECT_EQ(json::parse(st.out)["state"], "up");
   fs::remove_all(small);
+}
+
+TEST_F(Supervise, ATtyWorkerHasATerminalAndItsOutputArrivesLineByLine) {
+  // Python block-buffers stdout on a pipe: "buffered" would never reach the
+  // log while it sleeps. On a terminal it is line-buffered.
+  std::string id = open({"--tty", "--", "sh", "-c",
+                         "test -t 0 && test -t 1 && echo on-a-tty; read line; echo got=$line; "
+                         "exec python3 -c \"import time; print('buffered'); time.sleep(1000)\""});
+  EXPECT_TRUE(log_shows(id, "on-a-tty")) << log_of(id);
+  ASSERT_EQ(cli("send", {id, "hi"}).code, 0);
+  EXPECT_TRUE(log_shows(id, "got=hi")) << log_of(id);
+  EXPECT_TRUE(log_shows(id, "buffered")) << log_of(id);
+  auto log = log_of(id);
+  EXPECT_EQ(log.find('\r'), std::string::npos);             // no "\r\n" in the log
+  EXPECT_EQ(log.find("Z hi\n"), std::string::npos) << log;  // input not echoed
+  ASSERT_EQ(cli("exit", {id}).code, 0);
+}
+
+TEST_F(Supervise, AnotherUserSquattingTheDefaultDirectoryIsSteppedAround) {
+  if (::geteuid() != 0 || !fs::exists("/usr/bin/setpriv")) GTEST_SKIP() << "needs root and setpriv";
+  // nobody's default state directory, taken first by root.
+  fs::path squat = "/tmp/tether-65534";
+  std::error_code ec;
+  for (const char* s : {"", ".1", ".2", ".3"}) fs::remove_all(squat.string() + s, ec);
+  ASSERT_EQ(::mkdir(squat.c_str(), 0700), 0);
+  auto as_nobody = [&](std::vector<std::string> args) {
+    tether::Command c("setpriv");
+    c.args({"--reuid=nobody", "--regid=nogroup", "--clear-groups", TETHER_CLI});
+    c.args(args).env_remove("TETHER_DIR").env_remove("XDG_RUNTIME_DIR").cwd("/");
+    return must(c.output({}, 20s));
+  };
+  auto o = as_nobody({"open", "--json", "--", "sleep", "1000"});
+  EXPECT_TRUE(o.status.success()) << o.err;
+  auto l = as_nobody({"list", "--json"});
+  EXPECT_TRUE(l.status.success()) << l.err;
+  if (o.status.success()) {
+    std::string id = json::parse(o.out)["id"];
+    EXPECT_NE(l.out.find(id), std::string::npos);
+    EXPECT_TRUE(fs::exists(squat.string() + ".1/" + id));
+    EXPECT_TRUE(as_nobody({"exit", id}).status.success());
+  }
+  for (const char* s : {"", ".1"}) fs::remove_all(squat.string() + s, ec);
+}
+
+TEST_F(Supervise, EveryFileIsMadeWithExactlyItsModeWhateverTheUmask) {
+  for (const char* mask : {"022", "077", "0", "0277"}) {
+    tether::Command c("sh");
+    c.args({"-c", std::string("umask ") + mask + "; exec \"$0\" open --json -- sleep 1000",
+            TETHER_CLI})
+        .env("TETHER_DIR", (dir_ / "state").string());
+    auto o = must(c.output({}, 20s));
+    ASSERT_TRUE(o.status.success()) << o.err;
+    std::string id = json::parse(o.out)["id"];
+    auto mode = [&](const fs::path& p) {
+      struct stat st {};
+      EXPECT_EQ(::lstat(p.c_str(), &st), 0) << p;
+      return st.st_mode & 07777;
+    };
+    fs::path w = dir_ / "state" / id;
+    EXPECT_EQ(mode(dir_ / "state"), 0700u) << "umask " << mask;
+    EXPECT_EQ(mode(w), 0700u) << "umask " << mask;
+    for (const char* f : {"control", "lock", "status.json", "worker.log", "supervise/control",
+                          "supervise/ok", "supervise/status"}) {
+      EXPECT_EQ(mode(w / f), 0600u) << f << " under umask " << mask;
+    }
+    tether::Command x(TETHER_CLI);
+    x.args({"exit", id}).env("TETHER_DIR", (dir_ / "state").string());
+    EXPECT_TRUE(must(x.status(30s)).success());
+    fs::remove(dir_ / "state");
+  }
+}
+
+// Found by fuzz_cli: words that are not UTF-8 made `tether open` abort
+// (exit 134) in the JSON encoder; out-of-range options passed the parser.
+TEST_F(Supervise, OpenRefusesWordsThatAreNotUtf8AndOutOfRangeOptions) {
+  EXPECT_EQ(cli("open", {"--env", "A=\xff", "--", "sleep", "1000"}).code, 2);
+  EXPECT_EQ(cli("open", {"--", "sleep", "\xc3\x28"}).code, 2);
+  EXPECT_EQ(cli("open", {"--cwd", "/", "--", "\xed\xa0\x80"}).code, 2);  // a surrogate
+  auto r = cli("open", {"--env", "A=\xff", "--", "sleep", "1000"});
+  EXPECT_NE(r.err.find("--env A is not valid UTF-8"), std::string::npos) << r.err;
+  EXPECT_EQ(cli("open", {"--max-restarts", "-5", "--", "sleep", "1000"}).code, 2);
+  EXPECT_EQ(cli("open", {"--max-restarts", "2000000000", "--", "sleep", "1000"}).code, 2);
+  EXPECT_TRUE(fs::is_empty(dir_));
+  // Valid UTF-8 that is not ASCII is fine.
+  std::string id = open({"--env", "GREETING=héllo wörld", "--", "sleep", "1000"});
+  EXPECT_EQ(status(id)["state"], "up");
 }

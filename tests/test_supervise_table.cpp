@@ -3,6 +3,7 @@
 // then the cells where the want or the facts change the answer; then what
 // must hold in every cell of the whole product.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <string>
 
@@ -242,6 +243,42 @@ TEST(SuperviseTable, InvariantsOfEveryCell) {
       }
     }
   }
+}
+
+}  // namespace
+
+namespace {
+
+TEST(SuperviseControl, LinesAreParsedWithoutTouchingAnything) {
+  using K = sd::ControlCommand::Kind;
+  auto p = [](std::string_view l) { return sd::parse_control_line(l); };
+  EXPECT_EQ(p("exit").kind, K::event);
+  EXPECT_EQ(p("exit").event, Event::exit);
+  EXPECT_EQ(p("stop\r").event, Event::down);  // a CRLF client
+  EXPECT_EQ(p("down").event, Event::down);
+  EXPECT_EQ(p("start").event, Event::up);
+  EXPECT_EQ(p("once").event, Event::once);
+  EXPECT_EQ(p("restart").event, Event::restart);
+  EXPECT_EQ(p("x").event, Event::exit);  // a runit letter on a line of its own
+  EXPECT_EQ(p("t").kind, K::signal);
+  EXPECT_EQ(p("t").signal, SIGTERM);
+  auto send = p("send hello there");
+  EXPECT_EQ(send.kind, K::send);
+  EXPECT_EQ(send.text, "hello there");
+  EXPECT_EQ(p("signal TERM").signal, SIGTERM);
+  EXPECT_EQ(p("signal sighup").signal, SIGHUP);
+  EXPECT_EQ(p("signal 10").signal, 10);
+  for (auto bad :
+       {"exit now", "signal BOGUS", "signal 0", "signal", "frobnicate", "", "exitstop"}) {
+    auto c = p(bad);
+    EXPECT_EQ(c.kind, K::bad) << bad;
+    EXPECT_FALSE(c.why.empty()) << bad;
+  }
+  EXPECT_EQ(p("exit now").why, "unexpected argument");
+  EXPECT_EQ(p("frobnicate").why, "unknown command");
+  EXPECT_EQ(sd::parse_control_letter('u').event, Event::up);
+  EXPECT_EQ(sd::parse_control_letter('k').signal, SIGKILL);
+  EXPECT_EQ(sd::parse_control_letter('z').kind, K::bad);
 }
 
 }  // namespace

@@ -70,7 +70,7 @@ TEST_F(Sys, FdReleaseCloseDuplicateNonblocking) {
   Fd bogus(1000000);
   auto r = bogus.close();
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error(), std::errc::bad_file_descriptor);
+  TT_EXPECT_ERROR(r, std::errc::bad_file_descriptor);
   EXPECT_EQ(r.error().message(), "close fd 1000000: Bad file descriptor (EBADF)");
 }
 
@@ -94,7 +94,7 @@ TEST_F(Sys, WaitFdTimesOutAndSeesReadiness) {
   auto p = must(tether::make_pipe());
   auto r = tether::wait_fd(p.first.get(), POLLIN, 20ms, "test pipe");
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error(), std::errc::timed_out);
+  TT_EXPECT_ERROR(r, std::errc::timed_out);
   EXPECT_EQ(r.error().message(), "wait for test pipe: Connection timed out (ETIMEDOUT)");
   ASSERT_EQ(::write(p.second.get(), "x", 1), 1);
   EXPECT_TRUE(must(tether::wait_fd(p.first.get(), POLLIN, 1s, "test pipe")) & POLLIN);

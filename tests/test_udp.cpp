@@ -138,9 +138,9 @@ TEST_F(Udp, DeadlineAndTryForms) {
   EXPECT_EQ(late.error(), std::errc::timed_out);
   EXPECT_NE(late.error().message().find("a datagram on udp://127.0.0.1:"), std::string::npos)
       << late.error().message();
-  EXPECT_EQ(server.recv_from(buf, 20ms).error(), std::errc::timed_out);
-  EXPECT_EQ(server.try_recv(buf).error(), std::errc::resource_unavailable_try_again);
-  EXPECT_EQ(server.try_recv_from(buf).error(), std::errc::resource_unavailable_try_again);
+  TT_EXPECT_ERROR(server.recv_from(buf, 20ms), std::errc::timed_out);
+  TT_EXPECT_ERROR(server.try_recv(buf), std::errc::resource_unavailable_try_again);
+  TT_EXPECT_ERROR(server.try_recv_from(buf), std::errc::resource_unavailable_try_again);
   // The descriptor polls readable once a datagram waits.
   pollfd p{server.fd(), POLLIN, 0};
   EXPECT_EQ(::poll(&p, 1, 0), 0);
@@ -209,8 +209,8 @@ TEST_F(UdpChannel, FirstDatagramYieldsAChannelToItsSender) {
   EXPECT_EQ(must(client.recv_string(10s)), "welcome");
   TT_ASSERT_OK(client.send(std::span<const std::byte>(), 10s));
   EXPECT_EQ(must(server.recv(10s)).size(), 0u);  // an empty message is one
-  EXPECT_EQ(server.recv(20ms).error(), std::errc::timed_out);
-  EXPECT_EQ(server.try_recv().error(), std::errc::resource_unavailable_try_again);
+  TT_EXPECT_ERROR(server.recv(20ms), std::errc::timed_out);
+  TT_EXPECT_ERROR(server.try_recv(), std::errc::resource_unavailable_try_again);
 }
 
 TEST_F(UdpChannel, Ipv6) {
@@ -238,7 +238,7 @@ TEST_F(UdpChannel, AcceptedChannelHearsOnlyItsPeer) {
   auto server = must(listener.accept(10s));
   EXPECT_EQ(must(server.recv_string(10s)), "a1");
   EXPECT_EQ(must(server.recv_string(10s)), "a2");
-  EXPECT_EQ(server.recv(20ms).error(), std::errc::timed_out);
+  TT_EXPECT_ERROR(server.recv(20ms), std::errc::timed_out);
   // One socket, one peer: the listener has nothing left to accept with.
   auto again = listener.accept(20ms);
   ASSERT_FALSE(again);

@@ -7,7 +7,8 @@ packages=(
   g++ cmake ninja-build pkg-config git
   libfmt-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libbenchmark-dev
-  clang-format
+  clang-format clang-tidy-16  # tools/tidy.sh: clang 16 parses libstdc++ 12's C++23 headers
+  clang-16 libclang-rt-16-dev  # the fuzz targets (clang-14 cannot compile <expected>)
   procps      # ps, used by an example
   python3     # the other end in FIFO interoperability tests
   util-linux  # setpriv: tests run a client as another user

@@ -6,3 +6,4 @@
 #include "tether/channel/message_queue.hpp"
 #include "tether/channel/pipe.hpp"
 #include "tether/channel/socket.hpp"
+#include "tether/channel/transport.hpp"

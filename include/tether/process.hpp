@@ -362,7 +362,7 @@ class Process {
   Result<std::optional<ExitStatus>> reap(bool block);
   void drop() noexcept;
 
-  Fd pidfd_;
+  Pidfd pidfd_;
   pid_t pid_ = 0;
   pid_t pgid_ = 0;
   pid_t owner_ = 0;  // getpid() of the creator: a fork child never acts on it
@@ -583,7 +583,7 @@ struct ForkOptions {
 // parent's copy run twice. An exception escaping `child` exits with 70
 // (EX_SOFTWARE). The pidfd is opened before the child may run, so the
 // handle can never refer to a recycled pid.
-Result<Process> fork(std::function<int()> child, ForkOptions options = {});
+Result<Process> fork(const std::function<int()>& child, ForkOptions options = {});
 
 // The two-returns form of fork(2): in the parent, `process` is the child;
 // in the child, in_child() is true and `process` is empty. The child must

@@ -77,7 +77,11 @@ class StateDir {
  public:
   static std::filesystem::path default_path();
   static Result<StateDir> open(std::filesystem::path path, bool create = true);
-  static Result<StateDir> open_default(bool create = true) { return open(default_path(), create); }
+  // open(default_path()), except that when that is /tmp/tether-<uid> and
+  // another user has taken the name first (anyone can create in /tmp), it
+  // falls back to /tmp/tether-<uid>.1, .2, .3: an existing one of ours is
+  // preferred, so every command finds the same one.
+  static Result<StateDir> open_default(bool create = true);
   // Adopts a descriptor already checked by open() (tether-supervise gets it
   // from tether open); `path` is for messages and for the workers.
   static StateDir adopt(Fd fd, std::filesystem::path path) noexcept;
@@ -204,8 +208,16 @@ struct SupervisorSpec {
   std::chrono::milliseconds healthy_after{1000};  // a run this long resets the backoff
   std::chrono::milliseconds backoff_min{100};
   std::chrono::milliseconds backoff_max{30000};
+  // The worker runs on a pseudo-terminal (tether open --tty): for programs
+  // that buffer their output or behave differently when it is not a
+  // terminal. Its output then reaches the log line by line; input from
+  // `tether send` is typed into the terminal (not echoed back).
+  bool tty = false;
   bool wait_ready = false;  // the worker writes a line on fd `ready_fd` when ready
   int ready_fd = 3;
+  // How often the supervisor checks that its directory is still at its name
+  // (a move raises no event it could watch cheaply; see supervisor.cpp).
+  std::chrono::milliseconds dir_check{60000};
   std::uint64_t log_max_bytes = 1u << 20;
   int log_keep = 3;  // rotated files kept besides the current one
 };

@@ -247,6 +247,14 @@ class Pidfd {
   int get() const noexcept { return fd_.get(); }
   pid_t pid() const noexcept { return pid_; }
   bool valid() const noexcept { return fd_.valid(); }
+  void reset() noexcept {
+    fd_.reset();
+    pid_ = 0;
+  }
+  [[nodiscard]] Fd release() noexcept {
+    pid_ = 0;
+    return std::move(fd_);
+  }
   // pidfd_send_signal(2). ESRCH once the process has ended.
   Result<void> send_signal(int sig) const;
   // True once the process has ended (exited, zombie or reaped).
@@ -361,3 +369,6 @@ Result<std::pair<Fd, Fd>> make_pipe(bool nonblocking = false);
 Result<int> count_open_fds();
 
 }  // namespace tether
+
+#include "tether/sys/backoff.hpp"  // IWYU pragma: export
+#include "tether/sys/named.hpp"    // IWYU pragma: export

@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include "tether/sys/backoff.hpp"
+
 namespace tether {
 
 namespace {
@@ -61,27 +63,6 @@ Result<void> set_mode(const Fd& fd, bool nonblocking) {
 
 }  // namespace
 
-Fifo::Fifo(Fifo&& other) noexcept
-    : path_(std::move(other.path_)),
-      owned_(std::exchange(other.owned_, false)),
-      dev_(other.dev_),
-      ino_(other.ino_) {}
-
-Fifo& Fifo::operator=(Fifo&& other) noexcept {
-  if (this != &other) {
-    if (owned_) (void)remove();
-    path_ = std::move(other.path_);
-    owned_ = std::exchange(other.owned_, false);
-    dev_ = other.dev_;
-    ino_ = other.ino_;
-  }
-  return *this;
-}
-
-Fifo::~Fifo() {
-  if (owned_) (void)remove();
-}
-
 Result<Fifo> Fifo::create(std::filesystem::path path, mode_t mode) {
   Fifo fifo;
   fifo.path_ = std::move(path);
@@ -101,9 +82,7 @@ Result<Fifo> Fifo::create(std::filesystem::path path, mode_t mode) {
       return fail(err, "set mode of FIFO " + fifo.path_.string());
     }
   }
-  fifo.owned_ = created;
-  fifo.dev_ = st.st_dev;
-  fifo.ino_ = st.st_ino;
+  fifo.object_ = NamedObject::file(fifo.path_.string(), st, created);
   return fifo;
 }
 
@@ -113,23 +92,8 @@ Result<Fifo> Fifo::attach(std::filesystem::path path) {
   if (!fd) return std::unexpected(fd.error());
   Fifo fifo;
   fifo.path_ = std::move(path);
-  fifo.dev_ = st.st_dev;
-  fifo.ino_ = st.st_ino;
+  fifo.object_ = NamedObject::file(fifo.path_.string(), st, false);
   return fifo;
-}
-
-Result<void> Fifo::remove() {
-  owned_ = false;
-  struct stat st {};
-  if (::lstat(path_.c_str(), &st) != 0) return fail(errno, "remove FIFO " + path_.string());
-  // Inode numbers are reused at once (a file made right after the FIFO was
-  // deleted may get the same one), so the type and owner must match too.
-  if (st.st_dev != dev_ || st.st_ino != ino_ || !S_ISFIFO(st.st_mode) || st.st_uid != ::geteuid()) {
-    return fail(EEXIST, fmt::format("remove FIFO {}: the path now holds another file; left alone",
-                                    path_.string()));
-  }
-  if (::unlink(path_.c_str()) != 0) return fail(errno, "remove FIFO " + path_.string());
-  return {};
 }
 
 Result<FifoReader> Fifo::open_reader(Deadline deadline, FifoReadOptions options) const {
@@ -162,7 +126,7 @@ Result<PipeWriter> Fifo::open_writer(Deadline deadline, bool nonblocking) const 
   // os.open), already counts as a reader but has not completed its open, so
   // inotify says nothing: we also try again with a backoff of 1 to 50 ms.
   Fd watch;
-  auto pause = std::chrono::milliseconds(1);
+  Backoff backoff{std::chrono::milliseconds(1), std::chrono::milliseconds(50)};
   for (;;) {
     auto fd = open_checked(path_, O_WRONLY | O_NONBLOCK, "writing");
     if (fd) {
@@ -182,7 +146,7 @@ Result<PipeWriter> Fifo::open_writer(Deadline deadline, bool nonblocking) const 
       }
       continue;
     }
-    auto ready = wait_fd(watch.get(), POLLIN, min(deadline, Deadline(pause)),
+    auto ready = wait_fd(watch.get(), POLLIN, min(deadline, Deadline(backoff.next())),
                          "a reader of FIFO " + path_.string());
     if (!ready && ready.error() != std::errc::timed_out) return std::unexpected(ready.error());
     if (ready) {
@@ -190,7 +154,6 @@ Result<PipeWriter> Fifo::open_writer(Deadline deadline, bool nonblocking) const 
       while (::read(watch.get(), events.data(), events.size()) > 0) {
       }
     }
-    pause = std::min(pause * 2, std::chrono::milliseconds(50));
   }
 }
 

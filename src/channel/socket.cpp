@@ -11,11 +11,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <thread>
 
 #include <fmt/format.h>
 
 #include "net.hpp"
+#include "tether/sys/backoff.hpp"
 
 namespace tether {
 
@@ -45,7 +45,7 @@ int sock_type(SocketType t) {
 // try again with a backoff of 1 to 50 ms until the deadline.
 Result<void> connect_with_deadline(int fd, const sockaddr* addr, socklen_t len, Deadline deadline,
                                    const std::string& what) {
-  auto pause = std::chrono::milliseconds(1);
+  Backoff backoff{std::chrono::milliseconds(1), std::chrono::milliseconds(50)};
   for (;;) {
     if (::connect(fd, addr, len) == 0) return {};
     int err = errno;
@@ -55,13 +55,11 @@ Result<void> connect_with_deadline(int fd, const sockaddr* addr, socklen_t len, 
     }
     if (err == EINTR) continue;
     if (err != EAGAIN) return fail(err, "connect to " + what);
-    if (deadline.expired()) {
+    if (!backoff.wait(deadline)) {
       return fail(ETIMEDOUT, "connect to " + what +
                                  ": the listener's backlog stayed full until the deadline (it "
                                  "is not accepting connections fast enough, or at all)");
     }
-    std::this_thread::sleep_for(std::min<Deadline::clock::duration>(pause, deadline.remaining()));
-    pause = std::min(pause * 2, std::chrono::milliseconds(50));
   }
   auto ready = wait_fd(fd, POLLOUT, deadline, "connection to " + what);
   if (!ready) return std::unexpected(ready.error());
@@ -109,7 +107,7 @@ bool PeerPolicy::allows(const Credentials& peer) const noexcept {
 
 // ---------------------------------------------------------------- addresses
 
-Result<UnixAddress> UnixAddress::path(std::filesystem::path p) {
+Result<UnixAddress> UnixAddress::path(const std::filesystem::path& p) {
   UnixAddress a;
   a.name_ = p.string();
   if (a.name_.empty() || a.name_.size() >= sizeof(sockaddr_un::sun_path)) {
@@ -405,41 +403,6 @@ Result<struct stat> settle_socket_file(const std::string& path, mode_t mode,
 
 }  // namespace
 
-UnixListener::UnixListener(UnixListener&& other) noexcept
-    : fd_(std::move(other.fd_)),
-      address_(std::move(other.address_)),
-      options_(std::move(other.options_)),
-      dev_(other.dev_),
-      ino_(other.ino_),
-      owns_file_(std::exchange(other.owns_file_, false)) {}
-
-UnixListener& UnixListener::operator=(UnixListener&& other) noexcept {
-  if (this != &other) {
-    remove_file();
-    fd_ = std::move(other.fd_);
-    address_ = std::move(other.address_);
-    options_ = std::move(other.options_);
-    dev_ = other.dev_;
-    ino_ = other.ino_;
-    owns_file_ = std::exchange(other.owns_file_, false);
-  }
-  return *this;
-}
-
-UnixListener::~UnixListener() {
-  remove_file();
-}
-
-void UnixListener::remove_file() noexcept {
-  if (!owns_file_) return;
-  owns_file_ = false;
-  struct stat st {};
-  if (::lstat(address_.name().c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == dev_ &&
-      st.st_ino == ino_) {
-    ::unlink(address_.name().c_str());
-  }
-}
-
 Result<UnixListener> UnixListener::listen(const UnixAddress& address, UnixListenOptions options) {
   const std::string what = address.describe();
   if (options.type == SocketType::datagram) {
@@ -481,9 +444,7 @@ Result<UnixListener> UnixListener::listen(const UnixAddress& address, UnixListen
   if (!address.is_abstract()) {
     auto st = settle_socket_file(address.name(), options.mode, what);
     if (!st) return std::unexpected(st.error());
-    l.dev_ = st->st_dev;
-    l.ino_ = st->st_ino;
-    l.owns_file_ = true;
+    l.file_ = NamedObject::file(address.name(), *st, true);
   }
   if (::listen(l.fd_.get(), options.backlog) != 0) return fail(errno, "listen on " + what);
   l.options_ = std::move(options);

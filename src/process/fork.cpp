@@ -52,8 +52,9 @@ Result<Forked> fork_here(ForkOptions options) {
     gate->first.reset();
     return Forked{};
   }
-  Fd pidfd(detail::pidfd_open(pid));
-  int err = errno;
+  auto opened = Pidfd::open(pid);
+  int err = opened ? 0 : opened.error().code().value();
+  Fd pidfd = opened ? opened->release() : Fd();
   if (pidfd.valid()) {
     const char go = 'g';
     (void)retry_eintr([&] { return ::write(gate->second.get(), &go, 1); });
@@ -72,7 +73,7 @@ Result<Forked> fork_here(ForkOptions options) {
   return Forked{std::move(p)};
 }
 
-Result<Process> fork(std::function<int()> child, ForkOptions options) {
+Result<Process> fork(const std::function<int()>& child, ForkOptions options) {
   auto forked = fork_here(options);
   if (!forked) return std::unexpected(forked.error());
   if (!forked->in_child()) return std::move(forked->process);

@@ -19,14 +19,6 @@ inline int waitid_rusage(idtype_t type, id_t id, siginfo_t* info, int options, r
   return static_cast<int>(::syscall(SYS_waitid, type, id, info, options, ru));
 }
 
-inline int pidfd_send_signal(int pidfd, int sig) {
-  return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
-}
-
-inline int pidfd_open(pid_t pid) {
-  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-}
-
 // Converts a filled siginfo from waitid(WEXITED).
 ExitStatus status_from_siginfo(const siginfo_t& info, const rusage& ru) noexcept;
 

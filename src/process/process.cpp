@@ -112,7 +112,7 @@ Process::~Process() {
 
 Process Process::adopt(Fd pidfd, pid_t pid, std::string name) noexcept {
   Process p;
-  p.pidfd_ = std::move(pidfd);
+  p.pidfd_ = Pidfd(std::move(pidfd), pid);
   p.pid_ = pid;
   p.owner_ = ::getpid();
   p.name_ = std::move(name);
@@ -155,7 +155,7 @@ void Process::drop() noexcept {
 
 void Process::detach() noexcept {
   if (pidfd_.valid() && !status_ && !reaped_elsewhere_ && owner_ == ::getpid()) {
-    detail::detach_to_reaper(std::move(pidfd_));
+    detail::detach_to_reaper(pidfd_.release());
   }
   pidfd_.reset();
   stdin_.reset();
@@ -214,8 +214,9 @@ Result<void> Process::signal(int sig) const {
     return fail(ESRCH, fmt::format("send {} to process {} ({}): it has already ended",
                                    signal_name(sig), pid_, name_));
   }
-  if (detail::pidfd_send_signal(pidfd_.get(), sig) != 0) {
-    return fail(errno, fmt::format("send {} to process {} ({})", signal_name(sig), pid_, name_));
+  if (auto r = pidfd_.send_signal(sig); !r) {
+    return fail(r.error().code().value(),
+                fmt::format("send {} to process {} ({})", signal_name(sig), pid_, name_));
   }
   return {};
 }
@@ -314,7 +315,7 @@ Result<void> pump(Fd& in, std::string_view input, Fd& out, std::string& out_text
   }
   if (input.empty()) in.reset();  // immediate end of file for the child
   std::size_t written = 0;
-  constexpr std::size_t chunk = 64 * 1024;
+  constexpr std::size_t chunk = std::size_t{64} * 1024;
 
   auto drain = [&](Fd& fd, std::string& text, std::string_view stream) -> Result<void> {
     for (;;) {
@@ -490,15 +491,12 @@ Result<std::optional<ExitStatus>> wait_any_child_once(bool block) {
 }  // namespace
 
 Result<ExitStatus> wait_any_child(Deadline deadline) {
-  auto pause = std::chrono::milliseconds(1);
+  Backoff backoff{std::chrono::milliseconds(1), std::chrono::milliseconds(20)};
   for (;;) {
     auto r = wait_any_child_once(deadline.is_never());
     if (!r) return std::unexpected(r.error());
     if (*r) return **r;
-    if (deadline.expired()) return fail(ETIMEDOUT, "wait for any child");
-    auto left = deadline.remaining();
-    std::this_thread::sleep_for(std::min<Deadline::clock::duration>(pause, left));
-    pause = std::min(pause * 2, std::chrono::milliseconds(20));
+    if (!backoff.wait(deadline)) return fail(ETIMEDOUT, "wait for any child");
   }
 }
 

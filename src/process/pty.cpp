@@ -136,7 +136,7 @@ Result<void> Pty::read_exact(std::span<std::byte> buf, Deadline deadline) const 
 
 Result<std::string> Pty::read_all(Deadline deadline) const {
   std::string text;
-  constexpr std::size_t chunk = 16 * 1024;
+  constexpr std::size_t chunk = std::size_t{16} * 1024;
   for (;;) {
     std::size_t old = text.size();
     text.resize(old + chunk);

@@ -251,7 +251,7 @@ TETHER_CHILD_CODE int child_main(void* arg) {
 
 // One child stack per thread, reused: no mmap, munmap or page faults per spawn.
 struct ChildStack {
-  static constexpr std::size_t size = 256 * 1024;
+  static constexpr std::size_t size = std::size_t{256} * 1024;
   void* base = MAP_FAILED;
   ~ChildStack() {
     if (base != MAP_FAILED) ::munmap(base, size);
@@ -321,6 +321,7 @@ Result<Process> Command::spawn() const {
     }
   }
   std::vector<const char*> candidate_ptrs;
+  candidate_ptrs.reserve(candidates.size());
   for (const auto& c : candidates) candidate_ptrs.push_back(c.c_str());
   std::vector<char*> sh_argv{const_cast<char*>("/bin/sh"), nullptr};
   sh_argv.insert(sh_argv.end(), argv.begin() + 1, argv.end());

@@ -88,7 +88,7 @@ Result<Fd> open_checked_parent(const fs::path& parent, const std::string& what) 
 }  // namespace
 
 fs::path StateDir::default_path() {
-  auto absolute = [](fs::path p) {
+  auto absolute = [](const fs::path& p) {
     std::error_code ec;
     auto a = fs::absolute(p, ec);
     return ec ? p : a.lexically_normal();
@@ -99,6 +99,24 @@ fs::path StateDir::default_path() {
   }
   if (::geteuid() == 0) return "/run/tether";
   return fmt::format("/tmp/tether-{}", ::geteuid());
+}
+
+Result<StateDir> StateDir::open_default(bool create) {
+  fs::path primary = default_path();
+  bool in_tmp = primary == fs::path(fmt::format("/tmp/tether-{}", ::geteuid()));
+  if (!in_tmp) return open(primary, create);
+  std::vector<fs::path> candidates = {primary};
+  for (int i = 1; i <= 3; ++i) candidates.push_back(primary.string() + "." + std::to_string(i));
+  for (const auto& c : candidates) {
+    if (auto d = open(c, false)) return d;
+  }
+  std::optional<Error> first;
+  for (const auto& c : candidates) {
+    auto d = open(c, create);
+    if (d) return d;
+    if (!first) first = d.error();
+  }
+  return std::unexpected(*first);
 }
 
 StateDir StateDir::adopt(Fd fd, fs::path path) noexcept {
@@ -519,7 +537,7 @@ Result<void> sd::remove_tree(int parent_fd, const std::string& name) {
       if (auto r = remove_tree(fd.get(), n); !r) return fail(r.error(), name);
       continue;
     }
-    if (errno != ENOENT) return fail(errno, "remove " + name + "/" + n);
+    if (errno != ENOENT) return fail(errno, fmt::format("remove {}/{}", name, n));
   }
   if (::unlinkat(parent_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
     return fail(errno, "remove " + name);

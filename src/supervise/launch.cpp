@@ -26,8 +26,10 @@ json spec_json(const SupervisorSpec& spec) {
           {"backoff_min_ms", spec.backoff_min.count()},
           {"backoff_max_ms", spec.backoff_max.count()},
           {"wait_ready", spec.wait_ready},
+          {"tty", spec.tty},
           {"ready_fd", spec.ready_fd},
           {"log_max_bytes", spec.log_max_bytes},
+          {"dir_check_ms", spec.dir_check.count()},
           {"log_keep", spec.log_keep}};
 }
 
@@ -61,14 +63,15 @@ Result<SupervisorSpec> spec_from(const json& j) {
   SupervisorSpec spec;
   std::string cwd, restart;
   long long max_restarts = 0, grace = 0, healthy = 0, bmin = 0, bmax = 0, ready_fd = 0, log_max = 0,
-            log_keep = 0;
+            log_keep = 0, dir_check = 0;
   if (!str("id", spec.id) || !str("name", spec.name) || !str("cwd", cwd) ||
       !str("restart", restart) || !flag("unique_name", spec.unique_name) ||
-      !flag("wait_ready", spec.wait_ready) || !num("max_restarts", -1, 1 << 30, max_restarts) ||
-      !num("grace_ms", 0, 86400000, grace) || !num("healthy_after_ms", 0, 86400000, healthy) ||
-      !num("backoff_min_ms", 1, 86400000, bmin) || !num("backoff_max_ms", 1, 86400000, bmax) ||
-      !num("ready_fd", 3, 1023, ready_fd) || !num("log_max_bytes", 4096, 1LL << 40, log_max) ||
-      !num("log_keep", 0, 100, log_keep)) {
+      !flag("wait_ready", spec.wait_ready) || !flag("tty", spec.tty) ||
+      !num("max_restarts", -1, 1 << 30, max_restarts) || !num("grace_ms", 0, 86400000, grace) ||
+      !num("healthy_after_ms", 0, 86400000, healthy) || !num("backoff_min_ms", 1, 86400000, bmin) ||
+      !num("backoff_max_ms", 1, 86400000, bmax) || !num("ready_fd", 3, 1023, ready_fd) ||
+      !num("log_max_bytes", 4096, 1LL << 40, log_max) || !num("log_keep", 0, 100, log_keep) ||
+      !num("dir_check_ms", 10, 86400000, dir_check)) {
     return bad("a field is missing, of the wrong type or out of range");
   }
   auto cmd = j.find("command");
@@ -98,6 +101,7 @@ Result<SupervisorSpec> spec_from(const json& j) {
   spec.ready_fd = static_cast<int>(ready_fd);
   spec.log_max_bytes = static_cast<std::uint64_t>(log_max);
   spec.log_keep = static_cast<int>(log_keep);
+  spec.dir_check = ms(dir_check);
   if (spec.id.empty() || spec.id.size() > 64 || spec.id.find('/') != std::string::npos ||
       spec.id.starts_with('.')) {
     return bad("bad id");
@@ -111,13 +115,13 @@ Result<SupervisorSpec> spec_from(const json& j) {
 // Printable and short: a report line must stay under PIPE_BUF.
 std::string printable(std::string_view s) {
   std::string out;
-  for (char c : s) {
-    auto u = static_cast<unsigned char>(c);
-    out += (u >= 0x20 && u != 0x7f) ? c : ' ';
-    if (out.size() >= 3000) {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (i == 3000) {  // cut, and said to be
       out += "…";
       break;
     }
+    auto u = static_cast<unsigned char>(s[i]);
+    out += (u >= 0x20 && u != 0x7f) ? s[i] : ' ';
   }
   return out;
 }
@@ -131,8 +135,52 @@ std::optional<pid_t> parse_pid(std::string_view s) {
 
 }  // namespace
 
+namespace {
+
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    std::size_t len = c < 0x80           ? 1
+                      : (c >> 5) == 0x6  ? 2
+                      : (c >> 4) == 0xe  ? 3
+                      : (c >> 3) == 0x1e ? 4
+                                         : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    std::uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1f) : len == 3 ? (c & 0x0f) : (c & 0x07);
+    for (std::size_t k = 1; k < len; ++k) {
+      auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d >> 6) != 0x2) return false;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    // Overlong forms, surrogates and values beyond U+10FFFF are not UTF-8.
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string spec_problem(const SupervisorSpec& spec) {
+  if (!valid_utf8(spec.name)) return "the name";
+  for (std::size_t i = 0; i < spec.command.size(); ++i) {
+    if (!valid_utf8(spec.command[i])) {
+      return i == 0 ? std::string("the program") : fmt::format("the command's word {}", i);
+    }
+  }
+  for (const auto& [k, v] : spec.env) {
+    if (!valid_utf8(k) || !valid_utf8(v)) return "--env " + (valid_utf8(k) ? k : std::string("…"));
+  }
+  if (!valid_utf8(spec.cwd.string())) return "--cwd";
+  return "";
+}
+
 std::string encode_spec(const SupervisorSpec& spec) {
-  return spec_json(spec).dump();
+  return spec_json(spec).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 Result<SupervisorSpec> decode_spec(std::string_view text) {
@@ -142,12 +190,39 @@ Result<SupervisorSpec> decode_spec(std::string_view text) {
 }
 
 std::string encode_launch(const Launch& launch) {
-  std::string out =
-      json({{"state_dir", launch.state_dir.string()}, {"specs", launch.specs.size()}}).dump();
+  std::string out = json({{"state_dir", launch.state_dir.string()}, {"specs", launch.specs.size()}})
+                        .dump(-1, ' ', false, json::error_handler_t::replace);
   out += '\n';
   for (const auto& s : launch.specs) {
     out += encode_spec(s);
     out += '\n';
+  }
+  return out;
+}
+
+Result<LaunchLines> split_launch(std::string_view text) {
+  if (text.size() > kMaxLaunch) return fail(errc::bad_record, "launch: too large");
+  auto nl = text.find('\n');
+  if (nl == std::string_view::npos) return fail(errc::bad_record, "launch: no header line");
+  auto head = json::parse(text.substr(0, nl), nullptr, false);
+  if (head.is_discarded() || !head.is_object() || !head.contains("state_dir") ||
+      !head["state_dir"].is_string() || !head.contains("specs") ||
+      !head["specs"].is_number_unsigned()) {
+    return fail(errc::bad_record, "launch: bad header line");
+  }
+  LaunchLines out;
+  out.state_dir = head["state_dir"].get<std::string>();
+  auto count = head["specs"].get<std::size_t>();
+  text.remove_prefix(nl + 1);
+  while (!text.empty()) {
+    nl = text.find('\n');
+    if (nl == std::string_view::npos) return fail(errc::bad_record, "launch: a cut spec line");
+    out.specs.push_back(text.substr(0, nl));
+    text.remove_prefix(nl + 1);
+  }
+  if (out.specs.size() != count || count == 0) {
+    return fail(errc::bad_record,
+                fmt::format("launch: {} specs announced, {} came", count, out.specs.size()));
   }
   return out;
 }

@@ -171,7 +171,9 @@ std::string sd::encode_status(const WorkerInfo& w) {
     if (w.last_exit_code) e["code"] = *w.last_exit_code;
     j["last_exit"] = e;
   }
-  return j.dump() + "\n";
+  // Never throws: bytes that are not UTF-8 (tether open refuses them in a
+  // spec) would be shown as U+FFFD.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 namespace {
@@ -287,7 +289,7 @@ Result<sd::RecordFile> sd::RecordFile::create(int dirfd, std::string name, std::
   for (auto [file, fd] : {std::pair{&r.name_, &r.record_fd_}, std::pair{&r.spare_, &r.spare_fd_}}) {
     fd->reset(
         ::openat(dirfd, file->c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (!*fd) return fail(errno, "create " + *file);
+    if (!*fd || ::fchmod(fd->get(), 0600) != 0) return fail(errno, "create " + *file);
     // posix_fallocate: the blocks are ours now, so a full disk later
     // cannot stop a status change (it returns the error, not errno).
     if (int err = ::posix_fallocate(fd->get(), 0, static_cast<off_t>(reserve)); err != 0) {

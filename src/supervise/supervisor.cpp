@@ -42,54 +42,7 @@ using sd::Event;
 
 namespace {
 
-// The signal a runit/daemontools control letter sends, or 0.
-int letter_signal(char c) {
-  switch (c) {
-    case 't':
-      return SIGTERM;
-    case 'k':
-      return SIGKILL;
-    case 'p':
-      return SIGSTOP;
-    case 'c':
-      return SIGCONT;
-    case 'h':
-      return SIGHUP;
-    case 'a':
-      return SIGALRM;
-    case 'i':
-      return SIGINT;
-    case 'q':
-      return SIGQUIT;
-    case '1':
-      return SIGUSR1;
-    case '2':
-      return SIGUSR2;
-    default:
-      return 0;
-  }
-}
-
-// The event a control letter is, if it is one.
-std::optional<Event> letter_event(char c) {
-  switch (c) {
-    case 'u':
-      return Event::up;
-    case 'd':
-      return Event::down;
-    case 'o':
-      return Event::once;
-    case 'x':
-      return Event::exit;
-    default:
-      return std::nullopt;
-  }
-}
-
-// The signal dnotify raises for a change in the worker's directory; the
-// state directory's watch uses SIGIO, which does not queue: a burst of
-// renames there (500 workers starting) wakes each supervisor a few times,
-// not 500.
+// The signal dnotify raises for a change in the worker's directory.
 int dir_signal() {
   return SIGRTMIN + 1;
 }
@@ -128,11 +81,7 @@ class Supervisor {
  public:
   Supervisor(const StateDir& dir, const SupervisorSpec& spec)
       : spec_(spec),
-        // A description of our own: dnotify signals the owner of the open
-        // file description it was set on, and supervisors forked from one
-        // launcher share the launcher's.
-        own_state_fd_(::openat(dir.fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)),
-        state_fd_(own_state_fd_ ? own_state_fd_.get() : dir.fd()),
+        state_fd_(dir.fd()),
         final_(dir.worker_path(spec.id)),
         tmp_name_("." + spec.id + ".new") {}
   ~Supervisor() {
@@ -151,7 +100,7 @@ class Supervisor {
   sd::Facts facts() const;
   void read_control(int fd, LineReader* lines);
   void command(std::string_view line);
-  void letter(char c);
+  void act(const sd::ControlCommand& c);
   void send_signal(int sig);
   void bad_command(std::string_view why, std::string_view what);
   void deliver(std::string_view message);
@@ -170,7 +119,6 @@ class Supervisor {
   bool directory_lost();
 
   SupervisorSpec spec_;
-  Fd own_state_fd_;
   int state_fd_ = -1;
   fs::path final_;
   std::string tmp_name_;
@@ -180,7 +128,7 @@ class Supervisor {
   struct stat dir_st_ {
   }, control_st_{}, lock_st_{};
   sd::RecordFile status_, svstatus_;
-  Fd sigfd_, timer_, log_;
+  Fd sigfd_, timer_, check_, log_;
   std::uint64_t log_size_ = 0;
   int report_fd_ = -1;
 
@@ -216,7 +164,7 @@ Result<void> Supervisor::make_fifo(int dirfd, const char* name, FifoReader& read
                                    bool keep_listening) {
   auto fifo = Fifo::create(via(dirfd, name), 0600);
   if (!fifo) return std::unexpected(fifo.error());
-  fifo->release_ownership();  // it goes with the directory
+  fifo->release();  // it goes with the directory
   auto r =
       fifo->open_reader(Deadline::immediate(),
                         FifoReadOptions{.keep_listening = keep_listening, .nonblocking = true});
@@ -237,6 +185,9 @@ Result<void> Supervisor::setup() {
   if (::fchmod(dirfd_.get(), 0700) != 0) return fail(errno, "create " + shown);
   lock_.reset(::openat(dirfd_.get(), sd::kLockFile, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!lock_) return fail(errno, "create the lock of " + shown);
+  // Every file exactly 0600 whatever the umask: it can only have narrowed
+  // the mode, and widening to what was asked gives away nothing.
+  if (::fchmod(lock_.get(), 0600) != 0) return fail(errno, "create the lock of " + shown);
   if (::flock(lock_.get(), LOCK_EX | LOCK_NB) != 0) return fail(errno, "lock " + shown);
   if (auto r = make_fifo(dirfd_.get(), sd::kControlFifo, control_, true); !r) return r;
   // The runit/daemontools view: supervise/control takes single letters,
@@ -244,12 +195,12 @@ Result<void> Supervisor::setup() {
   if (::mkdirat(dirfd_.get(), "supervise", 0700) != 0) return fail(errno, "create supervise/");
   svdirfd_.reset(
       ::openat(dirfd_.get(), "supervise", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!svdirfd_) return fail(errno, "open supervise/");
+  if (!svdirfd_ || ::fchmod(svdirfd_.get(), 0700) != 0) return fail(errno, "open supervise/");
   if (auto r = make_fifo(svdirfd_.get(), "control", svcontrol_, true); !r) return r;
   if (auto r = make_fifo(svdirfd_.get(), "ok", ok_, false); !r) return r;  // never read
   log_.reset(::openat(dirfd_.get(), sd::kLogFile,
                       O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!log_) return fail(errno, "create the log of " + shown);
+  if (!log_ || ::fchmod(log_.get(), 0600) != 0) return fail(errno, "create the log of " + shown);
   // Records are reserved now: a full disk later cannot stop a status change.
   auto status = sd::RecordFile::create(dirfd_.get(), sd::kStatusFile, sd::kStatusSpare,
                                        sd::kStatusReserve, true);
@@ -265,12 +216,13 @@ Result<void> Supervisor::setup() {
 
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGIO, dir_signal()}) sigaddset(&set, s);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD, dir_signal()}) sigaddset(&set, s);
   ::sigprocmask(SIG_BLOCK, &set, nullptr);
   sigfd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!sigfd_) return fail(errno, "signalfd");
   timer_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
-  if (!timer_) return fail(errno, "timerfd_create");
+  check_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  if (!timer_ || !check_) return fail(errno, "timerfd_create");
   // Orphans of the worker are re-parented to us, so we reap them.
   if (auto r = set_child_subreaper(true); !r) return r;
 
@@ -285,16 +237,28 @@ Result<void> Supervisor::setup() {
     return fail(errno, "create " + final_.string());
   }
   renamed_ = true;
-  // A supervisor whose directory is removed or moved (rm -r, mv) can no
-  // longer be reached by any client: it then stops its worker and exits.
-  // dnotify, not inotify: an inotify instance per supervisor would run into
-  // fs.inotify.max_user_instances (128 per user by default) at the 128th
-  // worker. Its signals arrive through the signalfd like the others.
+  // A supervisor whose directory is removed or tampered with (rm -r, a
+  // file over its FIFO) can no longer be reached by any client: it then
+  // stops its worker and exits. dnotify, not inotify: an inotify instance
+  // per supervisor would run into fs.inotify.max_user_instances (128 per
+  // user by default) at the 128th worker. Its signals arrive through the
+  // signalfd like the others.
   if (::fcntl(dirfd_.get(), F_SETSIG, dir_signal()) != 0 ||
-      ::fcntl(dirfd_.get(), F_NOTIFY, DN_DELETE | DN_RENAME | DN_CREATE | DN_MULTISHOT) != 0 ||
-      ::fcntl(state_fd_, F_NOTIFY, DN_DELETE | DN_RENAME | DN_MULTISHOT) != 0) {
+      ::fcntl(dirfd_.get(), F_NOTIFY, DN_DELETE | DN_RENAME | DN_CREATE | DN_MULTISHOT) != 0) {
     return fail(errno, "watch " + final_.string() + " (F_NOTIFY)");
   }
+  // A move of the directory itself raises nothing inside it (no dnotify
+  // event on the moved directory; measured), and a watch on the state
+  // directory would wake every supervisor at every worker's start and exit:
+  // N^2 wake-ups, which tripled the time to start 200 workers. So the
+  // name is checked on a slow timer instead (--check-interval, 60 s).
+  itimerspec every{};
+  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::max(spec_.dir_check, milliseconds(10)));
+  every.it_value.tv_sec = every.it_interval.tv_sec = static_cast<time_t>(ns.count() / 1000000000);
+  every.it_value.tv_nsec = every.it_interval.tv_nsec = static_cast<long>(ns.count() % 1000000000);
+  if (::timerfd_settime(check_.get(), 0, &every, nullptr) != 0)
+    return fail(errno, "timerfd_settime");
   return {};
 }
 
@@ -306,12 +270,17 @@ Result<void> Supervisor::start_worker() {
   if (!in || !out) return std::unexpected(!in ? in.error() : out.error());
   Command cmd(spec_.command.front());
   for (std::size_t i = 1; i < spec_.command.size(); ++i) cmd.arg(spec_.command[i]);
-  cmd.new_session()
-      .die_with_parent(SIGKILL)  // it stops with its supervisor: never runs twice
-      .stdin_from(Stdio::fd(in->first.get()))
-      .stdout_to(Stdio::fd(out->second.get()))
-      .stderr_to(Stdio::merge_into_stdout())
-      .env("TETHER_WORKER_ID", spec_.id)
+  cmd.new_session().die_with_parent(SIGKILL);  // it stops with its supervisor: never runs twice
+  if (spec_.tty) {
+    // The terminal is its stdin, stdout and stderr, and its controlling
+    // terminal; what we write is not echoed back into the log.
+    cmd.pty(PtyOptions{.echo = false});
+  } else {
+    cmd.stdin_from(Stdio::fd(in->first.get()))
+        .stdout_to(Stdio::fd(out->second.get()))
+        .stderr_to(Stdio::merge_into_stdout());
+  }
+  cmd.env("TETHER_WORKER_ID", spec_.id)
       .env("TETHER_WORKER_NAME", spec_.name)
       .env("TETHER_WORKER_DIR", final_.string())
       .env_remove("TETHER_READY_FD");
@@ -332,9 +301,16 @@ Result<void> Supervisor::start_worker() {
   // gone (tether list --prune): a pid alone may be recycled.
   auto st = sd::read_proc_stat(proc_->pid());
   pid_start_ = st ? st->start_ticks : 0;
-  in_ = std::move(in->second);
+  if (spec_.tty) {
+    // One descriptor, the terminal's master end, both ways.
+    out_ = proc_->pty().release();
+    auto copy = out_.duplicate();
+    if (copy) in_ = std::move(*copy);
+  } else {
+    in_ = std::move(in->second);
+    out_ = std::move(out->first);
+  }
   (void)in_.set_nonblocking(true);  // a worker that does not read never blocks us
-  out_ = std::move(out->first);
   (void)out_.set_nonblocking(true);
   out_lines_.drop_partial();
   if (ready) ready_ = std::move(ready->first);
@@ -501,11 +477,11 @@ void Supervisor::read_control(int fd, LineReader* lines) {
     if (!lines) {       // runit/daemontools: every byte is a command
       for (ssize_t i = 0; i < n && !done_; ++i) {
         char c = buf[i];
-        if (letter_signal(c) != 0 || letter_event(c)) {
-          letter(c);
-        } else if (c != '\n') {
-          bad_command("unknown control letter", std::string_view(&c, 1));
-        }
+        if (c == '\n') continue;
+        auto cmd = sd::parse_control_letter(c);
+        cmd.word = std::string_view(&buf[i], 1);
+        if (cmd.kind == sd::ControlCommand::Kind::bad) cmd.text = cmd.word;
+        act(cmd);
       }
       continue;
     }
@@ -537,45 +513,24 @@ void Supervisor::read_control(int fd, LineReader* lines) {
 }
 
 void Supervisor::command(std::string_view line) {
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  std::string_view verb = line.substr(0, line.find(' '));
-  std::string_view rest =
-      line.size() > verb.size() ? line.substr(verb.size() + 1) : std::string_view();
-  if (line.size() == 1 && (letter_signal(line[0]) != 0 || letter_event(line[0]))) {
-    return letter(line[0]);
-  }
-  if (verb == "send") {
-    event(fmt::format("command: send ({} bytes)", rest.size()));
-    return deliver(rest);
-  }
-  if (verb == "signal") {
-    auto sig = parse_signal(rest);
-    if (!sig) return bad_command("unknown signal", rest);
-    event("command: signal " + signal_name(*sig));
-    return send_signal(*sig);
-  }
-  if (!rest.empty()) return bad_command("unexpected argument", line);
-  static constexpr std::pair<std::string_view, Event> verbs[] = {
-      {"exit", Event::exit},      {"stop", Event::down}, {"down", Event::down},
-      {"start", Event::up},       {"up", Event::up},     {"once", Event::once},
-      {"restart", Event::restart}};
-  for (auto [word, e] : verbs) {
-    if (verb == word) {
-      event(fmt::format("command: {}", word));
-      return dispatch(e);
-    }
-  }
-  bad_command("unknown command", line);
+  act(sd::parse_control_line(line));
 }
 
-void Supervisor::letter(char c) {
-  if (int sig = letter_signal(c)) {
-    event(fmt::format("command: {} ({})", c, signal_name(sig)));
-    return send_signal(sig);
-  }
-  if (auto e = letter_event(c)) {
-    event(fmt::format("command: {} ({})", c, sd::to_string(*e)));
-    dispatch(*e);
+void Supervisor::act(const sd::ControlCommand& c) {
+  using Kind = sd::ControlCommand::Kind;
+  switch (c.kind) {
+    case Kind::bad:
+      return bad_command(c.why, c.text);
+    case Kind::send:
+      event(fmt::format("command: send ({} bytes)", c.text.size()));
+      return deliver(c.text);
+    case Kind::signal:
+      event(c.word == "signal" ? "command: signal " + signal_name(c.signal)
+                               : fmt::format("command: {} ({})", c.word, signal_name(c.signal)));
+      return send_signal(c.signal);
+    case Kind::event:
+      event(fmt::format("command: {}", c.word));
+      return dispatch(c.event);
   }
 }
 
@@ -626,8 +581,10 @@ void Supervisor::read_output(bool final_read) {
   char buf[4096];  // small: a touched stack page stays resident, times every supervisor
   for (;;) {
     ssize_t n = ::read(out_.get(), buf, sizeof buf);
-    if (n == 0) {
-      out_.reset();  // the worker (and all its children) closed it
+    // End of file: the worker (and all its children) closed it. On a
+    // terminal's master end the same news is EIO (pty(7)).
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      out_.reset();
       break;
     }
     if (n < 0) break;
@@ -643,6 +600,7 @@ void Supervisor::event(std::string_view text) {
 
 void Supervisor::log_line(std::string_view text) {
   if (!log_) return;
+  if (spec_.tty && text.ends_with('\r')) text.remove_suffix(1);  // the terminal's "\r\n"
   std::string line = timestamp() + " " + std::string(text) + "\n";
   if (log_size_ + line.size() > spec_.log_max_bytes) rotate_log();
   if (auto n = write_some(log_.get(), std::as_bytes(std::span(line)), "log"); n) log_size_ += *n;
@@ -659,6 +617,7 @@ void Supervisor::rotate_log() {
   int flags =
       O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC | (spec_.log_keep == 0 ? O_TRUNC : 0);
   log_.reset(::openat(dirfd_.get(), sd::kLogFile, flags, 0600));
+  if (log_) (void)::fchmod(log_.get(), 0600);
   log_size_ = 0;
 }
 
@@ -772,7 +731,7 @@ int Supervisor::run(int report_fd) {
   dispatch(Event::up);
 
   while (!done_) {
-    enum { kControl, kSvControl, kSignal, kTimer, kPid, kOut, kReady, kCount };
+    enum { kControl, kSvControl, kSignal, kTimer, kPid, kOut, kReady, kCheck, kCount };
     pollfd fds[kCount] = {
         {control_.fd(), POLLIN, 0},
         {svcontrol_.fd(), POLLIN, 0},
@@ -781,6 +740,7 @@ int Supervisor::run(int report_fd) {
         {proc_ ? proc_->pidfd() : -1, POLLIN, 0},
         {out_.get(), POLLIN, 0},
         {ready_.get(), POLLIN, 0},
+        {check_.get(), POLLIN, 0},
     };
     // Before sleeping, give back the heap pages this round's temporaries
     // touched: resident memory times every supervisor is the figure that
@@ -814,14 +774,19 @@ int Supervisor::run(int report_fd) {
       }
     }
     if (done_) break;
-    if (fds[kSignal].revents) {
+    bool dir_changed = false;
+    if (fds[kCheck].revents) {
+      std::uint64_t ticks = 0;
+      dir_changed = ::read(check_.get(), &ticks, sizeof ticks) == sizeof ticks;
+    }
+    if (fds[kSignal].revents || dir_changed) {
       signalfd_siginfo si{};
-      bool child = false, dir_changed = false;
+      bool child = false;
       while (::read(sigfd_.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
         int sig = static_cast<int>(si.ssi_signo);
         if (sig == SIGCHLD) {
           child = true;
-        } else if (sig == dir_signal() || sig == SIGIO) {
+        } else if (sig == dir_signal()) {
           dir_changed = true;
         } else if (sig == SIGTERM || sig == SIGINT) {
           event("got " + signal_name(sig) + ": stopping the worker and exiting");

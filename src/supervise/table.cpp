@@ -1,5 +1,9 @@
 #include "table.hpp"
 
+#include <signal.h>
+
+#include <utility>
+
 namespace tether::supervise_detail {
 
 namespace {
@@ -144,6 +148,105 @@ Transition transition(WorkerState state, Want want, Event event, const Facts& fa
       break;  // a client's view, never a supervisor's state
   }
   return {state, want, kNone};
+}
+
+namespace {
+
+// The signal a runit/daemontools control letter sends, or 0.
+int letter_signal(char c) noexcept {
+  switch (c) {
+    case 't':
+      return SIGTERM;
+    case 'k':
+      return SIGKILL;
+    case 'p':
+      return SIGSTOP;
+    case 'c':
+      return SIGCONT;
+    case 'h':
+      return SIGHUP;
+    case 'a':
+      return SIGALRM;
+    case 'i':
+      return SIGINT;
+    case 'q':
+      return SIGQUIT;
+    case '1':
+      return SIGUSR1;
+    case '2':
+      return SIGUSR2;
+    default:
+      return 0;
+  }
+}
+
+ControlCommand bad(std::string_view why, std::string_view text) noexcept {
+  ControlCommand c;
+  c.why = why;
+  c.text = text;
+  return c;
+}
+
+}  // namespace
+
+ControlCommand parse_control_letter(char c) noexcept {
+  ControlCommand out;
+  static constexpr std::pair<char, Event> letters[] = {
+      {'u', Event::up}, {'d', Event::down}, {'o', Event::once}, {'x', Event::exit}};
+  for (auto [l, e] : letters) {
+    if (c == l) {
+      out.kind = ControlCommand::Kind::event;
+      out.event = e;
+      return out;
+    }
+  }
+  if (int sig = letter_signal(c)) {
+    out.kind = ControlCommand::Kind::signal;
+    out.signal = sig;
+    return out;
+  }
+  return bad("unknown control letter", {});
+}
+
+ControlCommand parse_control_line(std::string_view line) noexcept {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  if (line.size() == 1) {
+    auto c = parse_control_letter(line[0]);
+    if (c.kind != ControlCommand::Kind::bad) {
+      c.word = line;
+      return c;
+    }
+  }
+  std::string_view verb = line.substr(0, line.find(' '));
+  std::string_view rest =
+      line.size() > verb.size() ? line.substr(verb.size() + 1) : std::string_view();
+  ControlCommand c;
+  c.word = verb;
+  if (verb == "send") {
+    c.kind = ControlCommand::Kind::send;
+    c.text = rest;
+    return c;
+  }
+  if (verb == "signal") {
+    auto sig = parse_signal(rest);
+    if (!sig) return bad("unknown signal", rest);
+    c.kind = ControlCommand::Kind::signal;
+    c.signal = *sig;
+    return c;
+  }
+  static constexpr std::pair<std::string_view, Event> verbs[] = {
+      {"exit", Event::exit},      {"stop", Event::down}, {"down", Event::down},
+      {"start", Event::up},       {"up", Event::up},     {"once", Event::once},
+      {"restart", Event::restart}};
+  for (auto [word, e] : verbs) {
+    if (verb == word) {
+      if (!rest.empty()) return bad("unexpected argument", line);
+      c.kind = ControlCommand::Kind::event;
+      c.event = e;
+      return c;
+    }
+  }
+  return bad("unknown command", line);
 }
 
 std::string_view to_string(Event e) noexcept {

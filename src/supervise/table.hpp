@@ -62,6 +62,23 @@ struct Transition {
 
 Transition transition(WorkerState state, Want want, Event event, const Facts& facts) noexcept;
 
+// One line of the control FIFO, parsed (the supervisor acts on it; nothing
+// here touches the system): an event for the table, a message for the
+// worker's input, a signal for its group, or a refusal with its reason.
+struct ControlCommand {
+  enum class Kind { event, send, signal, bad };
+  Kind kind = Kind::bad;
+  Event event = Event::up;
+  int signal = 0;
+  std::string_view text;  // send: the message; bad: the offending text
+  std::string_view why;   // bad: "unknown command", …
+  std::string_view word;  // the verb or letter, for the log
+};
+ControlCommand parse_control_line(std::string_view line) noexcept;
+
+// A runit/daemontools control letter (supervise/control): the same kinds.
+ControlCommand parse_control_letter(char c) noexcept;
+
 std::string_view to_string(Event e) noexcept;
 
 }  // namespace tether::supervise_detail

@@ -18,6 +18,18 @@ run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/cmake-build -G ${GENERATOR}
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/cmake-build)
 run(${WORK_DIR}/cmake-build/consumer)
 message("${last_output}")
+run(${WORK_DIR}/cmake-build/consumer_supervise)
+message("${last_output}")
+
+# 1b. add_subdirectory(tether), on a machine without CLI11 (find_package of
+# it is disabled): the libraries need neither CLI11 nor the command.
+run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/subdir-build -G ${GENERATOR}
+    -DTETHER_SOURCE=${TETHER_SOURCE} -DCMAKE_DISABLE_FIND_PACKAGE_CLI11=TRUE)
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/subdir-build)
+run(${WORK_DIR}/subdir-build/consumer)
+message("subdirectory ${last_output}")
+run(${WORK_DIR}/subdir-build/consumer_supervise)
+message("subdirectory ${last_output}")
 
 # 2. pkg-config
 find_program(PKG_CONFIG pkg-config REQUIRED)

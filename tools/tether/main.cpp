@@ -120,7 +120,7 @@ int demo() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run_main(int argc, char** argv) {
   if (argc >= 2 && std::string_view(argv[1]) == "_supervise") {
     return tether_cli::launcher_main();  // tether-supervise's fallback (see open)
   }
@@ -151,4 +151,15 @@ int main(int argc, char** argv) {
   if (int code = tether_cli::run_workers(); code >= 0) return code;
   fmt::print("{}", app.help());
   return 0;
+}
+
+int main(int argc, char** argv) {
+  // tether reports errors as values; what can still throw here is the
+  // parser's construction or the allocator. Said, not a core dump.
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tether: %s\n", e.what());
+    return 1;
+  }
 }

@@ -55,9 +55,9 @@ struct Options {
   // open
   std::string name, restart = "on-failure", cwd;
   std::vector<std::string> command, env;
-  bool non_blocking = false, wait_ready = false, json_out = false, no_wait = false;
+  bool non_blocking = false, wait_ready = false, json_out = false, no_wait = false, tty = false;
   bool prune = false, follow = false;
-  double poll_interval = 1.0, grace = 5.0, timeout = 10.0;
+  double poll_interval = 1.0, grace = 5.0, timeout = 10.0, check_interval = 60.0;
   int max_restarts = -1, ready_fd = 3, lines = 20, log_keep = 3, count = 1;
   std::uint64_t log_size = 1u << 20;
   // the others
@@ -187,6 +187,8 @@ int do_open() {
   spec.max_restarts = opt.max_restarts;
   spec.grace = std::chrono::milliseconds(static_cast<long>(opt.grace * 1000));
   spec.wait_ready = opt.wait_ready;
+  spec.tty = opt.tty;
+  spec.dir_check = std::chrono::milliseconds(static_cast<long>(opt.check_interval * 1000));
   spec.ready_fd = opt.ready_fd;
   spec.log_max_bytes = opt.log_size;
   spec.log_keep = opt.log_keep;
@@ -198,6 +200,12 @@ int do_open() {
       return 2;
     }
     spec.env.emplace_back(e.substr(0, eq), e.substr(eq + 1));
+  }
+  // Specs travel as JSON: a word that is not UTF-8 is refused here, whole,
+  // rather than changed on its way.
+  if (auto bad = tether::launch::spec_problem(spec); !bad.empty()) {
+    fmt::print(stderr, "tether: open: {} is not valid UTF-8 (refused)\n", bad);
+    return 2;
   }
   // --count N: N workers NAME-1 … NAME-N, all or none (as supervisord's numprocs).
   struct Start {
@@ -549,6 +557,19 @@ int do_logs() {
     if (now.st_ino != st.st_ino) {  // rotated: the rest of the old file, then the new
       drain();
       std::fclose(f);
+      // Rotated more than once since we looked (a busy worker, a small
+      // --log-size): the file we read is now .2 or gone, and .1 holds what
+      // came between. Shown whole before the new file.
+      struct stat one {};
+      if (::fstatat(dirfd->get(), "worker.log.1", &one, AT_SYMLINK_NOFOLLOW) == 0 &&
+          one.st_ino != st.st_ino) {
+        if (auto mid = tether::open_worker_file(*w, "worker.log.1"); mid) {
+          if ((f = ::fdopen(mid->release(), "re"))) {
+            drain();
+            std::fclose(f);
+          }
+        }
+      }
       f = open_log();
       if (!f) break;
       ::fstat(fileno(f), &st);
@@ -620,10 +641,19 @@ void add_worker_commands(CLI::App& app) {
       ->check(positive_seconds(3600.0));
   open_cmd->add_option("--restart", opt.restart, "always, on-failure (default) or never")
       ->check(CLI::IsMember({"always", "on-failure", "never"}));
-  open_cmd->add_option("--max-restarts", opt.max_restarts, "Give up after this many restarts");
+  open_cmd->add_option("--max-restarts", opt.max_restarts, "Give up after this many restarts")
+      ->check(CLI::Range(-1, 1 << 30));
   open_cmd->add_option("--env", opt.env, "NAME=VALUE for the worker's environment (repeatable)");
   open_cmd->add_option("--cwd", opt.cwd, "The worker's working directory")
       ->check(CLI::ExistingDirectory);
+  open_cmd
+      ->add_option("--check-interval", opt.check_interval,
+                   "Seconds between checks that the worker's directory was not moved away "
+                   "(default 60)")
+      ->check(positive_seconds(86400.0));
+  open_cmd->add_flag("--tty", opt.tty,
+                     "Run the worker on a pseudo-terminal (for programs that buffer or "
+                     "behave otherwise when not on a terminal)");
   open_cmd->add_flag("--wait-ready", opt.wait_ready,
                      "Return once the worker writes a line on fd $TETHER_READY_FD");
   open_cmd->add_option("--ready-fd", opt.ready_fd, "The readiness fd number (default 3)")
@@ -669,7 +699,8 @@ void add_worker_commands(CLI::App& app) {
   logs_cmd->add_option("-n,--lines", opt.lines, "Lines to show (default 20; -1: all)");
 
   demo_worker_cmd = app.add_subcommand("_demo-worker", "")->group("");  // hidden
-  demo_worker_cmd->add_option("--poll-interval", opt.poll_interval);
+  demo_worker_cmd->add_option("--poll-interval", opt.poll_interval)
+      ->check(positive_seconds(3600.0));
 }
 
 int run_workers() {

@@ -61,13 +61,13 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <variant>
 #include <vector>
 
 #include "tether/channel/fifo.hpp"
 #include "tether/channel/message_queue.hpp"
 #include "tether/channel/pipe.hpp"
 #include "tether/channel/socket.hpp"
+#include "tether/channel/transport.hpp"
 #include "tether/sys.hpp"
 
 namespace tether {
@@ -81,6 +81,11 @@ struct ChannelOptions {
   std::size_t buffer_size = 1u << 20;
 };
 
+namespace detail {
+class ListenPort;
+}  // namespace detail
+
+// A message channel: one Transport (transport.hpp) behind one API.
 class Channel {
  public:
   Channel() noexcept = default;
@@ -100,17 +105,18 @@ class Channel {
   static Result<Channel> over_udp(UdpSocket socket,
                                   std::optional<InetAddress> only_from = std::nullopt,
                                   ChannelOptions options = {});
+  // Over any transport, yours included (see transport.hpp).
+  static Result<Channel> over(std::unique_ptr<Transport> transport, ChannelOptions options = {});
   // Connects to a ChannelListener's address (see the list above).
   static Result<Channel> connect(std::string_view address, Deadline deadline = Deadline::never(),
                                  ChannelOptions options = {});
 
-  bool valid() const noexcept {
-    return in_.valid() || out_.valid() || sysv_id_ >= 0 || mq_in_.fd() >= 0;
-  }
+  bool valid() const noexcept { return transport_ != nullptr && !closed_; }
   // Readable when a message (or part of one) is waiting: for poll/epoll.
   // A message may already be buffered: call try_recv until it would block.
-  int fd() const noexcept { return kind_ == Kind::posix_mq ? mq_in_.fd() : in_.get(); }
-  const std::string& description() const noexcept { return what_; }
+  // -1 for a sysv channel (no descriptor) and a closed one.
+  int fd() const noexcept { return valid() ? transport_->fd() : -1; }
+  const std::string& description() const noexcept;
   std::size_t max_message() const noexcept { return options_.max_message; }
 
   // Sends one whole message.
@@ -128,10 +134,10 @@ class Channel {
   // Receives one whole message.
   Result<std::vector<std::byte>> recv(Deadline deadline = Deadline::never());
   Result<std::vector<std::byte>> try_recv();
-  // recv() into a buffer you keep: on byte streams its storage is reused,
-  // so a loop receiving messages of one size allocates and zero-fills
-  // nothing (measured: docs/benchmarks.md). On failure `into` is left empty
-  // or unchanged; a message cut by a timeout is kept for the next call.
+  // recv() into a buffer you keep: its storage is reused, so a loop
+  // receiving messages of one size allocates and zero-fills nothing
+  // (measured: docs/benchmarks.md). On failure `into` is left empty or
+  // unchanged; a message cut by a timeout is kept for the next call.
   Result<void> recv_into(std::vector<std::byte>& into, Deadline deadline = Deadline::never());
   Result<std::string> recv_string(Deadline deadline = Deadline::never());
 
@@ -148,7 +154,7 @@ class Channel {
     if (!m) return std::unexpected(m.error());
     if (m->size() != sizeof(T)) {
       return fail(EBADMSG, "receive a value of " + std::to_string(sizeof(T)) + " bytes on " +
-                               what_ + ": got a message of " + std::to_string(m->size()));
+                               description() + ": got a message of " + std::to_string(m->size()));
     }
     T value;
     std::memcpy(&value, m->data(), sizeof(T));
@@ -159,90 +165,36 @@ class Channel {
   Result<void> close() noexcept;
 
  private:
-  enum class Kind { stream, packet, datagram, posix_mq, sysv };
-  friend class ChannelListener;
-  static Result<Channel> make(Fd in, Fd out, Kind kind, bool socket, std::string what,
-                              ChannelOptions options);
-  static Result<Channel> over_queues(PosixQueue in, PosixQueue out, std::string what,
-                                     ChannelOptions options);
   Result<void> check_usable() const;
-  Result<std::size_t> write_frame(std::span<const std::byte> message, std::size_t offset,
-                                  bool may_block);
-  Result<std::size_t> read_in(std::span<std::byte> buf, Deadline deadline);
-  Result<bool> fill(std::size_t want, Deadline deadline);  // false: end of stream
-  Result<std::size_t> read_vectored(std::span<iovec> iov, Deadline deadline);
-  Result<bool> scatter_first_read(Deadline deadline);  // false: end of stream
-  Result<std::vector<std::byte>> recv_stream(Deadline deadline);
-  Result<std::vector<std::byte>> recv_packet(Deadline deadline);
-  Result<void> send_datagram(std::span<const std::byte> message, Deadline deadline);
-  Result<std::vector<std::byte>> recv_datagram(Deadline deadline);
-  Result<void> send_queue(std::span<const std::byte> message, Deadline deadline);
-  Result<std::vector<std::byte>> recv_queue(Deadline deadline);
-  Result<void> await(int fd, short events, Deadline deadline) const;
-  void mark_broken(const Error& e);
-
-  Fd in_, out_;  // the same socket twice is held once: out_ is then empty
-  bool same_fd_ = false;
-  bool socket_ = false;
-  Kind kind_ = Kind::stream;
+  std::unique_ptr<Transport> transport_;
   ChannelOptions options_;
-  std::string what_;
-  // Receive buffer: bytes [rpos_, rend_) are read but not yet delivered.
-  std::vector<std::byte> rbuf_;
-  std::size_t rpos_ = 0, rend_ = 0;
-  // The message being received, kept across a timeout.
-  std::vector<std::byte> partial_;
-  std::size_t partial_have_ = 0;
-  bool in_message_ = false;
-  // UDP, accepted: the only sender whose datagrams are this channel's.
-  std::optional<InetAddress> udp_peer_;
-  // Seqpacket and UDP: where each packet is received (see recv_packet).
-  std::unique_ptr<std::byte[]> pbuf_;
-  std::size_t pbuf_size_ = 0;
-  // POSIX queues: ours to receive from and send to (opened, not owned: the
-  // listener owns the names), and the receive buffer, one message long.
-  PosixQueue mq_in_, mq_out_;
-  std::vector<std::byte> qbuf_;
-  // What try_send could not write yet (the tail of one frame).
-  std::vector<std::byte> pending_;
-  std::optional<Error> broken_;
-  // SysV: the queue's id and the types.
-  int sysv_id_ = -1;
-  long send_type_ = 0, recv_type_ = 0;
+  bool closed_ = false;
   bool peer_gone_ = false;  // recv saw end of stream: a Channel has no half-close
 };
 
 // Accepts channels on an address (see Channel's list).
 class ChannelListener {
  public:
+  ChannelListener() noexcept;
+  ChannelListener(ChannelListener&&) noexcept;
+  ChannelListener& operator=(ChannelListener&&) noexcept;
+  ~ChannelListener();
+
   static Result<ChannelListener> listen(std::string_view address, ChannelOptions options = {},
                                         PeerPolicy policy = PeerPolicy::same_user());
   Result<Channel> accept(Deadline deadline = Deadline::never()) const;
+  // Readable when a peer waits; -1 for fifo:, mq: and sysv: (their accept
+  // only hands out the listener's end).
   int fd() const noexcept;
   // The address, with the real port for tcp://host:0 and udp://host:0.
   const std::string& address() const noexcept { return address_; }
 
  private:
-  // udp: the bound socket, until accept() gives it to the first peer's
-  // channel (mutable: accept is const, as for the other transports, and
-  // this is the one whose accept consumes the listener's socket).
-  struct UdpPort {
-    mutable UdpSocket socket;
-    mutable std::string peer;  // whom the socket went to
-    Result<Channel> accept(const std::string& address, const ChannelOptions& options,
-                           Deadline deadline) const;
-  };
-  // FIFO, mq and sysv: the named objects this listener created.
-  struct Rendezvous {
-    std::string scheme;
-    std::string name;
-    std::vector<Fifo> fifos;
-    std::vector<PosixQueue> queues;
-    std::optional<SysvQueue> sysv;
-  };
-  std::variant<UnixListener, TcpListener, Rendezvous, UdpPort> listener_;
+  // One kind per transport (src/channel/channel.cpp): a Unix or TCP
+  // listening socket, a UDP port, or the named objects of a fifo:, mq: or
+  // sysv: rendezvous, which this listener created and removes.
+  std::unique_ptr<detail::ListenPort> port_;
   ChannelOptions options_;
-  bool packet_ = false;
   std::string address_;
 };
 

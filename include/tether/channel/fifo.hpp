@@ -6,7 +6,8 @@
 //
 // A FIFO is a pipe with a name: the ends it opens are PipeReader/PipeWriter,
 // with all their forms (deadline, try, read_exact, no SIGPIPE). The Fifo
-// object that created the FIFO owns the name and removes it when destroyed.
+// object that created the FIFO owns the name and removes it when destroyed
+// (a NamedObject: owns(), release(), remove(), as every named object).
 //
 // Safety: the path is opened with O_NOFOLLOW and checked with fstat, so a
 // symbolic link or a regular file planted at the path is refused, and so is
@@ -21,6 +22,7 @@
 
 #include "tether/channel/pipe.hpp"
 #include "tether/sys.hpp"
+#include "tether/sys/named.hpp"
 
 namespace tether {
 
@@ -49,11 +51,6 @@ struct FifoReadOptions {
 class Fifo {
  public:
   Fifo() noexcept = default;
-  Fifo(Fifo&& other) noexcept;
-  Fifo& operator=(Fifo&& other) noexcept;
-  Fifo(const Fifo&) = delete;
-  Fifo& operator=(const Fifo&) = delete;
-  ~Fifo();
 
   // mkfifo(path, mode) — 0600 by default, whatever the umask; an existing
   // FIFO of ours at the path is reused (and then not owned: not removed).
@@ -64,11 +61,13 @@ class Fifo {
   static Result<Fifo> attach(std::filesystem::path path);
 
   const std::filesystem::path& path() const noexcept { return path_; }
-  bool owns() const noexcept { return owned_; }
+  bool owns() const noexcept { return object_.owns(); }
   // Keeps the FIFO on disk after this object is gone.
-  void release_ownership() noexcept { owned_ = false; }
-  // Removes the FIFO now (only if it is still the one this object made).
-  Result<void> remove();
+  void release() noexcept { object_.release(); }
+  [[deprecated("use release()")]] void release_ownership() noexcept { release(); }
+  // Removes the FIFO now (only if the path still holds the FIFO this object
+  // created or attached to: EEXIST, "left alone", otherwise).
+  Result<void> remove() { return object_.remove(); }
 
   // Opens the read end. With Deadline::never() it blocks until a writer
   // opens the FIFO, as open(2) does; with any other deadline it returns at
@@ -87,9 +86,7 @@ class Fifo {
 
  private:
   std::filesystem::path path_;
-  bool owned_ = false;
-  dev_t dev_ = 0;
-  ino_t ino_ = 0;
+  NamedObject object_;  // the FIFO's identity, and whether we remove it
 };
 
 }  // namespace tether

@@ -4,12 +4,14 @@
 //   q->send("urgent", /*priority=*/9);
 //   auto m = q->recv(1s);                 // highest priority first: "urgent", 9
 //
-//   auto s = tether::SysvQueue::create(tether::SysvQueue::private_key);
+//   auto s = tether::SysvQueue::create(tether::SysvKey::private_key());
 //   s->send(/*type=*/2, "for readers of type 2");
 //   auto t = s->recv(/*type=*/-3, 1s);    // lowest type <= 3 first
 //
-// The creator of a queue owns it and removes it when destroyed; other
-// processes open it without owning it. Queues are created with exactly the
+// The creator of a queue owns it and removes it when destroyed, if its name
+// (or id) still holds that queue; other processes open it without owning it.
+// Ownership is a NamedObject: owns(), release(), remove(), as for every
+// named object (tether/sys/named.hpp). Queues are created with exactly the
 // mode asked (0600 by default), whatever the umask.
 // A message larger than the queue allows is an EMSGSIZE error on send,
 // never truncated on either end.
@@ -20,15 +22,19 @@
 #include <sys/types.h>
 
 #include <cstddef>
-#include <filesystem>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "tether/sys.hpp"
+#include "tether/sys/named.hpp"
 
 namespace tether {
+
+namespace detail {
+class SysvTransport;
+}  // namespace detail
 
 // ---------------------------------------------------------------- POSIX
 
@@ -53,12 +59,9 @@ class PosixQueue {
   };
 
   PosixQueue() noexcept = default;
-  PosixQueue(PosixQueue&& other) noexcept;
-  PosixQueue& operator=(PosixQueue&& other) noexcept;
-  ~PosixQueue();
 
   // Creates a new queue (fails with EEXIST if the name is taken). Names
-  // look like "/jobs": one leading slash, no other.
+  // look like "/jobs": one leading slash, no other (check_posix_ipc_name).
   static Result<PosixQueue> create(std::string name, PosixQueueOptions options = {});
   // Opens an existing queue, without owning it.
   static Result<PosixQueue> open(std::string name);
@@ -85,14 +88,19 @@ class PosixQueue {
   // The queue descriptor: readable when a message waits, writable when
   // there is room. It is in blocking mode: with Deadline::never() a call
   // sleeps in the kernel; other deadlines poll it on the steady clock.
-  int fd() const noexcept { return mq_; }
+  int fd() const noexcept { return mq_.get(); }
   // mq_msgsize: the largest message, and the least a receive buffer holds.
   std::size_t message_size() const noexcept { return static_cast<std::size_t>(message_size_); }
-  const std::string& name() const noexcept { return name_; }
-  bool owns() const noexcept { return owned_; }
-  void release_ownership() noexcept { owned_ = false; }
-  // mq_unlink now; the queue lives on while it is open.
-  Result<void> unlink();
+  const std::string& name() const noexcept { return object_.name(); }
+  bool owns() const noexcept { return object_.owns(); }
+  // Keeps the queue after this object is gone.
+  void release() noexcept { object_.release(); }
+  [[deprecated("use release()")]] void release_ownership() noexcept { release(); }
+  // mq_unlink now, if the name still holds this queue (EEXIST, "left
+  // alone", otherwise); the queue lives on while it is open.
+  Result<void> remove() { return object_.remove(); }
+  [[deprecated("use remove()")]] Result<void> unlink() { return remove(); }
+  // Closes our descriptor (an owner still removes the name when destroyed).
   Result<void> close() noexcept;
 
  private:
@@ -100,10 +108,9 @@ class PosixQueue {
                          bool once) const;
   Result<std::size_t> recv_impl(std::span<std::byte> buf, unsigned* priority, Deadline deadline,
                                 bool once) const;
-  mqd_t mq_ = -1;
-  std::string name_;
+  Fd mq_;  // an mqd_t is a descriptor on Linux (mq_overview(7)): mq_close is close
   long message_size_ = 0;
-  bool owned_ = false;
+  NamedObject object_;  // the name, and whether we remove it
 };
 
 // ---------------------------------------------------------------- System V
@@ -118,8 +125,9 @@ struct SysvMessage {
 
 class SysvQueue {
  public:
-  // A queue no other process can find by key (pass its id instead).
-  static constexpr key_t private_key = IPC_PRIVATE;
+  // A queue no other process can find by key (pass its id instead); the
+  // same as SysvKey::private_key().
+  static constexpr SysvKey private_key = SysvKey::private_key();
 
   struct Stats {
     std::size_t depth;      // messages waiting (msg_qnum)
@@ -129,23 +137,19 @@ class SysvQueue {
   };
 
   SysvQueue() noexcept = default;
-  SysvQueue(SysvQueue&& other) noexcept;
-  SysvQueue& operator=(SysvQueue&& other) noexcept;
-  ~SysvQueue();
 
-  // ftok(3): a key from an existing path and a project id (1..255).
-  static Result<key_t> key_from_path(const std::filesystem::path& path, int project_id);
   // Creates a new queue (IPC_CREAT|IPC_EXCL: EEXIST if the key is taken),
   // with exactly `mode`: System V permissions are not subject to the umask.
-  static Result<SysvQueue> create(key_t key, mode_t mode = 0600);
+  // Keys: SysvKey::from_path (ftok), SysvKey::from_number, SysvKey::private_key().
+  static Result<SysvQueue> create(SysvKey key, mode_t mode = 0600);
   // Opens an existing queue by key, or by the id msgget returned, without owning it.
-  static Result<SysvQueue> open(key_t key);
+  static Result<SysvQueue> open(SysvKey key);
   static SysvQueue from_id(int id) noexcept;
 
   // Sends a message of `type` (> 0). Too large for the system's maximum
   // (/proc/sys/kernel/msgmax) is EMSGSIZE. System V queues have no
   // descriptor to poll: Deadline::never() blocks in the kernel, other
-  // deadlines retry with a backoff from 1 to 20 ms.
+  // deadlines retry with a backoff from 1 to 20 ms (tether::Backoff).
   Result<void> send(long type, std::span<const std::byte> data,
                     Deadline deadline = Deadline::never()) const;
   Result<void> send(long type, std::string_view text, Deadline deadline = Deadline::never()) const {
@@ -158,18 +162,28 @@ class SysvQueue {
   Result<SysvMessage> try_recv(long type = 0) const;
 
   Result<Stats> stats() const;
-  int id() const noexcept { return id_; }
-  bool owns() const noexcept { return owned_; }
-  void release_ownership() noexcept { owned_ = false; }
-  // IPC_RMID: removes the queue now; waiting senders and receivers get EIDRM.
-  Result<void> remove();
+  int id() const noexcept { return object_.id(); }
+  bool owns() const noexcept { return object_.owns(); }
+  // Keeps the queue after this object is gone.
+  void release() noexcept { object_.release(); }
+  [[deprecated("use release()")]] void release_ownership() noexcept { release(); }
+  // IPC_RMID: removes the queue now (if its id still names the queue made
+  // with our key: EEXIST, "left alone", otherwise); waiting senders and
+  // receivers get EIDRM.
+  Result<void> remove() { return object_.remove(); }
 
  private:
-  Result<void> send_impl(long type, std::span<const std::byte> data, Deadline deadline,
-                         bool once) const;
-  Result<SysvMessage> recv_impl(long type, Deadline deadline, bool once) const;
-  int id_ = -1;
-  bool owned_ = false;
+  // Channel's sysv transport keeps the kernel's buffers across messages.
+  friend class detail::SysvTransport;
+  // `scratch` holds the kernel's form of a message (a long, then the text)
+  // and is reused: a loop that passes the same one allocates nothing.
+  Result<void> send_impl(long type, std::span<const std::byte> data, Deadline deadline, bool once,
+                         std::vector<std::byte>& scratch) const;
+  // The text's size; the message is in `scratch`, after its type.
+  Result<std::size_t> recv_impl(long type, Deadline deadline, bool once,
+                                std::vector<std::byte>& scratch) const;
+  Result<SysvMessage> recv_message(long type, Deadline deadline, bool once) const;
+  NamedObject object_;  // the id (and key), and whether we remove it
 };
 
 // The largest System V message this system accepts (/proc/sys/kernel/msgmax,

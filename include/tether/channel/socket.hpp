@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "tether/sys.hpp"
+#include "tether/sys/named.hpp"
 
 namespace tether {
 
@@ -61,7 +62,7 @@ class PeerPolicy {
 // peer policy is what protects it).
 class UnixAddress {
  public:
-  static Result<UnixAddress> path(std::filesystem::path p);
+  static Result<UnixAddress> path(const std::filesystem::path& p);
   static Result<UnixAddress> abstract(std::string_view name);
   bool is_abstract() const noexcept { return abstract_; }
   const std::string& name() const noexcept { return name_; }
@@ -155,13 +156,12 @@ struct UnixListenOptions {
 };
 
 // A listening Unix socket. Owns its socket file and removes it when
-// destroyed (only if the path still holds that socket).
+// destroyed, only if the path still holds that socket (a NamedObject:
+// owns(), release(), remove(), as every named object). An abstract address
+// has no file: owns() is false.
 class UnixListener {
  public:
   UnixListener() noexcept = default;
-  UnixListener(UnixListener&& other) noexcept;
-  UnixListener& operator=(UnixListener&& other) noexcept;
-  ~UnixListener();
 
   // Binds and listens. A stale socket file at the path (no one listening)
   // is replaced; a live one is EADDRINUSE; anything that is not a socket is
@@ -176,14 +176,20 @@ class UnixListener {
   int fd() const noexcept { return fd_.get(); }  // non-blocking; readable when a peer waits
   const UnixAddress& address() const noexcept { return address_; }
 
+  // The socket file.
+  bool owns() const noexcept { return file_.owns(); }
+  // Keeps the file after this listener is gone (for a successor to replace
+  // as stale, say).
+  void release() noexcept { file_.release(); }
+  // Removes the file now, if the path still holds our socket; the listener
+  // keeps listening, unreachable by path.
+  Result<void> remove() { return file_.remove(); }
+
  private:
-  void remove_file() noexcept;
   Fd fd_;
   UnixAddress address_;
   UnixListenOptions options_;
-  dev_t dev_ = 0;
-  ino_t ino_ = 0;
-  bool owns_file_ = false;
+  NamedObject file_;  // declared last: removed before the socket closes
 };
 
 // Connects to a listening Unix socket (stream/seqpacket) or to a bound

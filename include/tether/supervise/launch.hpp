@@ -38,10 +38,22 @@ struct Launch {
   std::vector<SupervisorSpec> specs;
 };
 
+// Specs travel as JSON, so every string in them must be valid UTF-8: this
+// says which is not ("--env A", "the command's word 2"), or "" when all are.
+// Check before encoding: encode_spec never throws, and would replace bytes
+// that are not UTF-8 (U+FFFD) rather than fail.
+std::string spec_problem(const SupervisorSpec& spec);
 std::string encode_spec(const SupervisorSpec& spec);
 Result<SupervisorSpec> decode_spec(std::string_view json);
 std::string encode_launch(const Launch& launch);
 Result<Launch> decode_launch(std::string_view text);
+// The launch's header and its spec lines, not decoded (the launcher forks
+// first, and each supervisor decodes its own line: see tools/tether).
+struct LaunchLines {
+  std::filesystem::path state_dir;
+  std::vector<std::string_view> specs;  // into the text given
+};
+Result<LaunchLines> split_launch(std::string_view text);
 
 struct Report {
   enum class Kind { forked, ok, error };
