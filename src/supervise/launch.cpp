@@ -228,30 +228,14 @@ Result<LaunchLines> split_launch(std::string_view text) {
 }
 
 Result<Launch> decode_launch(std::string_view text) {
-  if (text.size() > kMaxLaunch) return fail(errc::bad_record, "launch: too large");
-  auto nl = text.find('\n');
-  if (nl == std::string_view::npos) return fail(errc::bad_record, "launch: no header line");
-  auto head = json::parse(text.substr(0, nl), nullptr, false);
-  if (head.is_discarded() || !head.is_object() || !head.contains("state_dir") ||
-      !head["state_dir"].is_string() || !head.contains("specs") ||
-      !head["specs"].is_number_unsigned()) {
-    return fail(errc::bad_record, "launch: bad header line");
-  }
+  auto lines = split_launch(text);
+  if (!lines) return std::unexpected(lines.error());
   Launch launch;
-  launch.state_dir = head["state_dir"].get<std::string>();
-  auto count = head["specs"].get<std::size_t>();
-  text.remove_prefix(nl + 1);
-  while (!text.empty()) {
-    nl = text.find('\n');
-    if (nl == std::string_view::npos) return fail(errc::bad_record, "launch: a cut spec line");
-    auto spec = decode_spec(text.substr(0, nl));
+  launch.state_dir = std::move(lines->state_dir);
+  for (auto line : lines->specs) {
+    auto spec = decode_spec(line);
     if (!spec) return std::unexpected(spec.error());
     launch.specs.push_back(std::move(*spec));
-    text.remove_prefix(nl + 1);
-  }
-  if (launch.specs.size() != count || count == 0) {
-    return fail(errc::bad_record,
-                fmt::format("launch: {} specs announced, {} came", count, launch.specs.size()));
   }
   return launch;
 }
