@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "internal.hpp"
+#include "support.hpp"
 #include "table.hpp"
 
 namespace {
@@ -279,6 +281,34 @@ TEST(SuperviseControl, LinesAreParsedWithoutTouchingAnything) {
   EXPECT_EQ(sd::parse_control_letter('u').event, Event::up);
   EXPECT_EQ(sd::parse_control_letter('k').signal, SIGKILL);
   EXPECT_EQ(sd::parse_control_letter('z').kind, K::bad);
+}
+
+// status.json as clients read it: every integer field is range-checked,
+// at both ends (a non-negative JSON integer is stored unsigned, which once
+// skipped the lower bound: fuzz/crashes/status/last-exit-signal-zero.json).
+TEST(SuperviseStatusRecord, FieldsOutOfRangeAreRefusedAndGoodOnesRoundTrip) {
+  const std::filesystem::path shown = "w/status.json";
+  auto good = sd::decode_status(
+      R"({"id":"deadbeef","name":"w","state":"backoff","want":"up","restart":"always",)"
+      R"("pid":0,"restarts":2,"last_exit":{"signal":9}})",
+      shown);
+  ASSERT_TRUE(good.has_value()) << good.error().message();
+  ASSERT_TRUE(good->last_exit_signal.has_value());
+  EXPECT_EQ(*good->last_exit_signal, 9);
+  EXPECT_EQ(good->restarts, 2);
+  auto again = sd::decode_status(sd::encode_status(*good), shown);
+  ASSERT_TRUE(again.has_value()) << again.error().message();
+  EXPECT_EQ(sd::encode_status(*again), sd::encode_status(*good));
+  for (const char* bad :
+       {R"("last_exit":{"signal":0})", R"("last_exit":{"signal":65})",
+        R"("last_exit":{"code":256})", R"("last_exit":{"code":-1})", R"("pid":-1)",
+        R"("pid":4194305)", R"("restarts":-3)", R"("last_exit":7)", R"("pid":1.5)"}) {
+    std::string text = std::string(R"({"id":"deadbeef","state":"up","want":"up",)") + bad + "}";
+    auto w = sd::decode_status(text, shown);
+    SCOPED_TRACE(text);
+    TT_ASSERT_ERROR(w, tether::errc::bad_record);
+    EXPECT_NE(w.error().message().find("w/status.json"), std::string::npos) << text;
+  }
 }
 
 }  // namespace

@@ -191,8 +191,12 @@ struct Fields {
     if (it == j.end()) return Int{};
     if (!it->is_number_integer()) return note(key), Int{};
     if (it->is_number_unsigned()) {
+      // nlohmann stores every non-negative integer as unsigned: check the
+      // lower bound here too (a "signal":0 must be refused, not decoded).
       auto v = it->get<std::uint64_t>();
-      if (v > static_cast<std::uint64_t>(hi)) return note(key), Int{};
+      if (v > static_cast<std::uint64_t>(hi) || (lo > 0 && v < static_cast<std::uint64_t>(lo))) {
+        return note(key), Int{};
+      }
       return static_cast<Int>(v);
     }
     auto v = it->get<std::int64_t>();

@@ -625,6 +625,22 @@ void Supervisor::rotate_log() {
 
 void Supervisor::write_status() {
   if (!dirfd_ || done_ || dir_removed_) return;
+  // supervise/status first: status.json is what tether's clients wait on,
+  // so when it shows a change, sv and svstat already see it too.
+  // supervise/status is in runit's 20-byte layout (daemontools reads the
+  // first 18): TAI64N of the last change, pid (LE), paused, want, got TERM, run.
+  unsigned char s[20] = {};
+  std::uint64_t tai = 4611686018427387914ULL + static_cast<std::uint64_t>(since_ts_.tv_sec);
+  for (int i = 7; i >= 0; --i, tai >>= 8) s[i] = static_cast<unsigned char>(tai & 0xff);
+  auto nsec = static_cast<std::uint32_t>(since_ts_.tv_nsec);
+  for (int i = 11; i >= 8; --i, nsec >>= 8) s[i] = static_cast<unsigned char>(nsec & 0xff);
+  auto pid = static_cast<std::uint32_t>(proc_ ? proc_->pid() : 0);
+  for (int i = 12; i < 16; ++i, pid >>= 8) s[i] = static_cast<unsigned char>(pid & 0xff);
+  s[16] = paused_ ? 1 : 0;
+  s[17] = want_ == Want::up || want_ == Want::once ? 'u' : 'd';
+  s[18] = got_term_ && proc_ ? 1 : 0;
+  s[19] = proc_ ? 1 : 0;
+  (void)svstatus_.replace(std::string_view(reinterpret_cast<const char*>(s), sizeof s));
   WorkerInfo w;
   w.id = spec_.id;
   w.name = spec_.name;
@@ -645,20 +661,6 @@ void Supervisor::write_status() {
   if (auto r = status_.replace(sd::encode_status(w)); !r) {
     event("cannot write status: " + r.error().message());
   }
-  // supervise/status in runit's 20-byte layout (daemontools reads the first
-  // 18): TAI64N of the last change, pid (LE), paused, want, got TERM, run.
-  unsigned char s[20] = {};
-  std::uint64_t tai = 4611686018427387914ULL + static_cast<std::uint64_t>(since_ts_.tv_sec);
-  for (int i = 7; i >= 0; --i, tai >>= 8) s[i] = static_cast<unsigned char>(tai & 0xff);
-  auto nsec = static_cast<std::uint32_t>(since_ts_.tv_nsec);
-  for (int i = 11; i >= 8; --i, nsec >>= 8) s[i] = static_cast<unsigned char>(nsec & 0xff);
-  auto pid = static_cast<std::uint32_t>(proc_ ? proc_->pid() : 0);
-  for (int i = 12; i < 16; ++i, pid >>= 8) s[i] = static_cast<unsigned char>(pid & 0xff);
-  s[16] = paused_ ? 1 : 0;
-  s[17] = want_ == Want::up || want_ == Want::once ? 'u' : 'd';
-  s[18] = got_term_ && proc_ ? 1 : 0;
-  s[19] = proc_ ? 1 : 0;
-  (void)svstatus_.replace(std::string_view(reinterpret_cast<const char*>(s), sizeof s));
   // (runsv also keeps supervise/stat and supervise/pid; sv, svok, svstat and
   // svc read none of them, and each would be one more file replaced per change.)
 }
