@@ -98,7 +98,7 @@ Result<void> PipeReader::read_exact(std::span<std::byte> buf, Deadline deadline)
 
 Result<std::string> PipeReader::read_all(Deadline deadline) const {
   std::string text;
-  constexpr std::size_t chunk = 64 * 1024;
+  constexpr std::size_t chunk = std::size_t{64} * 1024;
   for (;;) {
     std::size_t old = text.size();
     text.resize(old + chunk);
