@@ -20,7 +20,7 @@ int main() {
     return 0;
   });
   pipe.writer.close().value();
-  int work = 0, empty = 0;
+  int empty = 0;
   std::string received;
   for (;;) {
     char buf[256];
@@ -34,7 +34,6 @@ int main() {
       std::fprintf(stderr, "%s\n", n.error().message().c_str());
       return 1;
     }
-    ++work;
     std::this_thread::sleep_for(10ms);
   }
   std::printf("%sparent did other work while waiting: %s\n", received.c_str(),

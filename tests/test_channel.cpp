@@ -826,7 +826,7 @@ TEST_P(ChannelTest, RecvIntoKeepsTheStorageOnceLargeEnough) {
   std::vector<std::byte> into;
   into.reserve(8192);
   const std::byte* storage = into.data();
-  for (std::string m : std::vector<std::string>{"first", std::string(3000, 'x'), "third"}) {
+  for (const std::string& m : std::vector<std::string>{"first", std::string(3000, 'x'), "third"}) {
     TT_ASSERT_OK(ends.a.send(m, 10s));
     TT_ASSERT_OK(ends.b.recv_into(into, 10s));
     EXPECT_EQ(std::string(reinterpret_cast<const char*>(into.data()), into.size()), m);
@@ -843,6 +843,7 @@ using ChannelBackoff = Clean;
 TEST_F(ChannelBackoff, DoublesUpToTheCapAndGivesUpAtTheDeadline) {
   tether::Backoff b{1ms, 20ms};
   std::vector<long long> got;
+  got.reserve(7);
   for (int i = 0; i < 7; ++i)
     got.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(b.next()).count());
   EXPECT_EQ(got, (std::vector<long long>{1, 2, 4, 8, 16, 20, 20}));

@@ -273,7 +273,7 @@ TEST_F(PosixMq, ReleaseKeepsTheQueueAndMovesTransferIt) {
 
 TEST_F(PosixMq, NameCheckIsTheOneForEveryPosixName) {
   TT_EXPECT_ERROR(tether::check_posix_ipc_name("", "POSIX queue"), std::errc::invalid_argument);
-  for (std::string bad :
+  for (const std::string& bad :
        std::vector<std::string>{"/", "noslash", "/a/b", "//", "/.", "/..", std::string("/a\0b", 4),
                                 "/" + std::string(NAME_MAX, 'n')}) {
     auto r = tether::check_posix_ipc_name(bad, "POSIX queue");

@@ -635,6 +635,7 @@ TEST_F(Capture, InputWithoutStdinPipeIsAnError) {
 // memory and confuse its bookkeeping.
 TEST(Reaper, ConcurrentDetachesAreAllReaped) {
   std::vector<std::thread> threads;
+  threads.reserve(2);
   std::atomic<int> failures{0};
   for (int t = 0; t < 2; ++t) {
     threads.emplace_back([&] {

@@ -115,14 +115,15 @@ TEST_F(SocketTest, PolicyRefusesAnotherUser) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as nobody";
   auto name = tether_test::unique_name("tether-policy");
   auto listener = must(UnixListener::listen(must(UnixAddress::abstract(name))));
-  // A client running as nobody (uid 65534).
+  // A client running as nobody (uid 65534). The script is one argument of
+  // python3 -c, written in pieces: parenthesised, it reads as one literal.
   auto client =
       must(Command("setpriv")
                .args({"--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c",
-                      "import socket, sys\n"
-                      "s = socket.socket(socket.AF_UNIX)\n"
-                      "s.connect('\\0' + sys.argv[1])\n"
-                      "print(len(s.recv(16)))\n",
+                      ("import socket, sys\n"
+                       "s = socket.socket(socket.AF_UNIX)\n"
+                       "s.connect('\\0' + sys.argv[1])\n"
+                       "print(len(s.recv(16)))\n"),
                       name})
                .stdout_to(tether::Stdio::pipe())
                .die_with_parent()

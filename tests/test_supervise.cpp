@@ -54,16 +54,14 @@ class Supervise : public Clean {
       }
     }
     std::error_code ec;
-    std::size_t left = 0;
     for (const auto& e : fs::directory_iterator(dir_, ec)) {
       ADD_FAILURE() << "left behind: " << e.path();
-      ++left;
     }
     fs::remove_all(dir_, ec);
     Clean::TearDown();
   }
 
-  CliResult cli(const std::string& sub, std::vector<std::string> args = {},
+  CliResult cli(const std::string& sub, const std::vector<std::string>& args = {},
                 tether::Deadline deadline = 30s) {
     tether::Command c(TETHER_CLI);
     c.arg(sub).args(args).env("TETHER_DIR", dir_.string());
@@ -437,6 +435,7 @@ TEST_F(Supervise, ManyWorkersOpenedAndExitedLeaveNothing) {
   }
   EXPECT_EQ(json::parse(cli("list", {"--json"}).out)["workers"].size(), 160u);
   std::vector<tether::Fd> sups;
+  sups.reserve(opened.size());
   for (auto& [id, sup] : opened) sups.push_back(pidfd(sup));
   for (auto& [id, sup] : opened) ASSERT_EQ(cli("exit", {id}).code, 0);
   for (std::size_t i = 0; i < sups.size(); ++i) {
@@ -447,9 +446,10 @@ TEST_F(Supervise, ManyWorkersOpenedAndExitedLeaveNothing) {
 }
 
 TEST_F(Supervise, TheLogRotatesBySizeKeepingNFiles) {
+  // The script is one argument of sh -c, in pieces (parenthesised: one literal).
   std::string id = open({"--log-size", "4096", "--log-keep", "2", "--", "sh", "-c",
-                         "i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); done; "
-                         "exec sleep 1000"});
+                         ("i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); done; "
+                          "exec sleep 1000")});
   ASSERT_TRUE(log_shows(id, "line 399"));
   EXPECT_TRUE(fs::exists(dir_ / id / "worker.log.1"));
   EXPECT_TRUE(fs::exists(dir_ / id / "worker.log.2"));
@@ -507,7 +507,7 @@ TEST_F(Supervise, RunitAndDaemontoolsClientsWork) {
   }
   std::string id = open({"--", "sleep", "1000"});
   std::string d = (dir_ / id).string();
-  auto sv = [&](std::vector<std::string> args) {
+  auto sv = [&](const std::vector<std::string>& args) {
     auto o = tether::Command("sv").args(args).output({}, 20s);
     return o ? o->out + o->err : o.error().message();
   };
@@ -534,7 +534,7 @@ TEST_F(Supervise, RunitAndDaemontoolsClientsWork) {
 TEST_F(Supervise, AnotherUserCannotListOrControlOurWorkers) {
   if (::geteuid() != 0 || !fs::exists("/usr/bin/setpriv")) GTEST_SKIP() << "needs root and setpriv";
   std::string id = open({"--", "sleep", "1000"});
-  auto as_nobody = [&](std::vector<std::string> args) {
+  auto as_nobody = [&](const std::vector<std::string>& args) {
     tether::Command c("setpriv");
     c.args({"--reuid=nobody", "--regid=nogroup", "--clear-groups", TETHER_CLI});
     c.args(args).env("TETHER_DIR", dir_.string());
@@ -745,7 +745,7 @@ TEST_F(Supervise, AMalformedRecordIsReportedAndSkipped) {
   fake_worker(
       dir_, "deadbef1",
       R"({"id":"deadbef1","state":"up","want":"up","restart":"never","last_exit":{"code":"x"}})");
-  for (auto args : {std::vector<std::string>{}, std::vector<std::string>{"--json"}}) {
+  for (const auto& args : {std::vector<std::string>{}, std::vector<std::string>{"--json"}}) {
     auto l = cli("list", args);
     EXPECT_EQ(l.code, 0) << l.err;
     EXPECT_NE(l.err.find("skipped"), std::string::npos) << l.err;
@@ -809,6 +809,7 @@ TEST_F(Supervise, ManyBadWritersGetOneSummaryASecond) {
   auto started = std::chrono::steady_clock::now();
   // 2,000 writers of one bad command each, from 4 processes.
   std::vector<tether::Process> writers;
+  writers.reserve(4);
   for (int p = 0; p < 4; ++p) {
     writers.push_back(must(tether::fork([&] {
       for (int i = 0; i < 500; ++i) {
@@ -919,7 +920,7 @@ TEST_F(Supervise, AFullDiskStillChangesTheStatus) {
   }
   auto unmount = [&] { ::umount2(small.c_str(), MNT_DETACH); };
   tether::Command c(TETHER_CLI);
-  auto run = [&](std::vector<std::string> args) {
+  auto run = [&](const std::vector<std::string>& args) {
     tether::Command k(TETHER_CLI);
     k.args(args).env("TETHER_DIR", (small / "state").string());
     return must(k.output({}, 30s));
@@ -950,10 +951,11 @@ TEST_F(Supervise, AFullDiskStillChangesTheStatus) {
 
 TEST_F(Supervise, ATtyWorkerHasATerminalAndItsOutputArrivesLineByLine) {
   // Python block-buffers stdout on a pipe: "buffered" would never reach the
-  // log while it sleeps. On a terminal it is line-buffered.
+  // log while it sleeps. On a terminal it is line-buffered. The script is one
+  // argument of sh -c, in pieces (parenthesised: one literal).
   std::string id = open({"--tty", "--", "sh", "-c",
-                         "test -t 0 && test -t 1 && echo on-a-tty; read line; echo got=$line; "
-                         "exec python3 -c \"import time; print('buffered'); time.sleep(1000)\""});
+                         ("test -t 0 && test -t 1 && echo on-a-tty; read line; echo got=$line; "
+                          "exec python3 -c \"import time; print('buffered'); time.sleep(1000)\"")});
   EXPECT_TRUE(log_shows(id, "on-a-tty")) << log_of(id);
   ASSERT_EQ(cli("send", {id, "hi"}).code, 0);
   EXPECT_TRUE(log_shows(id, "got=hi")) << log_of(id);
@@ -971,7 +973,7 @@ TEST_F(Supervise, AnotherUserSquattingTheDefaultDirectoryIsSteppedAround) {
   std::error_code ec;
   for (const char* s : {"", ".1", ".2", ".3"}) fs::remove_all(squat.string() + s, ec);
   ASSERT_EQ(::mkdir(squat.c_str(), 0700), 0);
-  auto as_nobody = [&](std::vector<std::string> args) {
+  auto as_nobody = [&](const std::vector<std::string>& args) {
     tether::Command c("setpriv");
     c.args({"--reuid=nobody", "--regid=nogroup", "--clear-groups", TETHER_CLI});
     c.args(args).env_remove("TETHER_DIR").env_remove("XDG_RUNTIME_DIR").cwd("/");
