@@ -1,6 +1,7 @@
 // Both ends of the launch and report protocols (include/tether/supervise/launch.hpp).
 #include "tether/supervise/launch.hpp"
 
+#include <algorithm>
 #include <charconv>
 
 #include <fmt/format.h>
@@ -214,6 +215,11 @@ Result<LaunchLines> split_launch(std::string_view text) {
   out.state_dir = head["state_dir"].get<std::string>();
   auto count = head["specs"].get<std::size_t>();
   text.remove_prefix(nl + 1);
+  // One allocation of the right size (a vector grown by doubling leaves
+  // free chunks behind, which the launcher's children then write into:
+  // docs/benchmarks.md); a count beyond the lines the text can hold is not
+  // believed.
+  out.specs.reserve(std::min(count, text.size() / 2 + 1));
   while (!text.empty()) {
     nl = text.find('\n');
     if (nl == std::string_view::npos) return fail(errc::bad_record, "launch: a cut spec line");

@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cstring>
 
@@ -303,12 +305,53 @@ Result<sd::RecordFile> sd::RecordFile::create(int dirfd, std::string name, std::
   return r;
 }
 
+namespace {
+
+// Padding comes from here, in read-only data the supervisors share, not
+// from a record-sized string each one fills: a heap page touched once
+// stays resident in every supervisor (docs/benchmarks.md, issue 8).
+constexpr auto kSpaces = [] {
+  std::array<char, 4096> a{};
+  a.fill(' ');
+  return a;
+}();
+
+// Writes head, then pad spaces, then a newline if asked, from offset 0 of
+// fd, whole (a short write or EINTR is resumed), without first joining
+// them into one buffer.
+Result<void> write_record(int fd, std::string_view head, std::size_t pad, bool newline,
+                          const std::string& shown) {
+  const std::size_t body = head.size() + pad, total = body + (newline ? 1 : 0);
+  std::size_t done = 0;
+  while (done < total) {
+    std::array<iovec, 8> iov{};
+    std::size_t n = 0, at = done;
+    auto add = [&](const char* p, std::size_t len) {
+      iov[n++] = {const_cast<char*>(p), len};
+      at += len;
+    };
+    if (at < head.size()) add(head.data() + at, head.size() - at);
+    while (n + 1 < iov.size() && at < body)
+      add(kSpaces.data(), std::min(body - at, kSpaces.size()));
+    if (newline && at == body) add("\n", 1);
+    ssize_t w = retry_eintr(
+        [&] { return ::pwritev(fd, iov.data(), static_cast<int>(n), static_cast<off_t>(done)); });
+    if (w < 0) return fail(errno, "write " + shown);
+    if (w == 0) return fail(EIO, "write " + shown + ": nothing written");
+    done += static_cast<std::size_t>(w);
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<void> sd::RecordFile::replace(std::string_view text) {
-  std::string body(text);
+  std::size_t pad = 0;
+  bool newline = false;
   if (pad_) {
-    if (body.size() > reserve_) {
+    if (text.size() >= reserve_) {
       // Larger than reserved (a very long command line): reserve more.
-      std::size_t more = (body.size() / kStatusReserve + 1) * kStatusReserve;
+      std::size_t more = (text.size() / kStatusReserve + 1) * kStatusReserve;
       for (const Fd* fd : {&spare_fd_, &record_fd_}) {
         if (int err = ::posix_fallocate(fd->get(), 0, static_cast<off_t>(more)); err != 0) {
           return fail(err, "reserve space for " + name_);
@@ -316,25 +359,19 @@ Result<void> sd::RecordFile::replace(std::string_view text) {
       }
       reserve_ = more;
     }
-    // Spaces after a JSON value are whitespace to every parser.
-    if (!body.empty() && body.back() == '\n') body.pop_back();
-    body.resize(reserve_ - 1, ' ');
-    body += '\n';
-  } else if (body.size() != reserve_) {
-    return fail(EINVAL, fmt::format("replace {}: a record of {} bytes, not {}", name_, body.size(),
+    // Spaces after a JSON value are whitespace to every parser; the record
+    // is always reserve_ bytes, ending in a newline.
+    if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+    pad = reserve_ - 1 - text.size();
+    newline = true;
+  } else if (text.size() != reserve_) {
+    return fail(EINVAL, fmt::format("replace {}: a record of {} bytes, not {}", name_, text.size(),
                                     reserve_));
   }
-  std::size_t done = 0;
-  while (done < body.size()) {
-    ssize_t n = retry_eintr([&] {
-      return ::pwrite(spare_fd_.get(), body.data() + done, body.size() - done,
-                      static_cast<off_t>(done));
-    });
-    if (n < 0) return fail(errno, "write " + spare_);
-    done += static_cast<std::size_t>(n);
-  }
-  if (static_cast<std::size_t>(::lseek(spare_fd_.get(), 0, SEEK_END)) > body.size() &&
-      ::ftruncate(spare_fd_.get(), static_cast<off_t>(body.size())) != 0) {
+  if (auto r = write_record(spare_fd_.get(), text, pad, newline, spare_); !r) return r;
+  const std::size_t size = text.size() + pad + (newline ? 1 : 0);
+  if (static_cast<std::size_t>(::lseek(spare_fd_.get(), 0, SEEK_END)) > size &&
+      ::ftruncate(spare_fd_.get(), static_cast<off_t>(size)) != 0) {
     return fail(errno, "write " + spare_);
   }
   if (::renameat2(dirfd_, spare_.c_str(), dirfd_, name_.c_str(), RENAME_EXCHANGE) != 0) {

@@ -1,6 +1,7 @@
 #include "launcher.hpp"
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -30,28 +31,63 @@ void say_error(const std::string& id, std::string text) {
   say({launch::Report::Kind::error, id, 0, 0, std::move(text)});
 }
 
+// A growing anonymous mapping (mremap), for the launch text.
+class LaunchBuffer {
+ public:
+  LaunchBuffer() = default;
+  LaunchBuffer(const LaunchBuffer&) = delete;
+  LaunchBuffer& operator=(const LaunchBuffer&) = delete;
+  ~LaunchBuffer() {
+    if (data_ != nullptr) ::munmap(data_, capacity_);
+  }
+  // Where the next bytes go: at least a page, the mapping grown if full.
+  tether::Result<std::span<std::byte>> room() {
+    if (size_ == capacity_) {
+      if (capacity_ >= launch::kMaxLaunch) {
+        return tether::fail(tether::errc::bad_record, "launch: too large");
+      }
+      std::size_t more = capacity_ == 0 ? std::size_t{64} << 10 : capacity_ * 2;
+      void* p = data_ == nullptr ? ::mmap(nullptr, more, PROT_READ | PROT_WRITE,
+                                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                                 : ::mremap(data_, capacity_, more, MREMAP_MAYMOVE);
+      if (p == MAP_FAILED) return tether::fail(errno, "launch: map a buffer");
+      data_ = static_cast<std::byte*>(p);
+      capacity_ = more;
+    }
+    return std::span(data_ + size_, capacity_ - size_);
+  }
+  void grew(std::size_t n) noexcept { size_ += n; }
+  std::string_view view() const noexcept { return {reinterpret_cast<const char*>(data_), size_}; }
+
+ private:
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0, capacity_ = 0;
+};
+
 }  // namespace
 
 int launcher_main() {
   ::prctl(PR_SET_NAME, "tether-sup");  // what ps and pgrep show
   // The launch, whole, from the pipe (never from argv, which every user
-  // can read in /proc/PID/cmdline).
-  std::string text;
-  char buf[65536];
+  // can read in /proc/PID/cmdline), into a mapping of its own rather than
+  // the heap: the children share this process's pages, and a heap left
+  // with the free chunks of a growing string is where their allocations
+  // would land, making the shared pages theirs (docs/benchmarks.md).
+  LaunchBuffer text;
   for (;;) {
-    auto n = tether::read_some(launch::kSpecFd, std::as_writable_bytes(std::span(buf)), "launch");
+    auto room = text.room();
+    if (!room) return say_error("-", room.error().message()), 2;
+    auto n = tether::read_some(launch::kSpecFd, *room, "launch");
     if (!n) return say_error("-", n.error().message()), 2;
     if (*n == 0) break;
-    text.append(buf, *n);
-    if (text.size() > launch::kMaxLaunch) return say_error("-", "launch: too large"), 2;
+    text.grew(*n);
   }
-  ::close(launch::kSpecFd);
   // Checked for its form here; each supervisor decodes its own spec after
   // the fork, so this process's heap stays almost empty: the children share
   // its pages, and what they allocate lands on fresh pages of their own
   // instead of in free chunks scattered over shared ones (decoding all the
   // specs here first cost 20-25 KiB more PSS per worker; measured).
-  auto split = launch::split_launch(text);
+  auto split = launch::split_launch(text.view());
   if (!split) return say_error("-", split.error().message()), 2;
   struct stat st {};
   if (::fstat(launch::kStateFd, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) {
