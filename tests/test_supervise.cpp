@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -461,7 +462,7 @@ TEST_F(Supervise, TheLogRotatesBySizeKeepingNFiles) {
 
 // logs -f prints what comes, through rotations, and ends with the worker.
 TEST_F(Supervise, LogsFollowPrintsNewLinesAndEndsWhenTheWorkerExits) {
-  std::string id = open({"--log-size", "4096", "--log-keep", "1"});
+  std::string id = open({"--log-size", "4096", "--log-keep", "3"});
   tether::Command follow(TETHER_CLI);
   follow.args({"logs", id, "-f", "-n", "-1"}).env("TETHER_DIR", dir_.string());
   auto p = must(follow.stdout_to(tether::Stdio::pipe()).stderr_to(tether::Stdio::null()).spawn());
@@ -480,7 +481,8 @@ TEST_F(Supervise, LogsFollowPrintsNewLinesAndEndsWhenTheWorkerExits) {
   // before it opened the log is printed from the file).
   ASSERT_EQ(cli("send", {id, "first"}).code, 0);
   ASSERT_TRUE(read_until("received: first")) << seen;
-  // Enough lines to rotate the 4 KiB log several times while it follows.
+  // Enough lines to rotate the 4 KiB log several times while it follows
+  // (fewer than the kept files hold: a follower that lags loses nothing).
   for (int i = 0; i < 60; ++i) {
     ASSERT_EQ(cli("send", {id, "line-" + std::to_string(i) + std::string(60, '.')}).code, 0);
   }
@@ -651,6 +653,33 @@ TEST_F(Supervise, StopNoWaitThenStartIsNotLostWhenTheWorkerTakesAMomentToExit) {
   EXPECT_NE(s["pid"], pid);
 }
 
+// A client waits for the effect of its own command, not for a state the
+// worker was in before the supervisor read it: with the supervisor stopped,
+// another client's stop and then our start wait in the FIFO, and `start`
+// must not return "up" (the old state) until both have been acted on.
+TEST_F(Supervise, StartWaitsForItsOwnCommandNotAnEarlierState) {
+  std::string id = open({"--", "sleep", "1000"});
+  auto before = status(id);
+  int pid = before["pid"];
+  int sup = before["supervisor_pid"];
+  ASSERT_EQ(::kill(sup, SIGSTOP), 0);
+  ASSERT_EQ(cli("stop", {id, "--no-wait"}).code, 0);  // queued in the FIFO
+  tether::Command start(TETHER_CLI);
+  start.args({"start", id}).env("TETHER_DIR", dir_.string());
+  auto p = must(start.stdout_to(tether::Stdio::pipe()).stderr_to(tether::Stdio::null()).spawn());
+  // While the supervisor acts on nothing, `start` has nothing to report.
+  auto early = p.wait(300ms);
+  EXPECT_FALSE(early.has_value()) << "start returned before its command was acted on";
+  ASSERT_EQ(::kill(sup, SIGCONT), 0);
+  auto st = p.wait(20s);
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_TRUE(st->success());
+  auto after = status(id);
+  EXPECT_EQ(after["state"], "up");
+  EXPECT_NE(after["pid"], pid);  // stopped, then started again
+  EXPECT_GE(after["commands"].get<std::uint64_t>(), before["commands"].get<std::uint64_t>() + 2);
+}
+
 TEST_F(Supervise, AStateDirectoryUnderAnotherUsersDirectoryIsRefused) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (to make a directory of nobody's)";
   fs::path theirs = dir_.string() + "-theirs";
@@ -708,9 +737,19 @@ TEST_F(Supervise, PruneKillsWhatIsLeftOfTheWorkerItself) {
   // so the child outlives a supervisor killed -9 until prune proves it is
   // the worker's (group, start time, TETHER_WORKER_ID) and kills it.
   std::string id = open({"--", "sh", "-c", "sleep 1000 & echo child=$!; wait"});
-  ASSERT_TRUE(log_shows(id, "child="));
-  auto log = log_of(id);
-  int child = std::stoi(log.substr(log.rfind("child=") + 6));  // not the command line's
+  // The log also holds the command line, "child=$!": wait for the line
+  // the worker prints, "child=" and a digit.
+  std::string log;
+  std::size_t at = std::string::npos;
+  for (int i = 0; i < 2000; ++i) {
+    log = log_of(id);
+    at = log.rfind("child=");
+    if (at != std::string::npos && at + 6 < log.size() && std::isdigit(log[at + 6])) break;
+    at = std::string::npos;
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_NE(at, std::string::npos) << log;
+  int child = std::stoi(log.substr(at + 6));
   ASSERT_GT(child, 1);
   auto child_fd = pidfd(child);
   auto s = status(id);
@@ -732,9 +771,16 @@ TEST_F(Supervise, EnvironmentValuesAreNeverOnACommandLine) {
     std::ifstream in("/proc/" + std::to_string(w["supervisor_pid"].get<int>()) + "/cmdline");
     std::string cmdline((std::istreambuf_iterator<char>(in)), {});
     EXPECT_EQ(cmdline.find("hunter2"), std::string::npos) << cmdline;
-    std::ifstream env("/proc/" + std::to_string(w["pid"].get<int>()) + "/environ");
-    std::string e((std::istreambuf_iterator<char>(env)), {});
-    EXPECT_NE(e.find("SECRET=hunter2-xyz"), std::string::npos);  // the worker has it
+    // The worker has it. (Its environ reads empty for a moment: a vfork
+    // parent resumes once exec has the new memory, before the kernel has
+    // set where the environment lies in it.)
+    std::string e;
+    for (int i = 0; i < 2000 && e.empty(); ++i) {
+      if (i > 0) std::this_thread::sleep_for(10ms);
+      std::ifstream env("/proc/" + std::to_string(w["pid"].get<int>()) + "/environ");
+      e.assign(std::istreambuf_iterator<char>(env), {});
+    }
+    EXPECT_NE(e.find("SECRET=hunter2-xyz"), std::string::npos) << e.size();
   }
 }
 

@@ -113,6 +113,10 @@ struct WorkerInfo {
   std::int64_t since_ms = 0;    // unix time of the last state change
   std::int64_t started_ms = 0;  // unix time the current run began (0: not running)
   int restarts = 0;
+  // Control commands the supervisor has acted on (start, stop, restart,
+  // once, exit, signals; a no-op counts too): read before sending one, it
+  // lets a client wait for its command's effect, not an earlier state.
+  std::uint64_t commands = 0;
   std::optional<int> last_exit_code;
   std::optional<int> last_exit_signal;
   RestartPolicy restart_policy = RestartPolicy::on_failure;
@@ -163,10 +167,15 @@ Result<void> send_command(const WorkerInfo& worker, std::string_view line,
 Result<void> exit_worker(const WorkerInfo& worker, Deadline deadline, bool wait = true);
 
 // Waits until the worker's status says `state`, with a pid other than
-// `not_pid` when that is given (a restart): woken by inotify on the worker's
-// directory. supervisor_gone if its supervisor ends first.
+// `not_pid` when that is given (a restart), and, when `past_commands` is
+// given, once the supervisor has acted on more commands than that (pass the
+// `commands` of a WorkerInfo read before sending one: then a state the
+// worker was in before the command arrived does not count). Woken by
+// inotify on the worker's directory. supervisor_gone if its supervisor ends
+// first.
 Result<WorkerInfo> wait_worker_state(const WorkerInfo& worker, WorkerState state, Deadline deadline,
-                                     pid_t not_pid = 0);
+                                     pid_t not_pid = 0,
+                                     std::optional<std::uint64_t> past_commands = std::nullopt);
 
 // Removes the directory of a worker whose supervisor is dead, first killing
 // (SIGKILL) what is left of its process group: only processes proved to be

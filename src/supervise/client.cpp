@@ -412,7 +412,7 @@ Result<void> exit_worker(const WorkerInfo& worker, Deadline deadline, bool wait)
 }
 
 Result<WorkerInfo> wait_worker_state(const WorkerInfo& worker, WorkerState state, Deadline deadline,
-                                     pid_t not_pid) {
+                                     pid_t not_pid, std::optional<std::uint64_t> past_commands) {
   std::string who = "worker " + worker.display_name();
   auto dir = worker_dir(worker);
   if (!dir) return std::unexpected(dir.error());
@@ -427,7 +427,8 @@ Result<WorkerInfo> wait_worker_state(const WorkerInfo& worker, WorkerState state
   if (auto p = Pidfd::open(worker.supervisor_pid); p) pidfd = std::move(*p);
   for (;;) {
     auto w = sd::read_status(dir->get(), worker.dir);
-    if (w && w->state == state && (not_pid == 0 || w->pid != not_pid)) {
+    if (w && w->state == state && (not_pid == 0 || w->pid != not_pid) &&
+        (!past_commands || w->commands > *past_commands)) {
       w->supervisor_alive = true;
       w->state_dir = worker.state_dir;
       return w;

@@ -165,6 +165,7 @@ std::string sd::encode_status(const WorkerInfo& w) {
   j["since_ms"] = w.since_ms;
   j["started_ms"] = w.started_ms;
   j["restarts"] = w.restarts;
+  j["commands"] = w.commands;
   j["restart"] = to_string(w.restart_policy);
   j["command"] = w.command;
   if (w.last_exit_code || w.last_exit_signal) {
@@ -237,6 +238,7 @@ Result<WorkerInfo> sd::decode_status(std::string_view text, const fs::path& show
   w.since_ms = f.integer<std::int64_t>("since_ms", 0, INT64_MAX);
   w.started_ms = f.integer<std::int64_t>("started_ms", 0, INT64_MAX);
   w.restarts = f.integer<int>("restarts", 0, INT32_MAX);
+  w.commands = f.integer<std::uint64_t>("commands", 0, UINT64_MAX);
   if (auto it = j.find("last_exit"); it != j.end()) {
     if (!it->is_object()) {
       f.note("last_exit");

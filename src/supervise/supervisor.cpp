@@ -97,6 +97,7 @@ class Supervisor {
   void worker_ended(const ExitStatus& status);
   void dispatch(Event e);
   bool perform(std::uint16_t actions);
+  void conclude(std::uint16_t actions);
   sd::Facts facts() const;
   void read_control(int fd, LineReader* lines);
   void command(std::string_view line);
@@ -147,6 +148,7 @@ class Supervisor {
   std::int64_t since_ms_ = 0;
   timespec since_ts_{};
   int restarts_ = 0;
+  std::uint64_t commands_ = 0;  // control commands acted on (WorkerInfo::commands)
   milliseconds backoff_{0};
   std::optional<ExitStatus> last_exit_;
   bool last_success_ = false, last_healthy_ = false;
@@ -369,11 +371,15 @@ void Supervisor::dispatch(Event e) {
   want_ = t.want;
   bool spawned = perform(t.actions);
   if (!spawned) return dispatch(Event::spawn_failed);
+  // The record first, then the report: a client that hears "ok" reads a
+  // status.json that already says so.
   write_status();
+  conclude(t.actions);
 }
 
-// Carries out the actions in their order; false when a spawn failed (the
-// actions after it are not done: the table hears spawn_failed instead).
+// Carries out the actions that change things, in their order; false when a
+// spawn failed (the actions after it are not done: the table hears
+// spawn_failed instead). The reports and the finish are conclude()'s.
 bool Supervisor::perform(std::uint16_t a) {
   if (a & sd::kDisarmTimer) disarm_timer();
   if ((a & sd::kTerm) && proc_) {
@@ -405,6 +411,11 @@ bool Supervisor::perform(std::uint16_t a) {
     event(fmt::format("restarting in {} ms (crash loop backoff)", backoff_.count()));
     arm_timer(backoff_);
   }
+  return true;
+}
+
+// The actions that tell: after the record is written (dispatch).
+void Supervisor::conclude(std::uint16_t a) {
   if ((a & sd::kReportOk) && proc_) {
     report({launch::Report::Kind::ok, spec_.id, proc_->pid(), ::getpid(), {}});
   }
@@ -414,7 +425,6 @@ bool Supervisor::perform(std::uint16_t a) {
     event(fmt::format("not restarting: {} restarts already (--max-restarts)", restarts_));
   }
   if (a & sd::kFinish) finish();
-  return true;
 }
 
 void Supervisor::arm_timer(milliseconds in) {
@@ -525,17 +535,19 @@ void Supervisor::act(const sd::ControlCommand& c) {
       event(fmt::format("command: send ({} bytes)", c.text.size()));
       return deliver(c.text);
     case Kind::signal:
+      ++commands_;  // send_signal writes the status
       event(c.word == "signal" ? "command: signal " + signal_name(c.signal)
                                : fmt::format("command: {} ({})", c.word, signal_name(c.signal)));
       return send_signal(c.signal);
     case Kind::event:
+      ++commands_;  // dispatch writes the status, even when nothing changes
       event(fmt::format("command: {}", c.word));
       return dispatch(c.event);
   }
 }
 
 void Supervisor::send_signal(int sig) {
-  if (!proc_) return;
+  if (!proc_) return write_status();  // the command counted
   if (sig == SIGSTOP) paused_ = true;
   if (sig == SIGCONT) paused_ = false;
   if (sig == SIGTERM) got_term_ = true;
@@ -652,6 +664,7 @@ void Supervisor::write_status() {
   w.since_ms = since_ms_;
   w.started_ms = started_ms_;
   w.restarts = restarts_;
+  w.commands = commands_;
   w.restart_policy = spec_.restart;
   w.command = spec_.command;
   if (last_exit_) {

@@ -109,6 +109,7 @@ json to_json(const tether::WorkerInfo& w) {
             {"state", tether::to_string(w.state)},
             {"want", tether::to_string(w.want)},
             {"restarts", w.restarts},
+            {"commands", w.commands},
             {"restart", tether::to_string(w.restart_policy)},
             {"command", w.command},
             {"dir", w.dir.string()},
@@ -468,7 +469,10 @@ int do_updown(const char* command, tether::WorkerState state, bool restart) {
   if (!w) return report_error(w.error());
   if (auto r = tether::send_command(*w, command); !r) return report_error(r.error());
   if (opt.no_wait) return 0;
-  auto now = tether::wait_worker_state(*w, state, seconds(opt.timeout), restart ? w->pid : 0);
+  // Its effect: a state read before the supervisor acted on this command
+  // (another client's stop still in the FIFO) does not count.
+  auto now =
+      tether::wait_worker_state(*w, state, seconds(opt.timeout), restart ? w->pid : 0, w->commands);
   if (!now) return report_error(now.error());
   if (now->pid > 0) {
     fmt::print("worker {} is {}, pid {}\n", who(*now), tether::to_string(now->state), now->pid);
@@ -557,13 +561,26 @@ int do_logs() {
     if (now.st_ino != st.st_ino) {  // rotated: the rest of the old file, then the new
       drain();
       std::fclose(f);
-      // Rotated more than once since we looked (a busy worker, a small
-      // --log-size): the file we read is now .2 or gone, and .1 holds what
-      // came between. Shown whole before the new file.
-      struct stat one {};
-      if (::fstatat(dirfd->get(), "worker.log.1", &one, AT_SYMLINK_NOFOLLOW) == 0 &&
-          one.st_ino != st.st_ino) {
-        if (auto mid = tether::open_worker_file(*w, "worker.log.1"); mid) {
+      // Rotated, maybe more than once since we looked (a busy worker, a
+      // small --log-size): the file we read is now worker.log.K, and
+      // .K-1 ... .1 hold what came between, shown oldest first before the
+      // new file. If ours has fallen off the kept ones, all that are kept
+      // are shown (what fell off with it is lost, as with tail -F).
+      int ours = 0, kept = 0;
+      for (int k = 1; k <= 1000; ++k) {
+        struct stat old {};
+        if (::fstatat(dirfd->get(), fmt::format("worker.log.{}", k).c_str(), &old,
+                      AT_SYMLINK_NOFOLLOW) != 0) {
+          break;
+        }
+        kept = k;
+        if (old.st_ino == st.st_ino && old.st_dev == st.st_dev) {
+          ours = k;
+          break;
+        }
+      }
+      for (int k = ours > 0 ? ours - 1 : kept; k >= 1; --k) {
+        if (auto mid = tether::open_worker_file(*w, fmt::format("worker.log.{}", k)); mid) {
           if ((f = ::fdopen(mid->release(), "re"))) {
             drain();
             std::fclose(f);
