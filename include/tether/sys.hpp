@@ -314,6 +314,22 @@ Result<void> read_exactly(std::span<std::byte> buf, std::string_view what, Read&
   return {};
 }
 
+// Every byte until end of stream, from `read(span)` (a reader's read with
+// its deadline), `chunk` bytes of room at a time. The first error is
+// returned; what was read before it is lost with it.
+template <class Read>
+Result<std::string> read_to_end(std::size_t chunk, Read&& read) {
+  std::string text;
+  for (;;) {
+    std::size_t old = text.size();
+    text.resize(old + chunk);
+    auto n = read(std::as_writable_bytes(std::span(text).subspan(old)));
+    text.resize(old + (n ? *n : 0));
+    if (!n) return std::unexpected(n.error());
+    if (*n == 0) return text;
+  }
+}
+
 // poll(2) with a deadline; EINTR resumes with the time left. Returns the
 // number of ready entries, which is 0 only if the deadline expired.
 Result<int> poll_fds(std::span<pollfd> fds, Deadline deadline);

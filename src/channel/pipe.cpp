@@ -97,16 +97,8 @@ Result<void> PipeReader::read_exact(std::span<std::byte> buf, Deadline deadline)
 }
 
 Result<std::string> PipeReader::read_all(Deadline deadline) const {
-  std::string text;
-  constexpr std::size_t chunk = std::size_t{64} * 1024;
-  for (;;) {
-    std::size_t old = text.size();
-    text.resize(old + chunk);
-    auto n = read(std::as_writable_bytes(std::span(text).subspan(old)), deadline);
-    text.resize(old + (n ? *n : 0));
-    if (!n) return std::unexpected(n.error());
-    if (*n == 0) return text;
-  }
+  return read_to_end(std::size_t{64} * 1024,
+                     [&](std::span<std::byte> room) { return read(room, deadline); });
 }
 
 // ---------------------------------------------------------------- writer

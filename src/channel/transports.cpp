@@ -95,6 +95,19 @@ class MessageSocket : public Transport {
   // longer than `room` is reported, never delivered cut.
   virtual Result<std::size_t> receive(std::span<iovec> iov, std::size_t room,
                                       Deadline deadline) = 0;
+  // recvmsg(MSG_TRUNC) until a message comes or the deadline passes: the
+  // message's real size (larger than the iovecs hold when it was cut).
+  Result<std::size_t> recvmsg_waiting(msghdr& msg, Deadline deadline) {
+    for (;;) {
+      ssize_t size = retry_eintr([&] {
+        return ::recvmsg(fd_.get(), &msg, MSG_TRUNC | (deadline.is_never() ? 0 : MSG_DONTWAIT));
+      });
+      if (size >= 0) return static_cast<std::size_t>(size);
+      if (errno != EAGAIN) return fail(errno, "receive on " + what_);
+      if (auto r = await_event(fd_.get(), POLLIN, deadline, "a message on ", what_); !r)
+        return std::unexpected(r.error());
+    }
+  }
   std::byte* buffer() {
     if (!pbuf_) pbuf_ = std::make_unique_for_overwrite<std::byte[]>(pbuf_size_);
     return pbuf_.get();
@@ -127,35 +140,25 @@ class SeqpacketTransport final : public MessageSocket {
 
  private:
   Result<std::size_t> receive(std::span<iovec> iov, std::size_t room, Deadline deadline) override {
-    for (;;) {
-      msghdr msg{};
-      msg.msg_iov = iov.data();
-      msg.msg_iovlen = iov.size();
-      ssize_t size = retry_eintr([&] {
-        return ::recvmsg(fd_.get(), &msg, MSG_TRUNC | (deadline.is_never() ? 0 : MSG_DONTWAIT));
-      });
-      if (size < 0) {
-        if (errno != EAGAIN) return fail(errno, "receive on " + what_);
-        if (auto r = await_event(fd_.get(), POLLIN, deadline, "a message on ", what_); !r)
-          return std::unexpected(r.error());
-        continue;
-      }
-      if (size == 0) return fail(errc::end_of_stream, "receive on " + what_);
-      auto n = static_cast<std::size_t>(size);
-      if (n > max_) {
-        return fail(EMSGSIZE,
-                    fmt::format("receive on {}: a {}-byte message exceeds the maximum of {} "
-                                "bytes (discarded)",
-                                what_, n, max_));
-      }
-      if (n >= room) {
-        return fail(EMSGSIZE,
-                    fmt::format("receive on {}: a {}-byte message exceeds the largest packet "
-                                "expected ({} bytes, twice net.core.wmem_max) (discarded)",
-                                what_, n, room - 1));
-      }
-      return n;
+    msghdr msg{};
+    msg.msg_iov = iov.data();
+    msg.msg_iovlen = iov.size();
+    auto size = recvmsg_waiting(msg, deadline);
+    if (!size) return size;
+    if (*size == 0) return fail(errc::end_of_stream, "receive on " + what_);
+    auto n = *size;
+    if (n > max_) {
+      return fail(EMSGSIZE, fmt::format("receive on {}: a {}-byte message exceeds the maximum of "
+                                        "{} bytes (discarded)",
+                                        what_, n, max_));
     }
+    if (n >= room) {
+      return fail(EMSGSIZE,
+                  fmt::format("receive on {}: a {}-byte message exceeds the largest packet "
+                              "expected ({} bytes, twice net.core.wmem_max) (discarded)",
+                              what_, n, room - 1));
+    }
+    return n;
   }
 };
 
@@ -186,15 +189,8 @@ class DatagramTransport final : public MessageSocket {
       msg.msg_namelen = sizeof from;
       msg.msg_iov = iov.data();
       msg.msg_iovlen = iov.size();
-      ssize_t size = retry_eintr([&] {
-        return ::recvmsg(fd_.get(), &msg, MSG_TRUNC | (deadline.is_never() ? 0 : MSG_DONTWAIT));
-      });
-      if (size < 0) {
-        if (errno != EAGAIN) return fail(errno, "receive on " + what_);
-        if (auto r = await_event(fd_.get(), POLLIN, deadline, "a message on ", what_); !r)
-          return std::unexpected(r.error());
-        continue;
-      }
+      auto size = recvmsg_waiting(msg, deadline);
+      if (!size) return size;
       if (peer_) {
         // An accepted channel's socket was the listener's, unconnected until
         // the first datagram came: datagrams from others queued before
@@ -206,7 +202,7 @@ class DatagramTransport final : public MessageSocket {
           continue;
         }
       }
-      auto n = static_cast<std::size_t>(size);
+      auto n = *size;
       // Beyond `room` only when the caller's buffer and ours together hold
       // less than max_message + 1, which they never do: max_ decides.
       if (n > max_ || n >= room) {
