@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -490,6 +491,40 @@ TEST_F(ChannelFaults, SignalsDuringBlockingCalls) {
   setitimer(ITIMER_REAL, &off, nullptr);
   sigaction(SIGALRM, &old, nullptr);
   EXPECT_TRUE(must(child.wait(20s)).success());
+}
+
+// An anonymous pipe's ends stay blocking (a receive with no deadline is
+// one read(2) that sleeps in the kernel) and deadlines use RWF_NOWAIT; a
+// FIFO, which takes no RWF_NOWAIT, is made non-blocking instead. Both keep
+// every deadline, both ways.
+TEST_F(ChannelFaults, PipeEndsStayBlockingAndDeadlinesHoldOnPipesAndFifos) {
+  auto [a, b] = must(Channel::pipe_pair());
+  EXPECT_EQ(::fcntl(a.fd(), F_GETFL) & O_NONBLOCK, 0);
+  auto early = a.recv(20ms);
+  TT_ASSERT_ERROR(early, std::errc::timed_out);
+  // Fill b's pipe until a send with a deadline cannot go on: timed out, not
+  // blocked (the reader is not reading).
+  Result<void> sent;
+  int sends = 0;
+  do {
+    sent = b.send(std::string(60000, 'x'), 50ms);
+  } while (sent && ++sends < 1000);
+  TT_ASSERT_ERROR(sent, std::errc::timed_out);
+  EXPECT_GT(sends, 0);
+
+  std::string address =
+      "fifo:" +
+      (std::filesystem::temp_directory_path() / tether_test::unique_name("tether-nb")).string();
+  auto listener = must(ChannelListener::listen(address));
+  Result<Channel> server = tether::fail(EINVAL, "not accepted");
+  std::thread acceptor([&] { server = listener.accept(10s); });
+  auto client = must(Channel::connect(address, 10s));
+  acceptor.join();
+  ASSERT_TRUE(server) << server.error().message();
+  EXPECT_NE(::fcntl(client.fd(), F_GETFL) & O_NONBLOCK, 0);
+  TT_EXPECT_ERROR(client.recv(20ms), std::errc::timed_out);
+  ASSERT_TRUE(server->send("over a FIFO", 10s));
+  EXPECT_EQ(must(client.recv_string(10s)), "over a FIFO");
 }
 
 TEST_F(ChannelFaults, FifoClientNeverSeesASpuriousEndOfStream) {

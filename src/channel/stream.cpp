@@ -13,6 +13,7 @@
 // calls direct (no second indirect call per system call).
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/statfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -30,6 +31,7 @@ namespace {
 
 constexpr std::size_t kHeader = 4;
 constexpr std::size_t kReadChunk = std::size_t{64} * 1024;
+constexpr decltype(statfs::f_type) kPipefsMagic = 0x50495045;  // linux/magic.h PIPEFS_MAGIC
 
 void put_le32(std::byte* p, std::uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<std::byte>((v >> (8 * i)) & 0xff);
@@ -40,38 +42,69 @@ std::uint32_t get_le32(const std::byte* p) {
   return v;
 }
 
-// Two pipe ends (pipe, FIFO), non-blocking: a read or write that cannot go
-// on fails with would-block and the framer polls with the caller's
-// deadline. (A blocking pipe has no per-call "do not wait" flag.) Either
-// end may be missing: a one-way channel.
+// Two pipe ends (pipe, FIFO). Either end may be missing: a one-way channel.
+// An anonymous pipe's end is left blocking, as a socket is: with no
+// deadline a call simply blocks in the kernel (one system call per
+// receive, not read + poll + read), and with one it passes RWF_NOWAIT
+// (preadv2/pwritev2) and the framer polls. A FIFO takes no RWF_NOWAIT
+// (EOPNOTSUPP: it has no FMODE_NOWAIT), so its ends are made non-blocking
+// instead, and every call that would wait fails with would-block; an end
+// that refuses RWF_NOWAIT at run time is switched to that too.
 class PipeIo {
  public:
-  PipeIo(Fd in, Fd out) noexcept : in_(std::move(in)), out_(std::move(out)) {}
-  int in_fd() const noexcept { return in_.get(); }
-  int out_fd() const noexcept { return out_.get(); }
-  bool can_read() const noexcept { return in_.valid(); }
-  bool can_write() const noexcept { return out_.valid(); }
-  Result<std::size_t> read(std::span<std::byte> buf, bool /*may_block*/, const std::string& what) {
-    return read_some(in_.get(), buf, what);
+  struct End {
+    Fd fd;
+    bool nowait = false;  // blocking descriptor, RWF_NOWAIT per call
+  };
+  PipeIo(End in, End out) noexcept : in_(std::move(in)), out_(std::move(out)) {}
+  int in_fd() const noexcept { return in_.fd.get(); }
+  int out_fd() const noexcept { return out_.fd.get(); }
+  bool can_read() const noexcept { return in_.fd.valid(); }
+  bool can_write() const noexcept { return out_.fd.valid(); }
+  Result<std::size_t> read(std::span<std::byte> buf, bool may_block, const std::string& what) {
+    iovec iov{buf.data(), buf.size()};
+    return readv({&iov, 1}, may_block, what);
   }
-  Result<std::size_t> readv(std::span<iovec> iov, bool /*may_block*/, const std::string& what) {
-    ssize_t n =
-        retry_eintr([&] { return ::readv(in_.get(), iov.data(), static_cast<int>(iov.size())); });
+  Result<std::size_t> readv(std::span<iovec> iov, bool may_block, const std::string& what) {
+    auto n = call(in_, may_block, [&](int flags) {
+      return flags == 0
+                 ? ::readv(in_.fd.get(), iov.data(), static_cast<int>(iov.size()))
+                 : ::preadv2(in_.fd.get(), iov.data(), static_cast<int>(iov.size()), -1, flags);
+    });
     if (n < 0) return fail(errno, "receive on " + what);
     return static_cast<std::size_t>(n);
   }
-  Result<std::size_t> writev(std::span<const iovec> iov, bool /*may_block*/,
-                             const std::string& what) {
-    return writev_some(out_.get(), iov, what);
+  Result<std::size_t> writev(std::span<const iovec> iov, bool may_block, const std::string& what) {
+    auto n = call(out_, may_block, [&](int flags) {
+      return flags == 0
+                 ? ::writev(out_.fd.get(), iov.data(), static_cast<int>(iov.size()))
+                 : ::pwritev2(out_.fd.get(), iov.data(), static_cast<int>(iov.size()), -1, flags);
+    });
+    if (n < 0) return fail(errno, "send on " + what);
+    return static_cast<std::size_t>(n);
   }
   Result<void> close() noexcept {
-    auto a = in_.close();
-    auto b = out_.close();
+    auto a = in_.fd.close();
+    auto b = out_.fd.close();
     return a ? b : a;
   }
 
  private:
-  Fd in_, out_;
+  // One system call on `end`: plain when it may block (or the end is
+  // non-blocking anyway), with RWF_NOWAIT when it must not.
+  template <class Op>
+  static ssize_t call(End& end, bool may_block, Op&& op) {
+    if (may_block || !end.nowait) return retry_eintr([&] { return op(0); });
+    ssize_t n = retry_eintr([&] { return op(RWF_NOWAIT); });
+    if (n < 0 && errno == EOPNOTSUPP) {
+      if (!end.fd.set_nonblocking(true)) return -1;
+      end.nowait = false;
+      return retry_eintr([&] { return op(0); });
+    }
+    return n;
+  }
+
+  End in_, out_;
 };
 
 // A connected stream socket (Unix stream, TCP): one descriptor both ways,
@@ -416,9 +449,15 @@ Result<std::unique_ptr<Transport>> pipe_transport(Fd in, Fd out, std::string wha
                                                   const ChannelOptions& options) {
   if (!in.valid() && !out.valid())
     return fail(EBADF, "channel over pipes (" + what + "): neither end is open");
-  for (Fd* fd : {&in, &out}) {
+  PipeIo::End ends[2] = {{std::move(in)}, {std::move(out)}};
+  for (auto& end : ends) {
+    Fd* fd = &end.fd;
     if (!fd->valid()) continue;
-    if (auto r = fd->set_nonblocking(true); !r) return fail(r.error(), "channel " + what);
+    // An anonymous pipe (pipefs) stays blocking and takes RWF_NOWAIT; any
+    // other (a FIFO) is made non-blocking (see PipeIo).
+    struct statfs fs {};
+    end.nowait = ::fstatfs(fd->get(), &fs) == 0 && fs.f_type == kPipefsMagic;
+    if (auto r = fd->set_nonblocking(!end.nowait); !r) return fail(r.error(), "channel " + what);
     // Bigger pipes are a request, not a requirement: the kernel caps them
     // (/proc/sys/fs/pipe-max-size) and we keep what it grants.
     if (options.buffer_size > 0) {
@@ -426,7 +465,7 @@ Result<std::unique_ptr<Transport>> pipe_transport(Fd in, Fd out, std::string wha
       (void)::fcntl(fd->get(), F_SETPIPE_SZ, size);
     }
   }
-  return std::make_unique<StreamFramer<PipeIo>>(PipeIo(std::move(in), std::move(out)),
+  return std::make_unique<StreamFramer<PipeIo>>(PipeIo(std::move(ends[0]), std::move(ends[1])),
                                                 std::move(what), options.max_message);
 }
 

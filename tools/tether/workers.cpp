@@ -557,8 +557,13 @@ int do_logs() {
   for (;;) {
     drain();
     struct stat now {};
-    if (::fstatat(dirfd->get(), "worker.log", &now, AT_SYMLINK_NOFOLLOW) != 0) break;  // gone
-    if (now.st_ino != st.st_ino) {  // rotated: the rest of the old file, then the new
+    if (::fstatat(dirfd->get(), "worker.log", &now, AT_SYMLINK_NOFOLLOW) != 0) {
+      // Between two steps of a rotation (renamed to .1, not yet created
+      // again), or the directory being removed: only the second ends the
+      // follow, and the lock going with it tells it apart.
+      struct stat lock {};
+      if (::fstatat(dirfd->get(), "lock", &lock, AT_SYMLINK_NOFOLLOW) != 0) break;
+    } else if (now.st_ino != st.st_ino) {  // rotated: the rest of the old file, then the new
       drain();
       std::fclose(f);
       // Rotated, maybe more than once since we looked (a busy worker, a
@@ -592,8 +597,21 @@ int do_logs() {
       ::fstat(fileno(f), &st);
       continue;
     }
-    char buf[4096];
-    if (::read(in.get(), buf, sizeof buf) <= 0) break;
+    // Woken by the next change; the directory moved away (its supervisor
+    // exiting renames it, then removes it) or removed ends the follow.
+    alignas(inotify_event) char buf[4096];
+    ssize_t n = ::read(in.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    bool gone = false;
+    for (ssize_t at = 0; at < n;) {
+      const auto* ev = reinterpret_cast<const inotify_event*>(buf + at);
+      gone = gone || (ev->mask & (IN_MOVE_SELF | IN_DELETE_SELF | IN_IGNORED)) != 0;
+      at += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+    }
+    if (gone) {
+      drain();
+      break;
+    }
   }
   std::free(line);
   if (f) std::fclose(f);
