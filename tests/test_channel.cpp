@@ -511,6 +511,12 @@ TEST_F(ChannelFaults, PipeEndsStayBlockingAndDeadlinesHoldOnPipesAndFifos) {
   } while (sent && ++sends < 1000);
   TT_ASSERT_ERROR(sent, std::errc::timed_out);
   EXPECT_GT(sends, 0);
+  // The reader gone, a send fails with broken_pipe, with a deadline or
+  // without, and SIGPIPE (left at its default, which kills) is never raised.
+  ::signal(SIGPIPE, SIG_DFL);
+  ASSERT_TRUE(a.close());
+  TT_EXPECT_ERROR(b.send("after the reader", 50ms), std::errc::broken_pipe);
+  TT_EXPECT_ERROR(b.send("after the reader"), std::errc::broken_pipe);
 
   std::string address =
       "fifo:" +

@@ -281,8 +281,11 @@ Result<std::size_t> read_some(int fd, std::span<std::byte> buf, std::string_view
 Result<std::size_t> write_some(int fd, std::span<const std::byte> data, std::string_view what);
 
 // write_some() for several buffers in one system call (writev semantics).
+// `rwf_flags` are pwritev2 flags for this call alone: RWF_NOWAIT makes it
+// fail with EAGAIN rather than wait, whatever the descriptor's mode (an
+// anonymous pipe takes it; a FIFO does not: EOPNOTSUPP).
 Result<std::size_t> writev_some(int fd, std::span<const struct iovec> buffers,
-                                std::string_view what);
+                                std::string_view what, int rwf_flags = 0);
 
 // True when write_some() can avoid SIGPIPE without touching the signal mask.
 bool kernel_has_write_nosignal() noexcept;

@@ -74,14 +74,16 @@ class PipeIo {
     if (n < 0) return fail(errno, "receive on " + what);
     return static_cast<std::size_t>(n);
   }
+  // Through writev_some: never SIGPIPE (RWF_NOSIGNAL, or the signal blocked).
   Result<std::size_t> writev(std::span<const iovec> iov, bool may_block, const std::string& what) {
-    auto n = call(out_, may_block, [&](int flags) {
-      return flags == 0
-                 ? ::writev(out_.fd.get(), iov.data(), static_cast<int>(iov.size()))
-                 : ::pwritev2(out_.fd.get(), iov.data(), static_cast<int>(iov.size()), -1, flags);
-    });
-    if (n < 0) return fail(errno, "send on " + what);
-    return static_cast<std::size_t>(n);
+    bool nowait = !may_block && out_.nowait;
+    auto n = writev_some(out_.fd.get(), iov, what, nowait ? RWF_NOWAIT : 0);
+    if (!n && nowait && n.error() == std::errc::operation_not_supported) {
+      if (auto r = out_.fd.set_nonblocking(true); !r) return std::unexpected(r.error());
+      out_.nowait = false;
+      return writev_some(out_.fd.get(), iov, what);
+    }
+    return n;
   }
   Result<void> close() noexcept {
     auto a = in_.fd.close();

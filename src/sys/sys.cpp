@@ -228,14 +228,14 @@ std::atomic<bool> sigpipe_ignored{false};
 
 // Fallback: block SIGPIPE in this thread around the write, and swallow the
 // SIGPIPE our own write raised (one that was pending before is left alone).
-ssize_t writev_with_sigpipe_blocked(int fd, const iovec* iov, int count) {
+ssize_t writev_with_sigpipe_blocked(int fd, const iovec* iov, int count, int extra) {
   sigset_t pipe_set, old_mask, pending;
   sigemptyset(&pipe_set);
   sigaddset(&pipe_set, SIGPIPE);
   sigpending(&pending);
   bool was_pending = sigismember(&pending, SIGPIPE) == 1;
   pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
-  ssize_t n = ::writev(fd, iov, count);
+  ssize_t n = extra != 0 ? ::pwritev2(fd, iov, count, -1, extra) : ::writev(fd, iov, count);
   int saved = errno;
   if (n < 0 && saved == EPIPE && !was_pending) {
     const timespec zero{};
@@ -247,27 +247,31 @@ ssize_t writev_with_sigpipe_blocked(int fd, const iovec* iov, int count) {
   return n;
 }
 
-ssize_t writev_nosignal(int fd, const iovec* iov, int count) {
+// `extra`: more pwritev2 flags (RWF_NOWAIT), or 0.
+ssize_t writev_nosignal(int fd, const iovec* iov, int count, int extra) {
   if (sigpipe_ignored.load(std::memory_order_relaxed) && !detail::force_sigpipe_fallback) {
+    if (extra != 0) return ::pwritev2(fd, iov, count, -1, extra);
     return count == 1 ? ::write(fd, iov[0].iov_base, iov[0].iov_len) : ::writev(fd, iov, count);
   }
   int support = nosignal_support.load(std::memory_order_relaxed);
   if (support != 0 && !detail::force_sigpipe_fallback) {
-    ssize_t n = ::pwritev2(fd, iov, count, -1, RWF_NOSIGNAL);
+    ssize_t n = ::pwritev2(fd, iov, count, -1, RWF_NOSIGNAL | extra);
     if (n >= 0 || errno != EOPNOTSUPP) {
       if (support < 0) nosignal_support.store(1, std::memory_order_relaxed);
       return n;
     }
     // EOPNOTSUPP: the kernel does not know the flag (or this file type
-    // refuses it); the probe is only cached for the first kind of answer.
-    if (support < 0) nosignal_support.store(0, std::memory_order_relaxed);
+    // refuses it); the probe is only cached for a plain write's answer.
+    // With RWF_NOSIGNAL known to work, it is `extra` the file refuses.
+    if (support > 0 && extra != 0) return -1;
+    if (support < 0 && extra == 0) nosignal_support.store(0, std::memory_order_relaxed);
   }
-  return writev_with_sigpipe_blocked(fd, iov, count);
+  return writev_with_sigpipe_blocked(fd, iov, count, extra);
 }
 
 ssize_t write_nosignal(int fd, const void* data, std::size_t size) {
   iovec iov{const_cast<void*>(data), size};
-  return writev_nosignal(fd, &iov, 1);
+  return writev_nosignal(fd, &iov, 1, 0);
 }
 
 }  // namespace
@@ -283,9 +287,11 @@ bool kernel_has_write_nosignal() noexcept {
   return nosignal_support.load() == 1;
 }
 
-Result<std::size_t> writev_some(int fd, std::span<const iovec> buffers, std::string_view what) {
-  ssize_t n = retry_eintr(
-      [&] { return writev_nosignal(fd, buffers.data(), static_cast<int>(buffers.size())); });
+Result<std::size_t> writev_some(int fd, std::span<const iovec> buffers, std::string_view what,
+                                int rwf_flags) {
+  ssize_t n = retry_eintr([&] {
+    return writev_nosignal(fd, buffers.data(), static_cast<int>(buffers.size()), rwf_flags);
+  });
   if (n < 0) return fail(errno, fmt::format("write {}", what));
   return static_cast<std::size_t>(n);
 }
