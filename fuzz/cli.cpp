@@ -59,13 +59,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   CLI::App app{"tether: Linux processes and the channels between them"};
   app.set_version_flag("--version", std::string("tether ") + TETHER_VERSION_STRING);
   app.require_subcommand(0, 1);
-  auto* run_cmd = app.add_subcommand("run", "Run a command, report how it ended and what it used");
-  std::vector<std::string> run_argv;
-  double timeout_s = 0;
-  bool verbose = false;
-  run_cmd->add_option("--timeout", timeout_s, "Terminate it after this many seconds");
-  run_cmd->add_flag("-v,--verbose", verbose, "Print the exact exit status and resource usage");
-  run_cmd->add_option("command", run_argv, "The command and its arguments (after --)")->required();
+  tether_cli::RunOptions run_opt;
+  auto* run_cmd = tether_cli::add_run_command(app, run_opt);
   app.add_subcommand("demo", "Show processes and pipes at work, step by step");
   tether_cli::add_worker_commands(app);
 
@@ -85,7 +80,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
 
   using namespace tether_cli;
-  if (*run_cmd) FUZZ_CHECK(!run_argv.empty(), "run without a command");
+  if (*run_cmd) FUZZ_CHECK(!run_opt.argv.empty(), "run without a command");
   if (*open_cmd) {
     FUZZ_CHECK(opt.count >= 1 && opt.count <= 10000, "--count %d", opt.count);
     FUZZ_CHECK(opt.ready_fd >= 3 && opt.ready_fd <= 1023, "--ready-fd %d", opt.ready_fd);

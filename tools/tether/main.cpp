@@ -128,14 +128,8 @@ static int run_main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("tether ") + TETHER_VERSION_STRING);
   app.require_subcommand(0, 1);
 
-  auto* run_cmd = app.add_subcommand("run", "Run a command, report how it ended and what it used");
-  std::vector<std::string> run_argv;
-  double timeout_s = 0;
-  bool verbose = false;
-  run_cmd->add_option("--timeout", timeout_s,
-                      "Terminate it after this many seconds (SIGTERM, then SIGKILL)");
-  run_cmd->add_flag("-v,--verbose", verbose, "Print the exact exit status and resource usage");
-  run_cmd->add_option("command", run_argv, "The command and its arguments (after --)")->required();
+  tether_cli::RunOptions run_opt;
+  auto* run_cmd = tether_cli::add_run_command(app, run_opt);
 
   auto* demo_cmd = app.add_subcommand("demo", "Show processes and pipes at work, step by step");
   tether_cli::add_worker_commands(app);
@@ -146,7 +140,7 @@ static int run_main(int argc, char** argv) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
-  if (*run_cmd) return run(run_argv, timeout_s, verbose);
+  if (*run_cmd) return run(run_opt.argv, run_opt.timeout_s, run_opt.verbose);
   if (*demo_cmd) return demo();
   if (int code = tether_cli::run_workers(); code >= 0) return code;
   fmt::print("{}", app.help());

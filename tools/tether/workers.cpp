@@ -664,6 +664,15 @@ CLI::App* with_wait(CLI::App* cmd) {
 
 }  // namespace
 
+CLI::App* add_run_command(CLI::App& app, RunOptions& into) {
+  auto* cmd = app.add_subcommand("run", "Run a command, report how it ended and what it used");
+  cmd->add_option("--timeout", into.timeout_s,
+                  "Terminate it after this many seconds (SIGTERM, then SIGKILL)");
+  cmd->add_flag("-v,--verbose", into.verbose, "Print the exact exit status and resource usage");
+  cmd->add_option("command", into.argv, "The command and its arguments (after --)")->required();
+  return cmd;
+}
+
 void add_worker_commands(CLI::App& app) {
   open_cmd =
       app.add_subcommand("open", "Start a worker under its own supervisor, in the background");

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
 
 #include "tether/sys.hpp"
 
@@ -12,6 +14,15 @@ namespace tether_cli {
 // run_workers(): it returns the exit code, or -1 when none of them was given.
 void add_worker_commands(CLI::App& app);
 int run_workers();
+
+// `tether run`'s options, as its command line sets them.
+struct RunOptions {
+  std::vector<std::string> argv;
+  double timeout_s = 0;
+  bool verbose = false;
+};
+// Adds `run` to `app`, parsing into `into`; returns the subcommand.
+CLI::App* add_run_command(CLI::App& app, RunOptions& into);
 
 // The error's exit code (docs/cli.md) after printing its message.
 int report_error(const tether::Error& e);
