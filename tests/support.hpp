@@ -13,6 +13,8 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <chrono>
+#include <functional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -37,6 +39,16 @@ bool has_children();
 
 // A name unique to this process and call (pid + counter), for named objects.
 std::string unique_name(const std::string& stem);
+// "/" + unique_name(stem): a POSIX IPC name (shm, queue, semaphore).
+std::string unique_posix_name(const std::string& stem);
+// A System V key unique to this process and call: 0x40000000 | pid << 8 |
+// counter. Clean finds what a test left behind by these keys.
+tether::SysvKey unique_key();
+
+// What this process may have left in the system-wide tables: /dev/shm
+// names holding "-<pid>-" (unique_name), System V objects whose key is one
+// of unique_key()'s, System V segments this process created. One line each.
+std::vector<std::string> named_leftovers();
 
 class Clean : public ::testing::Test {
  protected:
@@ -45,12 +57,18 @@ class Clean : public ::testing::Test {
 
  private:
   int fds_before_ = -1;
+  std::vector<std::string> named_before_;
 };
 
 // A string's bytes, for APIs that take std::span<const std::byte>.
 inline std::span<const std::byte> bytes(std::string_view s) {
   return std::as_bytes(std::span(s));
 }
+
+// A child process for the body of a test (tether::fork): its code, or -1
+// if it could not be started or waited for within `timeout`.
+int run_in_child(const std::function<int()>& body,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
 // ASSERT that a Result holds a value, printing the error message otherwise.
 #define TT_ASSERT_OK(expr)                                                                \
