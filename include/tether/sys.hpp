@@ -39,18 +39,20 @@ namespace tether {
 // such worker"; a program tells them apart by these codes, and the tether
 // command maps these codes, never errnos, to its exit codes).
 enum class errc {
-  end_of_stream = 1,  // the peer closed its end; no more data will come
-  truncated,          // the stream ended in the middle of a record
-  unsafe_fork,        // fork() asked for while other threads run
-  not_spawned,        // the object holds no process (moved-from or default)
-  no_such_worker,     // no worker has that id, name or pid
-  ambiguous_name,     // several live workers answer to that name
-  not_running,        // the worker's supervisor is not listening
-  supervisor_gone,    // the supervisor ended before doing what was asked
-  not_a_fifo,         // a path that must be our FIFO holds something else
-  bad_record,         // a file another process wrote does not parse (status.json, a report)
-  owner_died,         // the holder of a lock died; the data it guarded may be inconsistent
-  not_recoverable,    // a lock whose owner died was never made consistent again
+  end_of_stream = 1,      // the peer closed its end; no more data will come
+  truncated,              // the stream ended in the middle of a record
+  unsafe_fork,            // fork() asked for while other threads run
+  not_spawned,            // the object holds no process (moved-from or default)
+  no_such_worker,         // no worker has that id, name or pid
+  ambiguous_name,         // several live workers answer to that name
+  not_running,            // the worker's supervisor is not listening
+  supervisor_gone,        // the supervisor ended before doing what was asked
+  not_a_fifo,             // a path that must be our FIFO holds something else
+  bad_record,             // a file another process wrote does not parse (status.json, a report)
+  owner_died,             // the holder of a lock died; the data it guarded may be inconsistent
+  not_recoverable,        // a lock whose owner died was never made consistent again
+  foreign_pid_namespace,  // a robust lock shared across PID namespaces, where it cannot work
+  broken_barrier,         // a party of a barrier died or timed out (Python's BrokenBarrierError)
 };
 
 const std::error_category& error_category() noexcept;

@@ -5,5 +5,6 @@
 #include "tether/process.hpp"
 #include "tether/shm.hpp"
 #include "tether/supervise.hpp"
+#include "tether/sync.hpp"
 #include "tether/sys.hpp"
 #include "tether/version.hpp"

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <mqueue.h>
+#include <semaphore.h>
 #include <sys/mman.h>
 #include <sys/msg.h>
 #include <sys/sem.h>
@@ -200,6 +201,8 @@ std::string NamedObject::describe() const {
       return "POSIX queue " + name_;
     case Kind::posix_shared_memory:
       return "POSIX shared memory " + name_;
+    case Kind::posix_semaphore:
+      return "POSIX semaphore " + name_;
     case Kind::sysv_queue:
       return fmt::format("System V queue {}", id_);
     case Kind::sysv_shared_memory:
@@ -219,6 +222,7 @@ Result<void> NamedObject::remove() {
       return remove_file();
     case Kind::posix_queue:
     case Kind::posix_shared_memory:
+    case Kind::posix_semaphore:
       return remove_posix();
     case Kind::sysv_queue:
     case Kind::sysv_shared_memory:
@@ -246,6 +250,9 @@ Result<void> NamedObject::remove_file() {
 Result<void> NamedObject::remove_posix() {
   std::string what = "remove " + describe();
   bool queue = kind_ == Kind::posix_queue;
+  bool semaphore = kind_ == Kind::posix_semaphore;
+  // glibc keeps a named semaphore in /dev/shm/sem.NAME (sem_open(3)).
+  std::string sem_file = semaphore ? "/dev/shm/sem." + name_.substr(1) : std::string();
   if (identity_) {
     // The name leads to an inode only through an open: open it (for
     // reading, else for writing: whichever the mode lets us) and compare.
@@ -254,8 +261,9 @@ Result<void> NamedObject::remove_posix() {
     // /dev/shm) are sticky, so only our own user can have replaced it.
     int fd = -1;
     for (int flags : {O_RDONLY, queue ? O_WRONLY : O_RDWR}) {
-      fd = queue ? static_cast<int>(::mq_open(name_.c_str(), flags | O_CLOEXEC | O_NONBLOCK))
-                 : ::shm_open(name_.c_str(), flags | O_CLOEXEC, 0);
+      fd = queue       ? static_cast<int>(::mq_open(name_.c_str(), flags | O_CLOEXEC | O_NONBLOCK))
+           : semaphore ? ::open(sem_file.c_str(), flags | O_CLOEXEC | O_NOFOLLOW)
+                       : ::shm_open(name_.c_str(), flags | O_CLOEXEC, 0);
       if (fd >= 0 || errno != EACCES) break;
     }
     if (fd < 0 && errno != EACCES) return fail(errno, what);
@@ -266,7 +274,9 @@ Result<void> NamedObject::remove_posix() {
       if (!same) return fail(EEXIST, what + ": the name now holds another object; left alone");
     }
   }
-  int r = queue ? ::mq_unlink(name_.c_str()) : ::shm_unlink(name_.c_str());
+  int r = queue       ? ::mq_unlink(name_.c_str())
+          : semaphore ? ::sem_unlink(name_.c_str())
+                      : ::shm_unlink(name_.c_str());
   if (r != 0) return fail(errno, what);
   return {};
 }

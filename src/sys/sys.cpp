@@ -49,7 +49,11 @@ class TetherCategory final : public std::error_category {
       case errc::owner_died:
         return "the owner died";
       case errc::not_recoverable:
-        return "state not recoverable";
+        return "not recoverable: a holder died and the state was never repaired";
+      case errc::foreign_pid_namespace:
+        return "shared with a process of another PID namespace, where robust locks do not work";
+      case errc::broken_barrier:
+        return "the barrier is broken";
     }
     return fmt::format("tether error {}", value);
   }

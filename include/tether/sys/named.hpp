@@ -83,6 +83,7 @@ class NamedObject {
     file,                 // a path: FIFO, socket file, directory, ...
     posix_queue,          // mq_open name
     posix_shared_memory,  // shm_open name
+    posix_semaphore,      // sem_open name
     sysv_queue,           // msgget id
     sysv_shared_memory,   // shmget id
     sysv_semaphores,      // semget id

@@ -1,0 +1,693 @@
+// Mutex, Condition, Event, HolderSemaphore, Barrier, POSIX semaphores.
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstddef>
+
+#include <fmt/format.h>
+
+#include "futex.hpp"
+#include "tether/sync.hpp"
+
+namespace tether {
+
+namespace detail {
+
+namespace {
+
+long futex_call(const void* addr, int op, std::uint32_t val, const timespec* ts,
+                std::uint32_t val3) noexcept {
+  return ::syscall(SYS_futex, addr, op, val, ts, nullptr, val3);
+}
+
+}  // namespace
+
+Result<void> futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                        Deadline deadline) {
+  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+  auto at = deadline.absolute(CLOCK_MONOTONIC);
+  // FUTEX_WAIT_BITSET takes an absolute time, on CLOCK_MONOTONIC unless
+  // FUTEX_CLOCK_REALTIME is set: a deadline that the wall clock cannot move.
+  long r =
+      futex_call(&word, FUTEX_WAIT_BITSET, expected, at ? &*at : nullptr, FUTEX_BITSET_MATCH_ANY);
+  if (r == 0 || errno == EAGAIN || errno == EINTR) return {};
+  if (errno == ETIMEDOUT) return fail(ETIMEDOUT, "wait");
+  return fail(errno, "futex wait");
+}
+
+void futex_wake(const std::atomic<std::uint32_t>& word, int count) noexcept {
+  (void)futex_call(&word, FUTEX_WAKE, static_cast<std::uint32_t>(count), nullptr, 0);
+}
+
+std::atomic<std::uint32_t>& lock_word(Mutex& m) noexcept {
+  static_assert(offsetof(pthread_mutex_t, __data.__lock) == 0);
+  static_assert(sizeof(m.native()->__data.__lock) == sizeof(std::uint32_t));
+  return *reinterpret_cast<std::atomic<std::uint32_t>*>(&m.native()->__data.__lock);
+}
+
+Result<void> wait_for_leases(std::span<Mutex* const> leases, const std::atomic<std::uint32_t>* word,
+                             std::uint32_t expected, bool skip_free, Deadline deadline) {
+  futex_waitv waiters[LeaseTable::kMax + 1] = {};
+  unsigned n = 0;
+  if (word != nullptr) {
+    waiters[n++] = {expected, reinterpret_cast<std::uint64_t>(word), FUTEX_32, 0};
+  }
+  for (Mutex* m : leases) {
+    auto& w = lock_word(*m);
+    std::uint32_t v = w.load(std::memory_order_acquire);
+    for (;;) {
+      if (v == 0 && skip_free) break;
+      if (v == 0 || (v & FUTEX_OWNER_DIED) != 0) return {};  // the caller takes it
+      if ((v & FUTEX_WAITERS) != 0) break;
+      if (w.compare_exchange_weak(v, v | FUTEX_WAITERS, std::memory_order_acq_rel)) {
+        v |= FUTEX_WAITERS;
+        break;
+      }
+    }
+    if (v == 0) continue;
+    waiters[n++] = {v, reinterpret_cast<std::uint64_t>(&w), FUTEX_32, 0};
+  }
+  if (n == 0) {
+    // Nothing to watch: sleep until the deadline.
+    std::atomic<std::uint32_t> never{0};
+    return futex_wait(never, 0, deadline);
+  }
+  auto at = deadline.absolute(CLOCK_MONOTONIC);
+  long r = ::syscall(SYS_futex_waitv, waiters, n, 0, at ? &*at : nullptr, CLOCK_MONOTONIC);
+  if (r >= 0 || errno == EAGAIN || errno == EINTR) return {};
+  if (errno == ETIMEDOUT) return fail(ETIMEDOUT, "wait");
+  if (errno == ENOSYS) {
+    // Before Linux 5.16: nap, then the caller looks again.
+    Deadline nap = min(deadline, Deadline(std::chrono::milliseconds(1)));
+    std::atomic<std::uint32_t> never{0};
+    auto slept = futex_wait(never, 0, nap);
+    if (!slept && deadline.expired()) return slept;
+    return {};
+  }
+  return fail(errno, "futex_waitv");
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::futex_wait;
+using detail::futex_wake;
+
+// A leased participant looks again at least this often even if no wake-up
+// came: a safety net for a wake-up the kernel gave to a waiter that then
+// gave up, never the way deaths are normally seen.
+constexpr auto kRecheck = std::chrono::milliseconds(100);
+
+std::uint64_t current_pid_namespace() noexcept {
+  struct stat st {};
+  if (::stat("/proc/self/ns/pid", &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_ino);
+}
+
+std::unexpected<Error> timed_out(std::string what) {
+  return std::unexpected(Error(std::make_error_code(std::errc::timed_out), std::move(what)));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- Mutex
+
+Mutex::Mutex(Kind kind) noexcept : m_(), pid_ns_(current_pid_namespace()), kind_(kind) {
+  pthread_mutexattr_t attr;
+  ::pthread_mutexattr_init(&attr);
+  ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  ::pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  ::pthread_mutexattr_settype(
+      &attr, kind == Kind::recursive ? PTHREAD_MUTEX_RECURSIVE : PTHREAD_MUTEX_ERRORCHECK);
+  // glibc's pthread_mutex_init cannot fail for these attributes (it only
+  // checks for PI and priority-protect support).
+  ::pthread_mutex_init(&m_, &attr);
+  ::pthread_mutexattr_destroy(&attr);
+}
+
+bool Mutex::same_pid_namespace() const noexcept {
+  return pid_ns_ == 0 || pid_ns_ == current_pid_namespace();
+}
+
+Result<MutexGuard> Mutex::finish(int r, const char* op) {
+  switch (r) {
+    case 0:
+      return MutexGuard(this, false);
+    case EOWNERDEAD:
+      return MutexGuard(this, true);
+    case ENOTRECOVERABLE:
+      return fail(errc::not_recoverable, fmt::format("{} a Mutex", op));
+    case ETIMEDOUT:
+      return timed_out(fmt::format("{} a Mutex: still held at the deadline", op));
+    case EBUSY:
+      return fail(EAGAIN, fmt::format("{} a Mutex: held by another thread", op));
+    case EDEADLK:
+      if (!same_pid_namespace())
+        return fail(errc::foreign_pid_namespace, fmt::format("{} a Mutex", op));
+      return fail(EDEADLK, fmt::format("{} a Mutex: this thread holds it already", op));
+    default:
+      return fail(r, fmt::format("{} a Mutex", op));
+  }
+}
+
+namespace {
+
+// glibc's mark of a robust mutex that is not recoverable (nptl/pthreadP.h:
+// PTHREAD_MUTEX_NOTRECOVERABLE, INT_MAX - 1, in __data.__owner). The state
+// is final. It is checked before calling glibc because glibc 2.36's
+// pthread_mutex_trylock, on such a mutex, returns ENOTRECOVERABLE but
+// leaves the lock word holding the caller's thread id (it unlocks only
+// `if (oldval == id)`): every later lock, in every process, then waits for
+// a holder that does not exist. Measured here; lock() itself unlocks.
+constexpr int kNotRecoverable = INT_MAX - 1;
+
+bool not_recoverable(const pthread_mutex_t& m) noexcept {
+  return __atomic_load_n(&m.__data.__owner, __ATOMIC_RELAXED) == kNotRecoverable;
+}
+
+}  // namespace
+
+Result<MutexGuard> Mutex::lock(Deadline deadline) {
+  if (not_recoverable(m_)) return finish(ENOTRECOVERABLE, "lock");
+  if (deadline.is_never()) return finish(::pthread_mutex_lock(&m_), "lock");
+  auto at = deadline.absolute(CLOCK_MONOTONIC);
+  return finish(::pthread_mutex_clocklock(&m_, CLOCK_MONOTONIC, &*at), "lock");
+}
+
+Result<MutexGuard> Mutex::try_lock() {
+  if (not_recoverable(m_)) return finish(ENOTRECOVERABLE, "try to lock");
+  return finish(::pthread_mutex_trylock(&m_), "try to lock");
+}
+
+MutexGuard& MutexGuard::operator=(MutexGuard&& other) noexcept {
+  if (this != &other) {
+    (void)unlock();
+    mutex_ = std::exchange(other.mutex_, nullptr);
+    owner_died_ = other.owner_died_;
+  }
+  return *this;
+}
+
+MutexGuard::~MutexGuard() {
+  (void)unlock();
+}
+
+Result<void> MutexGuard::mark_consistent() {
+  if (mutex_ == nullptr) return fail(EPERM, "mark a Mutex consistent: the guard holds none");
+  if (!owner_died_) return {};
+  int r = ::pthread_mutex_consistent(mutex_->native());
+  if (r != 0) return fail(r, "mark a Mutex consistent");
+  owner_died_ = false;
+  return {};
+}
+
+Result<void> MutexGuard::unlock() {
+  if (mutex_ == nullptr) return {};
+  Mutex* m = std::exchange(mutex_, nullptr);
+  int r = ::pthread_mutex_unlock(m->native());
+  if (r != 0) return fail(r, "unlock a Mutex");
+  return {};
+}
+
+// ---------------------------------------------------------------- Condition
+
+Result<void> Condition::wait(MutexGuard& guard, Deadline deadline) {
+  if (!guard.owns_lock()) return fail(EPERM, "wait on a Condition: the guard holds no Mutex");
+  if (guard.owner_died()) {
+    // Unlocking would make the mutex not recoverable for everyone.
+    return fail(EINVAL,
+                "wait on a Condition: the Mutex's previous holder died; repair the data and "
+                "mark_consistent() first");
+  }
+  // Announce a sleeper before letting go of the mutex: a notifier that
+  // changes the predicate after this sees the bit and wakes us, and the
+  // value we sleep on has moved if it already did.
+  std::uint32_t seen = seq_.fetch_or(1, std::memory_order_acq_rel) | 1;
+  Mutex* m = guard.mutex_;
+  if (int r = ::pthread_mutex_unlock(m->native()); r != 0) return fail(r, "wait on a Condition");
+  auto slept = futex_wait(seq_, seen, deadline);
+  int r = ::pthread_mutex_lock(m->native());
+  if (r == EOWNERDEAD) {
+    guard.owner_died_ = true;
+  } else if (r != 0) {
+    guard.mutex_ = nullptr;
+    if (r == ENOTRECOVERABLE)
+      return fail(errc::not_recoverable, "lock a Mutex again after waiting on a Condition");
+    return fail(r, "lock a Mutex again after waiting on a Condition");
+  }
+  if (!slept) return timed_out("wait on a Condition: not notified by the deadline");
+  return {};
+}
+
+void Condition::notify(int count) noexcept {
+  std::uint32_t s = seq_.load(std::memory_order_acquire);
+  for (;;) {
+    if ((s & 1) == 0) return;  // nobody between announcing and sleeping: no system call
+    // notify_all clears the bit (every sleeper wakes, and sets it again if
+    // it sleeps again); notify_one keeps it, unless it woke nobody.
+    std::uint32_t next = count == INT_MAX ? (s + 2) & ~1u : s + 2;
+    if (seq_.compare_exchange_weak(s, next, std::memory_order_acq_rel)) {
+      long woken = ::syscall(SYS_futex, &seq_, FUTEX_WAKE, count, nullptr, nullptr, 0);
+      if (woken == 0 && count != INT_MAX) {
+        // Nobody asleep (they all died, or all woke already): stop paying
+        // for the system call on the next notify.
+        std::uint32_t expect = next;
+        seq_.compare_exchange_strong(expect, next & ~1u, std::memory_order_acq_rel);
+      }
+      return;
+    }
+  }
+}
+
+void Condition::notify_one() noexcept {
+  notify(1);
+}
+void Condition::notify_all() noexcept {
+  notify(INT_MAX);
+}
+
+// ---------------------------------------------------------------- Event
+
+void Event::set() noexcept {
+  std::uint32_t old = state_.exchange(kSet, std::memory_order_acq_rel);
+  if ((old & kWaiters) != 0) futex_wake(state_, INT_MAX);
+}
+
+void Event::clear() noexcept {
+  state_.fetch_and(~kSet, std::memory_order_acq_rel);
+}
+
+Result<void> Event::wait(Deadline deadline) const {
+  for (;;) {
+    std::uint32_t s = state_.load(std::memory_order_acquire);
+    if ((s & kSet) != 0) return {};
+    if ((s & kWaiters) == 0 &&
+        !state_.compare_exchange_weak(s, s | kWaiters, std::memory_order_acq_rel)) {
+      continue;
+    }
+    if (auto r = futex_wait(state_, s | kWaiters, deadline); !r) {
+      if (is_set()) return {};
+      return timed_out("wait for an Event: not set by the deadline");
+    }
+  }
+}
+
+// ---------------------------------------------------------------- HolderSemaphore
+
+HolderSemaphore::HolderSemaphore(unsigned permits) noexcept
+    : permits_(std::clamp(permits, 1u, max_permits)) {}
+
+HolderSemaphore::Permit& HolderSemaphore::Permit::operator=(Permit&& other) noexcept {
+  if (this != &other) {
+    release();
+    slot_ = std::exchange(other.slot_, nullptr);
+    holder_died_ = other.holder_died_;
+  }
+  return *this;
+}
+
+void HolderSemaphore::Permit::release() noexcept {
+  if (slot_ == nullptr) return;
+  // glibc's unlock wakes one sleeper if a waiter marked the word.
+  ::pthread_mutex_unlock(std::exchange(slot_, nullptr)->native());
+}
+
+Result<HolderSemaphore::Permit> HolderSemaphore::take(bool wait, Deadline deadline) {
+  std::array<Mutex*, detail::LeaseTable::kMax> all{};
+  for (unsigned i = 0; i < permits_; ++i) all[i] = &leases_.slot[i];
+  for (;;) {
+    unsigned start = hint_.load(std::memory_order_relaxed) % permits_;
+    for (unsigned k = 0; k < permits_; ++k) {
+      unsigned i = (start + k) % permits_;
+      int r = ::pthread_mutex_trylock(all[i]->native());
+      if (r == 0 || r == EOWNERDEAD) {
+        hint_.store(i + 1, std::memory_order_relaxed);
+        bool died = r == EOWNERDEAD;
+        if (died) {
+          // The permit is all the lease guards: nothing to repair.
+          ::pthread_mutex_consistent(all[i]->native());
+          recovered_.fetch_add(1, std::memory_order_relaxed);
+        }
+        return Permit(all[i], died);
+      }
+    }
+    if (!wait)
+      return fail(EAGAIN,
+                  fmt::format("take a permit of a HolderSemaphore: all {} are held", permits_));
+    if (deadline.expired()) {
+      return timed_out(fmt::format(
+          "take a permit of a HolderSemaphore: all {} still held at the deadline", permits_));
+    }
+    auto r = detail::wait_for_leases(std::span(all.data(), permits_), nullptr, 0, false,
+                                     min(deadline, Deadline(kRecheck)));
+    if (!r && !(r.error() == std::errc::timed_out)) return std::unexpected(r.error());
+    // Timed out: one more look above (a permit freed just now is taken,
+    // so a wake-up given to this waiter is not lost to the others).
+  }
+}
+
+Result<HolderSemaphore::Permit> HolderSemaphore::acquire(Deadline deadline) {
+  return take(true, deadline);
+}
+
+Result<HolderSemaphore::Permit> HolderSemaphore::try_acquire() {
+  return take(false, Deadline::immediate());
+}
+
+unsigned HolderSemaphore::available() const noexcept {
+  unsigned n = 0;
+  for (unsigned i = 0; i < permits_; ++i) {
+    auto& w = detail::lock_word(const_cast<Mutex&>(leases_.slot[i]));
+    std::uint32_t v = w.load(std::memory_order_relaxed);
+    if (v == 0 || (v & FUTEX_OWNER_DIED) != 0) ++n;
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------- Barrier
+
+Barrier::Barrier(unsigned parties) noexcept
+    : parties_(std::clamp(parties, 1u, detail::LeaseTable::kMax)) {}
+
+Barrier::Party& Barrier::Party::operator=(Party&& other) noexcept {
+  if (this != &other) {
+    leave();
+    barrier_ = std::exchange(other.barrier_, nullptr);
+    slot_ = other.slot_;
+  }
+  return *this;
+}
+
+void Barrier::Party::leave() noexcept {
+  if (barrier_ == nullptr) return;
+  ::pthread_mutex_unlock(std::exchange(barrier_, nullptr)->leases_.slot[slot_].native());
+}
+
+Result<unsigned> Barrier::Party::arrive_and_wait(Deadline deadline) {
+  if (barrier_ == nullptr) return fail(EINVAL, "wait at a Barrier: this party has not joined");
+  return barrier_->arrive(slot_, deadline);
+}
+
+bool Barrier::broken() const noexcept {
+  return (state_.load(std::memory_order_acquire) & 1) != 0;
+}
+
+void Barrier::break_locked(std::uint32_t generation) noexcept {
+  // Only the generation that broke: a later one is not undone.
+  if ((state_.load(std::memory_order_relaxed) >> 1) != generation) return;
+  arrived_ = 0;
+  state_.store(generation << 1 | 1, std::memory_order_release);
+  futex_wake(state_, INT_MAX);
+}
+
+bool Barrier::found_dead_party(unsigned except_slot) noexcept {
+  bool found = false;
+  for (unsigned i = 0; i < parties_; ++i) {
+    if (i == except_slot) continue;
+    Mutex& slot = leases_.slot[i];
+    if ((detail::lock_word(slot).load(std::memory_order_acquire) & FUTEX_OWNER_DIED) == 0) continue;
+    // Whoever takes the dead lease is the one that reports the death:
+    // exactly once. It frees the place for a new party.
+    if (::pthread_mutex_trylock(slot.native()) == EOWNERDEAD) {
+      ::pthread_mutex_consistent(slot.native());
+      ::pthread_mutex_unlock(slot.native());
+      found = true;
+    }
+  }
+  return found;
+}
+
+Result<Barrier::Party> Barrier::join() {
+  for (unsigned i = 0; i < parties_; ++i) {
+    int r = ::pthread_mutex_trylock(leases_.slot[i].native());
+    if (r == 0) return Party(this, i);
+    if (r == EOWNERDEAD) {
+      // A party died holding this place: that breaks the generation it
+      // was part of.
+      ::pthread_mutex_consistent(leases_.slot[i].native());
+      if (auto g = lock_.lock(); g) {
+        (void)g->mark_consistent();
+        break_locked(state_.load(std::memory_order_relaxed) >> 1);
+      }
+      return Party(this, i);
+    }
+  }
+  return fail(EBUSY, fmt::format("join a Barrier: its {} parties have joined already", parties_));
+}
+
+void Barrier::reset() noexcept {
+  auto g = lock_.lock();
+  if (g) (void)g->mark_consistent();
+  arrived_ = 0;
+  // Two generations on: a waiter tells a release (one on) from a reset,
+  // which breaks the generation it waits in. (The next generation cannot
+  // have been completed meanwhile: that waiter would have had to arrive.)
+  std::uint32_t generation = (state_.load(std::memory_order_relaxed) >> 1) + 2;
+  state_.store(generation << 1, std::memory_order_release);
+  futex_wake(state_, INT_MAX);
+}
+
+Result<unsigned> Barrier::arrive(unsigned slot, Deadline deadline) {
+  auto broken_error = [] { return fail(errc::broken_barrier, "wait at a Barrier"); };
+  std::uint32_t s = 0;
+  unsigned index = 0;
+  {
+    auto g = lock_.lock(deadline);
+    if (!g) return std::unexpected(g.error());
+    s = state_.load(std::memory_order_relaxed);
+    if (g->owner_died()) {
+      // A party died inside the barrier's own lock: the count may be off.
+      (void)g->mark_consistent();
+      break_locked(s >> 1);
+      return broken_error();
+    }
+    if ((s & 1) != 0) return broken_error();
+    if (found_dead_party(slot)) {
+      break_locked(s >> 1);
+      return broken_error();
+    }
+    index = arrived_++;
+    if (arrived_ == parties_) {
+      arrived_ = 0;
+      state_.store(((s >> 1) + 1) << 1, std::memory_order_release);
+      futex_wake(state_, INT_MAX);
+      return index;
+    }
+  }
+  std::array<Mutex*, detail::LeaseTable::kMax> others{};
+  unsigned n = 0;
+  for (unsigned i = 0; i < parties_; ++i) {
+    if (i != slot) others[n++] = &leases_.slot[i];
+  }
+  for (;;) {
+    std::uint32_t now = state_.load(std::memory_order_acquire);
+    if ((now >> 1) == (s >> 1) + 1) return index;  // released (whatever happened after)
+    if ((now >> 1) != (s >> 1) || (now & 1) != 0) return broken_error();  // reset, or broken
+    if (found_dead_party(slot)) {
+      if (auto g = lock_.lock(); g) {
+        (void)g->mark_consistent();
+        break_locked(s >> 1);
+      }
+      return broken_error();
+    }
+    if (deadline.expired()) {
+      if (auto g = lock_.lock(); g) {
+        (void)g->mark_consistent();
+        std::uint32_t last = state_.load(std::memory_order_relaxed);
+        if ((last >> 1) == (s >> 1) + 1) return index;  // released at the last moment
+        if (last != s) return broken_error();
+        break_locked(s >> 1);
+      }
+      return timed_out(
+          "wait at a Barrier: the other parties did not all arrive by the deadline "
+          "(the barrier is broken)");
+    }
+    auto r = detail::wait_for_leases(std::span(others.data(), n), &state_, now, true,
+                                     min(deadline, Deadline(kRecheck)));
+    if (!r && !(r.error() == std::errc::timed_out)) return std::unexpected(r.error());
+  }
+}
+
+// ---------------------------------------------------------------- Semaphore
+
+namespace {
+
+Result<void> sem_wait_impl(sem_t* s, Deadline deadline, unsigned spin, const std::string& what) {
+  for (unsigned i = 0; i < spin; ++i) {
+    if (::sem_trywait(s) == 0) return {};
+    detail::cpu_relax();
+  }
+  if (deadline.is_never()) {
+    if (retry_eintr([&] { return ::sem_wait(s); }) != 0) return fail(errno, "wait on " + what);
+    return {};
+  }
+  auto at = deadline.absolute(CLOCK_MONOTONIC);
+  if (retry_eintr([&] { return ::sem_clockwait(s, CLOCK_MONOTONIC, &*at); }) != 0) {
+    if (errno == ETIMEDOUT) return timed_out("wait on " + what + ": no post by the deadline");
+    return fail(errno, "wait on " + what);
+  }
+  return {};
+}
+
+Result<void> sem_try_impl(sem_t* s, const std::string& what) {
+  if (retry_eintr([&] { return ::sem_trywait(s); }) != 0)
+    return fail(errno, "try to wait on " + what + (errno == EAGAIN ? ": its value is 0" : ""));
+  return {};
+}
+
+Result<void> sem_post_impl(sem_t* s, const std::string& what) {
+  if (::sem_post(s) != 0) return fail(errno, "post " + what);
+  return {};
+}
+
+int sem_value_impl(sem_t* s) {
+  int v = 0;
+  ::sem_getvalue(s, &v);
+  return v;
+}
+
+const std::string kUnnamed = "a Semaphore";
+
+}  // namespace
+
+Semaphore::Semaphore(unsigned initial) noexcept : s_() {
+  // EINVAL only above SEM_VALUE_MAX: clamp rather than leave it unset.
+  ::sem_init(&s_, 1, std::min<unsigned>(initial, SEM_VALUE_MAX));
+}
+
+Result<void> Semaphore::post() {
+  return sem_post_impl(&s_, kUnnamed);
+}
+Result<void> Semaphore::wait(Deadline deadline, unsigned spin) {
+  return sem_wait_impl(&s_, deadline, spin, kUnnamed);
+}
+Result<void> Semaphore::try_wait() {
+  return sem_try_impl(&s_, kUnnamed);
+}
+int Semaphore::value() const noexcept {
+  return sem_value_impl(&s_);
+}
+
+// ---------------------------------------------------------------- NamedSemaphore
+
+namespace {
+
+// glibc's sem_open(3) keeps NAME in /dev/shm/sem.NAME (without the slash).
+std::string sem_path(const std::string& name) {
+  return "/dev/shm/sem." + name.substr(1);
+}
+
+// The lease on a named semaphore's file, as for a named segment (shm.cpp),
+// and its exact mode, and the mark of tether's.
+Result<Fd> lease_semaphore(const std::string& name, bool created, mode_t mode,
+                           const std::string& what) {
+  Fd fd(::open(sem_path(name).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return fail(errno, "open " + what + " for its lease");
+  if (retry_eintr([&] { return ::flock(fd.get(), LOCK_SH); }) != 0)
+    return fail(errno, "take the lease on " + what);
+  if (created && ::fchmod(fd.get(), (mode & 0777) | S_ISVTX) != 0)
+    return fail(errno, "set mode of " + what);
+  return fd;
+}
+
+}  // namespace
+
+NamedSemaphore::NamedSemaphore(NamedSemaphore&& other) noexcept
+    : sem_(std::exchange(other.sem_, nullptr)),
+      lease_(std::move(other.lease_)),
+      object_(std::move(other.object_)) {}
+
+NamedSemaphore& NamedSemaphore::operator=(NamedSemaphore&& other) noexcept {
+  if (this != &other) {
+    (void)close();
+    sem_ = std::exchange(other.sem_, nullptr);
+    lease_ = std::move(other.lease_);
+    object_ = std::move(other.object_);
+  }
+  return *this;
+}
+
+NamedSemaphore::~NamedSemaphore() {
+  (void)close();
+}
+
+Result<void> NamedSemaphore::close() noexcept {
+  if (sem_ == nullptr) return {};
+  int r = ::sem_close(std::exchange(sem_, nullptr));
+  lease_.reset();
+  if (r != 0) return fail(errno, "close " + object_.describe());
+  return {};
+}
+
+Result<NamedSemaphore> NamedSemaphore::create(std::string name, unsigned initial, mode_t mode) {
+  if (auto ok = check_posix_ipc_name(name, "POSIX semaphore name"); !ok)
+    return std::unexpected(ok.error());
+  std::string what = "POSIX semaphore " + name;
+  if (initial > SEM_VALUE_MAX)
+    return fail(EINVAL, fmt::format("create {}: {} is above SEM_VALUE_MAX", what, initial));
+  sem_t* s = ::sem_open(name.c_str(), O_CREAT | O_EXCL, mode & 0777, initial);
+  if (s == SEM_FAILED) {
+    int err = errno;
+    if (err == EEXIST) return fail(err, "create " + what + ": the name is taken");
+    return fail(err, "create " + what);
+  }
+  NamedSemaphore n;
+  n.sem_ = s;
+  auto lease = lease_semaphore(name, true, mode, what);
+  if (!lease) {
+    ::sem_unlink(name.c_str());
+    return std::unexpected(lease.error());
+  }
+  n.lease_ = std::move(*lease);
+  n.object_ =
+      NamedObject::posix(NamedObject::Kind::posix_semaphore, std::move(name), n.lease_.get(), true);
+  return n;
+}
+
+Result<NamedSemaphore> NamedSemaphore::open(std::string name) {
+  if (auto ok = check_posix_ipc_name(name, "POSIX semaphore name"); !ok)
+    return std::unexpected(ok.error());
+  std::string what = "POSIX semaphore " + name;
+  sem_t* s = ::sem_open(name.c_str(), 0);
+  if (s == SEM_FAILED) return fail(errno, "open " + what);
+  NamedSemaphore n;
+  n.sem_ = s;
+  auto lease = lease_semaphore(name, false, 0, what);
+  if (!lease) return std::unexpected(lease.error());
+  n.lease_ = std::move(*lease);
+  n.object_ = NamedObject::posix(NamedObject::Kind::posix_semaphore, std::move(name),
+                                 n.lease_.get(), false);
+  return n;
+}
+
+namespace {
+std::unexpected<Error> closed_semaphore(std::string_view op) {
+  return fail(EBADF, fmt::format("{} a named semaphore: none open (moved from or closed)", op));
+}
+}  // namespace
+
+Result<void> NamedSemaphore::post() {
+  if (sem_ == nullptr) return closed_semaphore("post");
+  return sem_post_impl(sem_, object_.describe());
+}
+Result<void> NamedSemaphore::wait(Deadline deadline, unsigned spin) {
+  if (sem_ == nullptr) return closed_semaphore("wait on");
+  return sem_wait_impl(sem_, deadline, spin, object_.describe());
+}
+Result<void> NamedSemaphore::try_wait() {
+  if (sem_ == nullptr) return closed_semaphore("wait on");
+  return sem_try_impl(sem_, object_.describe());
+}
+int NamedSemaphore::value() const noexcept {
+  return sem_ == nullptr ? 0 : sem_value_impl(sem_);
+}
+
+}  // namespace tether
