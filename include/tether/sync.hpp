@@ -316,7 +316,8 @@ class Barrier {
   Barrier& operator=(const Barrier&) = delete;
 
   // Takes a place at the barrier; EBUSY when `parties` have joined already.
-  // A place a dead party held is taken back (and the barrier broken, once).
+  // A place a dead party held, whose death nobody waiting has seen yet, is
+  // taken over.
   Result<Party> join();
   bool broken() const noexcept;
   // Mends a broken barrier, for a new generation with nobody waiting.
@@ -325,7 +326,8 @@ class Barrier {
 
  private:
   Result<unsigned> arrive(unsigned slot, Deadline deadline);
-  void break_locked(std::uint32_t generation) noexcept;
+  // Breaks the current generation (lock_ held); returns the state before.
+  std::uint32_t break_locked() noexcept;
   bool found_dead_party(unsigned except_slot) noexcept;
   detail::LeaseTable leases_;
   Mutex lock_;  // guards arrived_ and the generation

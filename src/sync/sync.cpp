@@ -400,12 +400,12 @@ bool Barrier::broken() const noexcept {
   return (state_.load(std::memory_order_acquire) & 1) != 0;
 }
 
-void Barrier::break_locked(std::uint32_t generation) noexcept {
-  // Only the generation that broke: a later one is not undone.
-  if ((state_.load(std::memory_order_relaxed) >> 1) != generation) return;
+std::uint32_t Barrier::break_locked() noexcept {
+  std::uint32_t s = state_.load(std::memory_order_relaxed);
   arrived_ = 0;
-  state_.store(generation << 1 | 1, std::memory_order_release);
+  state_.store(s | 1, std::memory_order_release);
   futex_wake(state_, INT_MAX);
+  return s;
 }
 
 bool Barrier::found_dead_party(unsigned except_slot) noexcept {
@@ -430,13 +430,11 @@ Result<Barrier::Party> Barrier::join() {
     int r = ::pthread_mutex_trylock(leases_.slot[i].native());
     if (r == 0) return Party(this, i);
     if (r == EOWNERDEAD) {
-      // A party died holding this place: that breaks the generation it
-      // was part of.
+      // A party died holding this place, and nobody waiting has seen it
+      // (a waiter would have taken the lease back): the newcomer simply
+      // takes its place. A generation that was waiting for the dead party
+      // now waits for this one.
       ::pthread_mutex_consistent(leases_.slot[i].native());
-      if (auto g = lock_.lock(); g) {
-        (void)g->mark_consistent();
-        break_locked(state_.load(std::memory_order_relaxed) >> 1);
-      }
       return Party(this, i);
     }
   }
@@ -446,6 +444,7 @@ Result<Barrier::Party> Barrier::join() {
 void Barrier::reset() noexcept {
   auto g = lock_.lock();
   if (g) (void)g->mark_consistent();
+  (void)found_dead_party(parties_);  // their places are free for new parties
   arrived_ = 0;
   // Two generations on: a waiter tells a release (one on) from a reset,
   // which breaks the generation it waits in. (The next generation cannot
@@ -466,12 +465,13 @@ Result<unsigned> Barrier::arrive(unsigned slot, Deadline deadline) {
     if (g->owner_died()) {
       // A party died inside the barrier's own lock: the count may be off.
       (void)g->mark_consistent();
-      break_locked(s >> 1);
+      (void)found_dead_party(slot);  // and its place is freed
+      break_locked();
       return broken_error();
     }
     if ((s & 1) != 0) return broken_error();
     if (found_dead_party(slot)) {
-      break_locked(s >> 1);
+      break_locked();
       return broken_error();
     }
     index = arrived_++;
@@ -492,10 +492,15 @@ Result<unsigned> Barrier::arrive(unsigned slot, Deadline deadline) {
     if ((now >> 1) == (s >> 1) + 1) return index;  // released (whatever happened after)
     if ((now >> 1) != (s >> 1) || (now & 1) != 0) return broken_error();  // reset, or broken
     if (found_dead_party(slot)) {
+      // The death breaks the generation current now, which may be the
+      // next one: the dead party may have arrived last in ours, releasing
+      // us, before it died.
+      std::uint32_t before = s;
       if (auto g = lock_.lock(); g) {
         (void)g->mark_consistent();
-        break_locked(s >> 1);
+        before = break_locked();
       }
+      if ((before >> 1) == (s >> 1) + 1) return index;
       return broken_error();
     }
     if (deadline.expired()) {
@@ -504,7 +509,7 @@ Result<unsigned> Barrier::arrive(unsigned slot, Deadline deadline) {
         std::uint32_t last = state_.load(std::memory_order_relaxed);
         if ((last >> 1) == (s >> 1) + 1) return index;  // released at the last moment
         if (last != s) return broken_error();
-        break_locked(s >> 1);
+        break_locked();
       }
       return timed_out(
           "wait at a Barrier: the other parties did not all arrive by the deadline "
