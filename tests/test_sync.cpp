@@ -1,4 +1,5 @@
 // Process-shared synchronisation, with participants killed -9.
+#include <sched.h>
 #include <signal.h>
 #include <sys/sem.h>
 #include <sys/stat.h>
@@ -156,6 +157,35 @@ TEST_F(Sync, MutexRelockIsAnErrorAndTheRecursiveKindCounts) {
   EXPECT_EQ(run_in_child([&] { return shared->try_lock() ? 1 : 0; }), 0);
   TT_ASSERT_OK(h1->unlock());
   EXPECT_EQ(run_in_child([&] { return shared->try_lock() ? 0 : 1; }), 0);
+}
+
+TEST_F(Sync, MutexRefusesAProcessOfAnotherPidNamespace) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for a new PID namespace";
+  auto* m = must(tether::shared_new<tether::Mutex>());
+  auto* sem = must(tether::shared_new<tether::HolderSemaphore>(2));
+  auto* bar = must(tether::shared_new<tether::Barrier>(2));
+  int code = run_in_child([&] {
+    if (::unshare(CLONE_NEWPID) != 0) return errno == EPERM ? 77 : 10;
+    // The child of this process is the first of the new namespace (pid 1).
+    auto inner = tether::fork([&] {
+      if (::getpid() != 1) return 11;
+      auto g = m->lock(1s);
+      if (g || !(g.error() == tether::errc::foreign_pid_namespace)) return 1;
+      if (m->same_pid_namespace()) return 2;
+      auto p = sem->try_acquire();
+      if (p || !(p.error() == tether::errc::foreign_pid_namespace)) return 3;
+      auto j = bar->join();
+      if (j || !(j.error() == tether::errc::foreign_pid_namespace)) return 4;
+      return 0;
+    });
+    if (!inner) return 12;
+    auto st = inner->wait(30s);
+    return st && st->code() ? *st->code() : 13;
+  });
+  if (code == 77) GTEST_SKIP() << "unshare(CLONE_NEWPID) is not allowed here";
+  EXPECT_EQ(code, 0);
+  // Still usable here.
+  TT_ASSERT_OK(m->lock(1s));
 }
 
 TEST_F(Sync, LockedCounterReachesTheSumAndAPlainVariableIsNotShared) {

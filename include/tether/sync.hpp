@@ -44,9 +44,9 @@
 //
 // Robust mutexes record their holder's thread id, which means nothing in
 // another PID namespace: processes in different PID namespaces (containers)
-// must not share a Mutex. tether notices when a lock meets a creator from
-// another namespace and fails with errc::foreign_pid_namespace rather than
-// misjudge a death.
+// must not share a Mutex. Each one remembers its creator's namespace, and
+// a lock (or join, or acquire) from another namespace fails with
+// errc::foreign_pid_namespace rather than misjudge a holder or a death.
 #pragma once
 
 #include <pthread.h>
@@ -131,7 +131,7 @@ class Mutex {
 
   // Blocks until held, or until the deadline (timed_out). An error is
   // not_recoverable, EDEADLK (this thread holds it), or
-  // foreign_pid_namespace.
+  // foreign_pid_namespace (see the top of this file).
   Result<MutexGuard> lock(Deadline deadline = Deadline::never());
   // Would-block (EAGAIN) when someone holds it.
   Result<MutexGuard> try_lock();

@@ -256,6 +256,8 @@ Result<PosixSharedMemory> PosixSharedMemory::open(std::string name, Access acces
   }, named{};
   std::string path = kShmDir + name;
   if (::fstat(fd, &mine) != 0) return fail(errno, "open " + what);
+  if (!S_ISREG(mine.st_mode))  // a FIFO planted in /dev/shm, say
+    return fail(EINVAL, "open " + what + ": it is not a shared memory object (not a regular file)");
   if (::lstat(path.c_str(), &named) != 0 || !same_file(mine, named))
     return fail(ENOENT, "open " + what + ": it was removed (as abandoned) while being opened");
   if (min_size > 0 && static_cast<std::size_t>(mine.st_size) < min_size) {

@@ -106,10 +106,31 @@ using detail::futex_wake;
 // gave up, never the way deaths are normally seen.
 constexpr auto kRecheck = std::chrono::milliseconds(100);
 
-std::uint64_t current_pid_namespace() noexcept {
+// The inode of this process's PID namespace (/proc/self/ns/pid), 0 if
+// unknown. Read once per process and kept: a lock checks it on every call,
+// so the check costs a load. A fork child may be in another namespace
+// (after unshare(CLONE_NEWPID), a parent's children are), so the value is
+// forgotten in every fork child (pthread_atfork) and read again there.
+std::atomic<std::uint64_t> g_pid_ns{0};
+
+std::uint64_t read_pid_namespace() noexcept {
   struct stat st {};
   if (::stat("/proc/self/ns/pid", &st) != 0) return 0;
   return static_cast<std::uint64_t>(st.st_ino);
+}
+
+std::uint64_t current_pid_namespace() noexcept {
+  std::uint64_t ns = g_pid_ns.load(std::memory_order_relaxed);
+  if (ns != 0) [[likely]]
+    return ns;
+  static const bool forget_in_children = [] {
+    ::pthread_atfork(nullptr, nullptr, [] { g_pid_ns.store(0, std::memory_order_relaxed); });
+    return true;
+  }();
+  (void)forget_in_children;
+  ns = read_pid_namespace();
+  g_pid_ns.store(ns, std::memory_order_relaxed);
+  return ns;
 }
 
 std::unexpected<Error> timed_out(std::string what) {
@@ -134,7 +155,9 @@ Mutex::Mutex(Kind kind) noexcept : m_(), pid_ns_(current_pid_namespace()), kind_
 }
 
 bool Mutex::same_pid_namespace() const noexcept {
-  return pid_ns_ == 0 || pid_ns_ == current_pid_namespace();
+  if (pid_ns_ == 0) return true;  // /proc was not mounted at creation: cannot tell
+  std::uint64_t here = current_pid_namespace();
+  return here == 0 || here == pid_ns_;
 }
 
 Result<MutexGuard> Mutex::finish(int r, const char* op) {
@@ -150,8 +173,6 @@ Result<MutexGuard> Mutex::finish(int r, const char* op) {
     case EBUSY:
       return fail(EAGAIN, fmt::format("{} a Mutex: held by another thread", op));
     case EDEADLK:
-      if (!same_pid_namespace())
-        return fail(errc::foreign_pid_namespace, fmt::format("{} a Mutex", op));
       return fail(EDEADLK, fmt::format("{} a Mutex: this thread holds it already", op));
     default:
       return fail(r, fmt::format("{} a Mutex", op));
@@ -176,6 +197,8 @@ bool not_recoverable(const pthread_mutex_t& m) noexcept {
 }  // namespace
 
 Result<MutexGuard> Mutex::lock(Deadline deadline) {
+  if (!same_pid_namespace()) [[unlikely]]
+    return fail(errc::foreign_pid_namespace, "lock a Mutex");
   if (not_recoverable(m_)) return finish(ENOTRECOVERABLE, "lock");
   if (deadline.is_never()) return finish(::pthread_mutex_lock(&m_), "lock");
   auto at = deadline.absolute(CLOCK_MONOTONIC);
@@ -183,6 +206,8 @@ Result<MutexGuard> Mutex::lock(Deadline deadline) {
 }
 
 Result<MutexGuard> Mutex::try_lock() {
+  if (!same_pid_namespace()) [[unlikely]]
+    return fail(errc::foreign_pid_namespace, "try to lock a Mutex");
   if (not_recoverable(m_)) return finish(ENOTRECOVERABLE, "try to lock");
   return finish(::pthread_mutex_trylock(&m_), "try to lock");
 }
@@ -321,6 +346,8 @@ void HolderSemaphore::Permit::release() noexcept {
 }
 
 Result<HolderSemaphore::Permit> HolderSemaphore::take(bool wait, Deadline deadline) {
+  if (!leases_.slot[0].same_pid_namespace())
+    return fail(errc::foreign_pid_namespace, "take a permit of a HolderSemaphore");
   std::array<Mutex*, detail::LeaseTable::kMax> all{};
   for (unsigned i = 0; i < permits_; ++i) all[i] = &leases_.slot[i];
   for (;;) {
@@ -426,6 +453,7 @@ bool Barrier::found_dead_party(unsigned except_slot) noexcept {
 }
 
 Result<Barrier::Party> Barrier::join() {
+  if (!lock_.same_pid_namespace()) return fail(errc::foreign_pid_namespace, "join a Barrier");
   for (unsigned i = 0; i < parties_; ++i) {
     int r = ::pthread_mutex_trylock(leases_.slot[i].native());
     if (r == 0) return Party(this, i);
