@@ -169,7 +169,7 @@ TEST_F(Shm, PosixCreateBeyondTheFreeSpaceIsEnospcAndLeavesNothing) {
   auto ok = must(tether::PosixSharedMemory::create(name, 4096));
   TT_EXPECT_ERROR(ok.resize(too_big), std::errc::no_space_on_device);
   EXPECT_EQ(must(ok.size()), 4096u);
-  TT_ASSERT_OK(ok.resize(3 * 4096));
+  TT_ASSERT_OK(ok.resize(3u * 4096));
   EXPECT_EQ(must(ok.size()), 3u * 4096);
   TT_ASSERT_OK(ok.map(8192, 4096));
 }
@@ -311,7 +311,11 @@ TEST_F(Shm, MemfdRefusesADescriptorThatIsNotOne) {
   TT_EXPECT_ERROR(tether::Memfd::from_fd(tether::Fd()), std::errc::bad_file_descriptor);
   auto small = must(tether::Memfd::create(100));
   tether::Fd dup(::fcntl(small.fd(), F_DUPFD_CLOEXEC, 0));
-  TT_EXPECT_ERROR(tether::Memfd::from_fd(std::move(dup), 4096), std::errc::invalid_argument);
+  auto short_one = tether::Memfd::from_fd(std::move(dup), 4096);
+  TT_ASSERT_ERROR(short_one, std::errc::invalid_argument);
+  EXPECT_NE(short_one.error().message().find("adopt memfd tether: it holds 100 bytes"),
+            std::string::npos)
+      << short_one.error().message();
   TT_EXPECT_ERROR(tether::Memfd::create(0), std::errc::invalid_argument);
 }
 
@@ -340,10 +344,10 @@ TEST_F(Shm, MappedFileIsWrittenByOneProcessAndReadByAnother) {
   ::close(fd);
   EXPECT_STREQ(buf, "written through a mapping");
   // Opening grows a smaller file to the size asked.
-  auto grown = must(tether::MappedFile::open(path, Access::read_write, 3 * 4096));
+  auto grown = must(tether::MappedFile::open(path, Access::read_write, 3u * 4096));
   EXPECT_EQ(std::filesystem::file_size(path), 3u * 4096);
   EXPECT_EQ(must(grown.map()).size(), 3u * 4096);
-  TT_EXPECT_ERROR(tether::MappedFile::open(path, Access::read_only, 8 * 4096),
+  TT_EXPECT_ERROR(tether::MappedFile::open(path, Access::read_only, 8u * 4096),
                   std::errc::invalid_argument);
 }
 

@@ -461,6 +461,7 @@ TEST_F(Sync, SemaphoreOfThreeAdmitsAtMostThreeOfFive) {
     return 0;
   };
   std::vector<tether::Process> kids;
+  kids.reserve(5);
   for (int i = 0; i < 5; ++i) kids.push_back(spawn(worker));
   for (auto& k : kids) EXPECT_EQ(must(k.wait(60s)).code(), 0);
   EXPECT_LE(s->most.load(), 3);
@@ -551,6 +552,15 @@ TEST_F(Sync, SysvUndoGivesBackWhatADeadProcessTook) {
   EXPECT_EQ(must(set.value(0)), 0);
   kill_and_reap(child);
   EXPECT_EQ(must(set.value(0)), 2);  // the kernel undid it
+}
+
+TEST_F(Sync, SysvPostWithoutUndoOutlivesThePoster) {
+  unsigned short init[] = {0, 0};
+  auto set = must(tether::SysvSemaphores::create(tether::SysvSemaphores::private_key, init));
+  EXPECT_EQ(run_in_child([&] { return set.post(0) && set.post(1, 1, false) ? 0 : 1; }), 0);
+  EXPECT_EQ(must(set.value(0)), 0);  // undone when the poster exited
+  EXPECT_EQ(must(set.value(1)), 1);  // a signal that stays
+  TT_ASSERT_OK(set.wait(1, 1, 1s, false));
 }
 
 TEST_F(Sync, SysvRemovalWakesWaitersWithEidrm) {

@@ -139,6 +139,7 @@ class Mutex {
   // True when this process is in the PID namespace of the mutex's creator
   // (the only place a robust mutex works).
   bool same_pid_namespace() const noexcept;
+  Kind kind() const noexcept { return kind_; }
   pthread_mutex_t* native() noexcept { return &m_; }
 
  private:
@@ -423,8 +424,9 @@ class SysvSemaphores {
   // never see it half made: open() waits until it is initialised.
   static Result<SysvSemaphores> create(SysvKey key, std::span<const unsigned short> initial,
                                        mode_t mode = 0600);
-  // An existing set by key; waits up to `ready` for its creator to finish
-  // setting it up (timed_out otherwise).
+  // An existing set by key (ENOENT at once if there is none: a program
+  // that may start before the creator retries); waits up to `ready` for
+  // its creator to finish setting it up (timed_out otherwise).
   static Result<SysvSemaphores> open(SysvKey key, Deadline ready = std::chrono::seconds(1));
   static Result<SysvSemaphores> from_id(int id);
 
@@ -433,10 +435,14 @@ class SysvSemaphores {
   // set while waiting is EIDRM.
   Result<void> apply(std::span<const Op> ops, Deadline deadline = Deadline::never()) const;
   Result<void> try_apply(std::span<const Op> ops) const;
-  // Shorthands for one semaphore.
-  Result<void> wait(unsigned short index, short count = 1,
-                    Deadline deadline = Deadline::never()) const;
-  Result<void> post(unsigned short index, short count = 1) const;
+  // Shorthands for one semaphore. `undo` (SEM_UNDO) is right for a
+  // semaphore used as a lock, taken and given back by the same process: if
+  // it dies holding it, the kernel gives it back. It is wrong for a signal
+  // from one process to another: the kernel withdraws an undone post when
+  // the poster exits, before anyone took it. Signal with undo = false.
+  Result<void> wait(unsigned short index, short count = 1, Deadline deadline = Deadline::never(),
+                    bool undo = true) const;
+  Result<void> post(unsigned short index, short count = 1, bool undo = true) const;
   Result<void> wait_zero(unsigned short index, Deadline deadline = Deadline::never()) const;
 
   Result<int> value(unsigned short index) const;                          // GETVAL

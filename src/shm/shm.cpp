@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <limits>
 
 #include <fmt/format.h>
@@ -372,17 +373,19 @@ Result<Memfd> Memfd::create(std::size_t size, std::string_view debug_name) {
 Result<Memfd> Memfd::from_fd(Fd fd, std::size_t min_size) {
   if (!fd) return fail(EBADF, "adopt a memfd: no descriptor");
   // A memfd's /proc/self/fd link reads "/memfd:NAME (deleted)".
-  char link[64];
+  char link[PATH_MAX];
   std::string proc = fmt::format("/proc/self/fd/{}", fd.get());
-  ssize_t n = ::readlink(proc.c_str(), link, sizeof link - 1);
+  ssize_t n = ::readlink(proc.c_str(), link, sizeof link);
   if (n < 0) return fail(errno, fmt::format("adopt descriptor {} as a memfd", fd.get()));
   std::string_view target(link, static_cast<std::size_t>(n));
   if (!target.starts_with("/memfd:")) {
     return fail(EINVAL, fmt::format("adopt descriptor {} as a memfd: it is {}", fd.get(),
                                     std::string(target)));
   }
+  target.remove_prefix(7);
+  if (target.ends_with(" (deleted)")) target.remove_suffix(10);
   Memfd m;
-  m.what_ = fmt::format("memfd {}", target.substr(7));
+  m.what_ = fmt::format("memfd {}", target);
   int flags = ::fcntl(fd.get(), F_GETFL);
   if (flags < 0) return fail(errno, "adopt " + m.what_);
   m.access_ = (flags & O_ACCMODE) == O_RDONLY ? Access::read_only : Access::read_write;

@@ -151,12 +151,13 @@ Result<void> SysvSemaphores::try_apply(std::span<const Op> ops) const {
   return apply_impl(ops, Deadline::immediate(), true);
 }
 
-Result<void> SysvSemaphores::wait(unsigned short index, short count, Deadline deadline) const {
-  Op op{index, static_cast<short>(-count), true};
+Result<void> SysvSemaphores::wait(unsigned short index, short count, Deadline deadline,
+                                  bool undo) const {
+  Op op{index, static_cast<short>(-count), undo};
   return apply(std::span(&op, 1), deadline);
 }
-Result<void> SysvSemaphores::post(unsigned short index, short count) const {
-  Op op{index, count, true};
+Result<void> SysvSemaphores::post(unsigned short index, short count, bool undo) const {
+  Op op{index, count, undo};
   return apply(std::span(&op, 1));
 }
 Result<void> SysvSemaphores::wait_zero(unsigned short index, Deadline deadline) const {
