@@ -11,6 +11,7 @@
 // that the primitive works again afterwards. The summary gives the counts;
 // the exit code is 1 if any check failed. docs/sync.md says how to run it.
 #include <signal.h>
+#include <sys/sem.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -246,6 +247,9 @@ void trial_sysv(Counts& c) {
   // A System V semaphore does not say a holder died: a torn record is
   // counted, not repaired by the protocol (see docs/sync.md).
   if (!s->rec.whole()) ++c.torn_undetectable, s->rec.repair();
+  // Nothing left behind: the owner removes the set.
+  *set = tether::SysvSemaphores();
+  if (::semctl(id, 0, IPC_STAT, nullptr) == 0) fail(c, "the semaphore set was left behind");
 }
 
 // ---------------------------------------------------------------- condition

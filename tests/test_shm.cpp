@@ -157,6 +157,19 @@ TEST_F(Shm, PosixBadInputIsRefusedWithAClearError) {
   TT_ASSERT_OK(map.view<std::uint64_t>(4088));
 }
 
+TEST_F(Shm, PosixOpenRefusesAFifoPlantedInDevShmWithoutBlocking) {
+  auto name = tether_test::unique_posix_name("tt-shm-fifo");
+  ASSERT_EQ(::mkfifo(("/dev/shm" + name).c_str(), 0600), 0);
+  for (auto access : {Access::read_only, Access::read_write}) {
+    auto seg = tether::PosixSharedMemory::open(name, access);
+    TT_EXPECT_ERROR(seg, std::errc::invalid_argument);
+  }
+  auto bad = tether::PosixSharedMemory::create("a/b", 1);
+  TT_ASSERT_ERROR(bad, std::errc::invalid_argument);
+  EXPECT_EQ(bad.error().message().find("name name"), std::string::npos) << bad.error().message();
+  EXPECT_EQ(::unlink(("/dev/shm" + name).c_str()), 0);
+}
+
 TEST_F(Shm, PosixCreateBeyondTheFreeSpaceIsEnospcAndLeavesNothing) {
   auto name = tether_test::unique_posix_name("tt-shm-full");
   std::size_t too_big = fs_total("/dev/shm") + (std::size_t(1) << 30);

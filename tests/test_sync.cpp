@@ -428,6 +428,29 @@ TEST_F(Sync, BarrierPartyKilledBreaksItForTheOthersAndResetMendsIt) {
   EXPECT_EQ(must(p3.wait(30s)).code(), 0);
 }
 
+TEST_F(Sync, BarrierNewcomerInADeadArrivedPartysPlaceBreaksTheGeneration) {
+  struct Shared {
+    tether::Barrier barrier{3};
+    std::atomic<int> arriving{0};
+  };
+  auto* s = must(tether::shared_new<Shared>());
+  auto doomed = spawn([&] {
+    auto p = s->barrier.join();
+    if (!p) return 1;
+    s->arriving.store(1);
+    (void)p->arrive_and_wait(30s);  // counted, then killed while waiting
+    return 2;
+  });
+  while (s->arriving.load() == 0) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(20ms);
+  kill_and_reap(doomed);
+  // Its arrival must not count for the newcomer's: the generation breaks.
+  auto newcomer = s->barrier.join();
+  TT_ASSERT_OK(newcomer);
+  EXPECT_TRUE(s->barrier.broken());
+  TT_EXPECT_ERROR(newcomer->arrive_and_wait(1s), tether::errc::broken_barrier);
+}
+
 TEST_F(Sync, BarrierTimeoutBreaksIt) {
   auto* b = must(tether::shared_new<tether::Barrier>(2));
   auto p = b->join();

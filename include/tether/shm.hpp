@@ -255,8 +255,9 @@ class MappedFile : public detail::MemoryFd {
   // our file; release() keeps it (the usual case for a data file).
   static Result<MappedFile> create(std::filesystem::path path, std::size_t size,
                                    mode_t mode = 0600);
-  // Opens an existing regular file (not a symlink, FIFO or device: EINVAL
-  // naming what it is), without owning it. With `grow_to` and read_write
+  // Opens an existing regular file, without owning it: a symbolic link is
+  // ELOOP, a directory EISDIR (read_write) and a FIFO, socket or device
+  // EINVAL, each said so. With `grow_to` and read_write
   // access, a smaller file is grown to that size first (reserved).
   static Result<MappedFile> open(std::filesystem::path path, Access access = Access::read_write,
                                  std::size_t grow_to = 0);

@@ -86,6 +86,11 @@ Result<T*> shared_new(Args&&... args) {
 
 class Mutex;
 
+namespace detail {
+// The inode of this process's PID namespace, 0 until read (sync.cpp).
+extern std::atomic<std::uint64_t> process_pid_namespace;
+}  // namespace detail
+
 // A held Mutex; unlocks when destroyed. Move-only.
 class [[nodiscard]] MutexGuard {
  public:
@@ -132,7 +137,17 @@ class Mutex {
   // Blocks until held, or until the deadline (timed_out). An error is
   // not_recoverable, EDEADLK (this thread holds it), or
   // foreign_pid_namespace (see the top of this file).
-  Result<MutexGuard> lock(Deadline deadline = Deadline::never());
+  Result<MutexGuard> lock(Deadline deadline = Deadline::never()) {
+    // The common case inline, as cheap as glibc's own call: no deadline,
+    // this namespace known to be the creator's, not marked not recoverable.
+    if (deadline.is_never() && plain()) [[likely]] {
+      int r = ::pthread_mutex_lock(&m_);
+      if (r == 0) [[likely]]
+        return MutexGuard(this, false);
+      return finish(r, "lock");
+    }
+    return lock_checked(deadline);
+  }
   // Would-block (EAGAIN) when someone holds it.
   Result<MutexGuard> try_lock();
 
@@ -144,11 +159,23 @@ class Mutex {
 
  private:
   friend class MutexGuard;
+  // glibc's mark of a mutex that is not recoverable (see sync.cpp).
+  static constexpr int kNotRecoverable = 0x7fffffff - 1;
+  bool plain() const noexcept {
+    std::uint64_t here = detail::process_pid_namespace.load(std::memory_order_relaxed);
+    return here != 0 && here == pid_ns_ &&
+           __atomic_load_n(&m_.__data.__owner, __ATOMIC_RELAXED) != kNotRecoverable;
+  }
+  Result<MutexGuard> lock_checked(Deadline deadline);
   Result<MutexGuard> finish(int r, const char* op);
   pthread_mutex_t m_;
   std::uint64_t pid_ns_;  // inode of the creator's /proc/self/ns/pid
   Kind kind_;
 };
+
+inline MutexGuard::~MutexGuard() {
+  if (mutex_ != nullptr) ::pthread_mutex_unlock(mutex_->native());
+}
 
 // ---------------------------------------------------------------- Condition
 

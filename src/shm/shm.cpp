@@ -214,7 +214,7 @@ Result<void> MemoryFd::resize(std::size_t size) const {
 
 Result<PosixSharedMemory> PosixSharedMemory::create(std::string name, std::size_t size,
                                                     mode_t mode) {
-  if (auto ok = check_posix_ipc_name(name, "POSIX shared memory name"); !ok)
+  if (auto ok = check_posix_ipc_name(name, "POSIX shared memory"); !ok)
     return std::unexpected(ok.error());
   std::string what = "POSIX shared memory " + name;
   if (auto ok = check_size(size, "create " + what); !ok) return std::unexpected(ok.error());
@@ -240,10 +240,12 @@ Result<PosixSharedMemory> PosixSharedMemory::create(std::string name, std::size_
 
 Result<PosixSharedMemory> PosixSharedMemory::open(std::string name, Access access,
                                                   std::size_t min_size) {
-  if (auto ok = check_posix_ipc_name(name, "POSIX shared memory name"); !ok)
+  if (auto ok = check_posix_ipc_name(name, "POSIX shared memory"); !ok)
     return std::unexpected(ok.error());
   std::string what = "POSIX shared memory " + name;
-  int flags = (access == Access::read_write ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+  // O_NONBLOCK: a FIFO planted in /dev/shm must not block the open (it is
+  // refused below); on a regular file the flag means nothing.
+  int flags = (access == Access::read_write ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_CLOEXEC;
   int fd = ::shm_open(name.c_str(), flags, 0);
   if (fd < 0) return fail(errno, "open " + what);
   PosixSharedMemory s;

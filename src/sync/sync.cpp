@@ -20,6 +20,8 @@ namespace tether {
 
 namespace detail {
 
+std::atomic<std::uint64_t> process_pid_namespace{0};
+
 namespace {
 
 long futex_call(const void* addr, int op, std::uint32_t val, const timespec* ts,
@@ -106,13 +108,11 @@ using detail::futex_wake;
 // gave up, never the way deaths are normally seen.
 constexpr auto kRecheck = std::chrono::milliseconds(100);
 
-// The inode of this process's PID namespace (/proc/self/ns/pid), 0 if
-// unknown. Read once per process and kept: a lock checks it on every call,
-// so the check costs a load. A fork child may be in another namespace
-// (after unshare(CLONE_NEWPID), a parent's children are), so the value is
-// forgotten in every fork child (pthread_atfork) and read again there.
-std::atomic<std::uint64_t> g_pid_ns{0};
-
+// detail::process_pid_namespace: the inode of this process's PID namespace
+// (/proc/self/ns/pid), 0 if unknown. Read once per process and kept: a lock checks it on every
+// call, so the check costs a load. A fork child may be in another namespace (after
+// unshare(CLONE_NEWPID), a parent's children are), so the value is forgotten in every fork child
+// (pthread_atfork) and read again there.
 std::uint64_t read_pid_namespace() noexcept {
   struct stat st {};
   if (::stat("/proc/self/ns/pid", &st) != 0) return 0;
@@ -120,11 +120,13 @@ std::uint64_t read_pid_namespace() noexcept {
 }
 
 std::uint64_t current_pid_namespace() noexcept {
+  auto& g_pid_ns = detail::process_pid_namespace;
   std::uint64_t ns = g_pid_ns.load(std::memory_order_relaxed);
   if (ns != 0) [[likely]]
     return ns;
   static const bool forget_in_children = [] {
-    ::pthread_atfork(nullptr, nullptr, [] { g_pid_ns.store(0, std::memory_order_relaxed); });
+    ::pthread_atfork(nullptr, nullptr,
+                     [] { detail::process_pid_namespace.store(0, std::memory_order_relaxed); });
     return true;
   }();
   (void)forget_in_children;
@@ -133,8 +135,10 @@ std::uint64_t current_pid_namespace() noexcept {
   return ns;
 }
 
+// ETIMEDOUT in the system category, as every other deadline in tether
+// reports it: equal to std::errc::timed_out, and "(ETIMEDOUT)" in messages.
 std::unexpected<Error> timed_out(std::string what) {
-  return std::unexpected(Error(std::make_error_code(std::errc::timed_out), std::move(what)));
+  return fail(ETIMEDOUT, std::move(what));
 }
 
 }  // namespace
@@ -188,15 +192,15 @@ namespace {
 // leaves the lock word holding the caller's thread id (it unlocks only
 // `if (oldval == id)`): every later lock, in every process, then waits for
 // a holder that does not exist. Measured here; lock() itself unlocks.
-constexpr int kNotRecoverable = INT_MAX - 1;
+static_assert(INT_MAX - 1 == 0x7fffffff - 1);
 
 bool not_recoverable(const pthread_mutex_t& m) noexcept {
-  return __atomic_load_n(&m.__data.__owner, __ATOMIC_RELAXED) == kNotRecoverable;
+  return __atomic_load_n(&m.__data.__owner, __ATOMIC_RELAXED) == INT_MAX - 1;
 }
 
 }  // namespace
 
-Result<MutexGuard> Mutex::lock(Deadline deadline) {
+Result<MutexGuard> Mutex::lock_checked(Deadline deadline) {
   if (!same_pid_namespace()) [[unlikely]]
     return fail(errc::foreign_pid_namespace, "lock a Mutex");
   if (not_recoverable(m_)) return finish(ENOTRECOVERABLE, "lock");
@@ -209,7 +213,19 @@ Result<MutexGuard> Mutex::try_lock() {
   if (!same_pid_namespace()) [[unlikely]]
     return fail(errc::foreign_pid_namespace, "try to lock a Mutex");
   if (not_recoverable(m_)) return finish(ENOTRECOVERABLE, "try to lock");
-  return finish(::pthread_mutex_trylock(&m_), "try to lock");
+  int r = ::pthread_mutex_trylock(&m_);
+  if (r == ENOTRECOVERABLE) {
+    // It became not recoverable between the check above and glibc's call,
+    // which has then left our thread id in the lock word (see above): put
+    // it back to free, and wake anyone who started to wait on it.
+    auto& word = detail::lock_word(*this);
+    std::uint32_t v = word.load(std::memory_order_relaxed);
+    auto tid = static_cast<std::uint32_t>(::gettid());
+    while ((v & FUTEX_TID_MASK) == tid && !word.compare_exchange_weak(v, 0)) {
+    }
+    if ((v & FUTEX_TID_MASK) == tid && (v & FUTEX_WAITERS) != 0) futex_wake(word, INT_MAX);
+  }
+  return finish(r, "try to lock");
 }
 
 MutexGuard& MutexGuard::operator=(MutexGuard&& other) noexcept {
@@ -219,10 +235,6 @@ MutexGuard& MutexGuard::operator=(MutexGuard&& other) noexcept {
     owner_died_ = other.owner_died_;
   }
   return *this;
-}
-
-MutexGuard::~MutexGuard() {
-  (void)unlock();
 }
 
 Result<void> MutexGuard::mark_consistent() {
@@ -268,7 +280,11 @@ Result<void> Condition::wait(MutexGuard& guard, Deadline deadline) {
       return fail(errc::not_recoverable, "lock a Mutex again after waiting on a Condition");
     return fail(r, "lock a Mutex again after waiting on a Condition");
   }
-  if (!slept) return timed_out("wait on a Condition: not notified by the deadline");
+  if (!slept) {
+    if (slept.error() == std::errc::timed_out)
+      return timed_out("wait on a Condition: not notified by the deadline");
+    return fail(slept.error(), "wait on a Condition");
+  }
   return {};
 }
 
@@ -320,7 +336,9 @@ Result<void> Event::wait(Deadline deadline) const {
     }
     if (auto r = futex_wait(state_, s | kWaiters, deadline); !r) {
       if (is_set()) return {};
-      return timed_out("wait for an Event: not set by the deadline");
+      if (r.error() == std::errc::timed_out)
+        return timed_out("wait for an Event: not set by the deadline");
+      return fail(r.error(), "wait for an Event");
     }
   }
 }
@@ -458,11 +476,16 @@ Result<Barrier::Party> Barrier::join() {
     int r = ::pthread_mutex_trylock(leases_.slot[i].native());
     if (r == 0) return Party(this, i);
     if (r == EOWNERDEAD) {
-      // A party died holding this place, and nobody waiting has seen it
-      // (a waiter would have taken the lease back): the newcomer simply
-      // takes its place. A generation that was waiting for the dead party
-      // now waits for this one.
+      // A party died holding this place, and no waiter has seen it yet.
+      // With nobody waiting the newcomer simply takes its place. With a
+      // generation in progress the dead party may have arrived in it
+      // already, and its arrival would count for the newcomer's: that
+      // generation breaks (and reports the death), as if a waiter had seen it.
       ::pthread_mutex_consistent(leases_.slot[i].native());
+      if (auto g = lock_.lock(); g) {
+        (void)g->mark_consistent();
+        if (arrived_ > 0) (void)break_locked();
+      }
       return Party(this, i);
     }
   }
@@ -488,7 +511,18 @@ Result<unsigned> Barrier::arrive(unsigned slot, Deadline deadline) {
   unsigned index = 0;
   {
     auto g = lock_.lock(deadline);
-    if (!g) return std::unexpected(g.error());
+    if (!g) {
+      if (g.error() == std::errc::timed_out) {
+        // A timeout breaks the barrier, even one spent waiting for its
+        // lock (the bit is enough: reset() or the next release clears the rest).
+        state_.fetch_or(1, std::memory_order_acq_rel);
+        futex_wake(state_, INT_MAX);
+        return timed_out(
+            "wait at a Barrier: its lock was still held at the deadline (the "
+            "barrier is broken)");
+      }
+      return std::unexpected(g.error());
+    }
     s = state_.load(std::memory_order_relaxed);
     if (g->owner_died()) {
       // A party died inside the barrier's own lock: the count may be off.
@@ -553,31 +587,48 @@ Result<unsigned> Barrier::arrive(unsigned slot, Deadline deadline) {
 
 namespace {
 
-Result<void> sem_wait_impl(sem_t* s, Deadline deadline, unsigned spin, const std::string& what) {
+// `name` is "" for an unnamed Semaphore. The description is made only for
+// an error: these calls are some 20 ns when nobody waits.
+std::string sem_what(std::string_view name) {
+  return name.empty() ? std::string("a Semaphore") : "POSIX semaphore " + std::string(name);
+}
+
+Result<void> sem_wait_impl(sem_t* s, Deadline deadline, unsigned spin, std::string_view name) {
   for (unsigned i = 0; i < spin; ++i) {
     if (::sem_trywait(s) == 0) return {};
     detail::cpu_relax();
   }
   if (deadline.is_never()) {
-    if (retry_eintr([&] { return ::sem_wait(s); }) != 0) return fail(errno, "wait on " + what);
+    if (retry_eintr([&] { return ::sem_wait(s); }) != 0) {
+      int err = errno;
+      return fail(err, "wait on " + sem_what(name));
+    }
     return {};
   }
   auto at = deadline.absolute(CLOCK_MONOTONIC);
   if (retry_eintr([&] { return ::sem_clockwait(s, CLOCK_MONOTONIC, &*at); }) != 0) {
-    if (errno == ETIMEDOUT) return timed_out("wait on " + what + ": no post by the deadline");
-    return fail(errno, "wait on " + what);
+    int err = errno;
+    if (err == ETIMEDOUT)
+      return timed_out("wait on " + sem_what(name) + ": no post by the deadline");
+    return fail(err, "wait on " + sem_what(name));
   }
   return {};
 }
 
-Result<void> sem_try_impl(sem_t* s, const std::string& what) {
-  if (retry_eintr([&] { return ::sem_trywait(s); }) != 0)
-    return fail(errno, "try to wait on " + what + (errno == EAGAIN ? ": its value is 0" : ""));
+Result<void> sem_try_impl(sem_t* s, std::string_view name) {
+  if (retry_eintr([&] { return ::sem_trywait(s); }) != 0) {
+    int err = errno;
+    return fail(err,
+                "try to wait on " + sem_what(name) + (err == EAGAIN ? ": its value is 0" : ""));
+  }
   return {};
 }
 
-Result<void> sem_post_impl(sem_t* s, const std::string& what) {
-  if (::sem_post(s) != 0) return fail(errno, "post " + what);
+Result<void> sem_post_impl(sem_t* s, std::string_view name) {
+  if (::sem_post(s) != 0) {
+    int err = errno;
+    return fail(err, "post " + sem_what(name));
+  }
   return {};
 }
 
@@ -587,8 +638,6 @@ int sem_value_impl(sem_t* s) {
   return v;
 }
 
-const std::string kUnnamed = "a Semaphore";
-
 }  // namespace
 
 Semaphore::Semaphore(unsigned initial) noexcept : s_() {
@@ -597,13 +646,13 @@ Semaphore::Semaphore(unsigned initial) noexcept : s_() {
 }
 
 Result<void> Semaphore::post() {
-  return sem_post_impl(&s_, kUnnamed);
+  return sem_post_impl(&s_, {});
 }
 Result<void> Semaphore::wait(Deadline deadline, unsigned spin) {
-  return sem_wait_impl(&s_, deadline, spin, kUnnamed);
+  return sem_wait_impl(&s_, deadline, spin, {});
 }
 Result<void> Semaphore::try_wait() {
-  return sem_try_impl(&s_, kUnnamed);
+  return sem_try_impl(&s_, {});
 }
 int Semaphore::value() const noexcept {
   return sem_value_impl(&s_);
@@ -622,10 +671,20 @@ std::string sem_path(const std::string& name) {
 // and its exact mode, and the mark of tether's.
 Result<Fd> lease_semaphore(const std::string& name, bool created, mode_t mode,
                            const std::string& what) {
-  Fd fd(::open(sem_path(name).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  std::string path = sem_path(name);
+  Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (!fd) return fail(errno, "open " + what + " for its lease");
   if (retry_eintr([&] { return ::flock(fd.get(), LOCK_SH); }) != 0)
     return fail(errno, "take the lease on " + what);
+  // As for a segment (shm.cpp): a cleaner may have removed it as abandoned
+  // between sem_open and the lease.
+  struct stat mine {
+  }, named{};
+  if (::fstat(fd.get(), &mine) != 0 || !S_ISREG(mine.st_mode) ||
+      ::lstat(path.c_str(), &named) != 0 || mine.st_dev != named.st_dev ||
+      mine.st_ino != named.st_ino) {
+    return fail(ENOENT, "open " + what + ": it was removed (as abandoned) while being opened");
+  }
   if (created && ::fchmod(fd.get(), (mode & 0777) | S_ISVTX) != 0)
     return fail(errno, "set mode of " + what);
   return fd;
@@ -661,7 +720,7 @@ Result<void> NamedSemaphore::close() noexcept {
 }
 
 Result<NamedSemaphore> NamedSemaphore::create(std::string name, unsigned initial, mode_t mode) {
-  if (auto ok = check_posix_ipc_name(name, "POSIX semaphore name"); !ok)
+  if (auto ok = check_posix_ipc_name(name, "POSIX semaphore"); !ok)
     return std::unexpected(ok.error());
   std::string what = "POSIX semaphore " + name;
   if (initial > SEM_VALUE_MAX)
@@ -686,7 +745,7 @@ Result<NamedSemaphore> NamedSemaphore::create(std::string name, unsigned initial
 }
 
 Result<NamedSemaphore> NamedSemaphore::open(std::string name) {
-  if (auto ok = check_posix_ipc_name(name, "POSIX semaphore name"); !ok)
+  if (auto ok = check_posix_ipc_name(name, "POSIX semaphore"); !ok)
     return std::unexpected(ok.error());
   std::string what = "POSIX semaphore " + name;
   sem_t* s = ::sem_open(name.c_str(), 0);
@@ -709,15 +768,15 @@ std::unexpected<Error> closed_semaphore(std::string_view op) {
 
 Result<void> NamedSemaphore::post() {
   if (sem_ == nullptr) return closed_semaphore("post");
-  return sem_post_impl(sem_, object_.describe());
+  return sem_post_impl(sem_, object_.name());
 }
 Result<void> NamedSemaphore::wait(Deadline deadline, unsigned spin) {
   if (sem_ == nullptr) return closed_semaphore("wait on");
-  return sem_wait_impl(sem_, deadline, spin, object_.describe());
+  return sem_wait_impl(sem_, deadline, spin, object_.name());
 }
 Result<void> NamedSemaphore::try_wait() {
   if (sem_ == nullptr) return closed_semaphore("wait on");
-  return sem_try_impl(sem_, object_.describe());
+  return sem_try_impl(sem_, object_.name());
 }
 int NamedSemaphore::value() const noexcept {
   return sem_ == nullptr ? 0 : sem_value_impl(sem_);

@@ -100,17 +100,19 @@ Result<SysvSemaphores> SysvSemaphores::from_id(int id) {
 
 Result<void> SysvSemaphores::apply_impl(std::span<const Op> ops, Deadline deadline,
                                         bool once) const {
-  std::string what = set_what(id());
+  // The object's description is made only for an error: a semop is some
+  // 100 ns, and formatting it every time would double that.
+  auto what = [&] { return set_what(id()); };
   if (!valid()) return fail(EINVAL, "operate on a System V semaphore set: none (moved from)");
-  if (ops.empty()) return fail(EINVAL, "operate on " + what + ": no operation given");
+  if (ops.empty()) return fail(EINVAL, "operate on " + what() + ": no operation given");
   constexpr std::size_t kMaxOps = 500;  // SEMOPM on Linux
   if (ops.size() > kMaxOps)
-    return fail(E2BIG, fmt::format("operate on {}: {} operations, more than SEMOPM ({})", what,
+    return fail(E2BIG, fmt::format("operate on {}: {} operations, more than SEMOPM ({})", what(),
                                    ops.size(), kMaxOps));
   sembuf buf[kMaxOps];
   for (std::size_t i = 0; i < ops.size(); ++i) {
     if (ops[i].index >= count_) {
-      return fail(EFBIG, fmt::format("operate on {}: no semaphore {} in a set of {}", what,
+      return fail(EFBIG, fmt::format("operate on {}: no semaphore {} in a set of {}", what(),
                                      ops[i].index, count_));
     }
     short flags = static_cast<short>((ops[i].undo ? SEM_UNDO : 0) | (once ? IPC_NOWAIT : 0));
@@ -132,15 +134,15 @@ Result<void> SysvSemaphores::apply_impl(std::span<const Op> ops, Deadline deadli
     int err = errno;
     if (err == EINTR) continue;
     if (err == EAGAIN) {
-      if (once) return fail(EAGAIN, "operate on " + what + ": it would have to wait");
+      if (once) return fail(EAGAIN, "operate on " + what() + ": it would have to wait");
       if (deadline.expired())
-        return fail(ETIMEDOUT, "operate on " + what + ": still waiting at the deadline");
+        return fail(ETIMEDOUT, "operate on " + what() + ": still waiting at the deadline");
       continue;  // woken early (a spurious EAGAIN): wait for the time left
     }
-    if (err == EIDRM) return fail(err, "operate on " + what + ": removed while waiting");
+    if (err == EIDRM) return fail(err, "operate on " + what() + ": removed while waiting");
     if (err == ERANGE)
-      return fail(err, "operate on " + what + ": a value would pass SEMVMX (32767)");
-    return fail(err, "operate on " + what);
+      return fail(err, "operate on " + what() + ": a value would pass SEMVMX (32767)");
+    return fail(err, "operate on " + what());
   }
 }
 

@@ -262,8 +262,8 @@ Result<void> NamedObject::remove_posix() {
     int fd = -1;
     for (int flags : {O_RDONLY, queue ? O_WRONLY : O_RDWR}) {
       fd = queue       ? static_cast<int>(::mq_open(name_.c_str(), flags | O_CLOEXEC | O_NONBLOCK))
-           : semaphore ? ::open(sem_file.c_str(), flags | O_CLOEXEC | O_NOFOLLOW)
-                       : ::shm_open(name_.c_str(), flags | O_CLOEXEC, 0);
+           : semaphore ? ::open(sem_file.c_str(), flags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+                       : ::shm_open(name_.c_str(), flags | O_CLOEXEC | O_NONBLOCK, 0);
       if (fd >= 0 || errno != EACCES) break;
     }
     if (fd < 0 && errno != EACCES) return fail(errno, what);
