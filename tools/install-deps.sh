@@ -13,6 +13,7 @@ packages=(
   python3     # the other end in FIFO interoperability tests
   util-linux  # setpriv: tests run a client as another user
   runit daemontools  # sv, svok, svstat, svc: tested against tether's workers
+  libboost-dev  # Boost.Interprocess, a peer in bench_sync (compiled in CI, so it keeps building)
 )
 
 missing=()
