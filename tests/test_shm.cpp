@@ -1,6 +1,7 @@
 // Shared memory: POSIX, System V, a mapped file, memfd; leases and cleanup.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
@@ -170,6 +171,33 @@ TEST_F(Shm, PosixOpenRefusesAFifoPlantedInDevShmWithoutBlocking) {
   EXPECT_EQ(::unlink(("/dev/shm" + name).c_str()), 0);
 }
 
+TEST_F(Shm, AnExclusiveFlockHeldElsewhereFailsTheOpenInsteadOfHangingIt) {
+  auto name = tether_test::unique_posix_name("tt-shm-flock");
+  auto seg = must(tether::PosixSharedMemory::create(name, 4096));
+  int fd = ::open(("/dev/shm" + name).c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  // Our own lease (shared) must go first: another open file description
+  // of ours takes the exclusive lock only once the creator has closed.
+  TT_ASSERT_OK(seg.close());
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  auto t0 = std::chrono::steady_clock::now();
+  auto blocked = tether::PosixSharedMemory::open(name);
+  TT_ASSERT_ERROR(blocked, std::errc::resource_unavailable_try_again);
+  EXPECT_NE(blocked.error().message().find("exclusive lock"), std::string::npos);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 20s);
+  ::close(fd);
+  TT_ASSERT_OK(tether::PosixSharedMemory::open(name));
+}
+
+TEST_F(Shm, AMemfdLargerThanTheMemoryIsRefusedNotAnOomKill) {
+  // Without the check, posix_fallocate on a memfd allocates until the
+  // OOM killer strikes (tmpfs pages are memory).
+  auto huge = tether::Memfd::create(std::size_t(1) << 50, "tt-huge");
+  TT_ASSERT_ERROR(huge, std::errc::not_enough_memory);
+  EXPECT_NE(huge.error().message().find("memory available"), std::string::npos);
+  TT_EXPECT_ERROR(tether::Memfd::create(1, std::string(300, 'x')), std::errc::invalid_argument);
+}
+
 TEST_F(Shm, PosixCreateBeyondTheFreeSpaceIsEnospcAndLeavesNothing) {
   auto name = tether_test::unique_posix_name("tt-shm-full");
   std::size_t too_big = fs_total("/dev/shm") + (std::size_t(1) << 30);
@@ -214,8 +242,7 @@ TEST_F(Shm, AbandonedSegmentsAreToldFromLiveOnesAndOnlyTheyAreRemoved) {
   auto killed = tether::fork([&] {
     auto s = tether::PosixSharedMemory::create(dead, 4096);
     if (!s) return 1;
-    s->release();
-    ::raise(SIGKILL);
+    ::raise(SIGKILL);  // its destructor never runs
     return 2;
   });
   TT_ASSERT_OK(killed);
@@ -227,7 +254,6 @@ TEST_F(Shm, AbandonedSegmentsAreToldFromLiveOnesAndOnlyTheyAreRemoved) {
   auto holder = tether::fork([&, w = ready_w.get()] {
     auto s = tether::PosixSharedMemory::create(live, 4096);
     if (!s) return 1;
-    s->release();
     if (::write(w, "r", 1) != 1) return 2;
     ::pause();
     return 0;
@@ -235,6 +261,16 @@ TEST_F(Shm, AbandonedSegmentsAreToldFromLiveOnesAndOnlyTheyAreRemoved) {
   TT_ASSERT_OK(holder);
   ready_w.reset();
   ASSERT_TRUE(await_byte(ready_r));
+  // One kept on purpose (release()) by a process that then ended: its
+  // mark is gone, and the cleanup leaves it alone.
+  std::string kept = stem + "-kept";
+  EXPECT_EQ(run_in_child([&] {
+              auto s = tether::PosixSharedMemory::create(kept, 4096);
+              if (!s) return 1;
+              s->release();
+              return 0;
+            }),
+            0);
   // A segment another library made (no lease, no mark): never removed.
   int fd = ::shm_open(foreign.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   ASSERT_GE(fd, 0);
@@ -258,6 +294,8 @@ TEST_F(Shm, AbandonedSegmentsAreToldFromLiveOnesAndOnlyTheyAreRemoved) {
   EXPECT_FALSE(shm_exists(dead));
   EXPECT_TRUE(shm_exists(live));
   EXPECT_TRUE(shm_exists(foreign));
+  EXPECT_TRUE(shm_exists(kept));
+  EXPECT_EQ(::shm_unlink(kept.c_str()), 0);
   // An opener holds it too: the live one stays while anyone has it open.
   auto mine = must(tether::PosixSharedMemory::open(live));
   TT_ASSERT_OK(holder->kill());

@@ -1,4 +1,5 @@
 // Process-shared synchronisation, with participants killed -9.
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/sem.h>
@@ -293,6 +294,44 @@ TEST_F(Sync, ConditionWaitRefusesAMutexLeftInconsistent) {
 
 // ---------------------------------------------------------------- Event
 
+TEST_F(Sync, EventSetAndClearedAtOnceStillWakesTheWaiters) {
+  auto* e = must(tether::shared_new<tether::Event>());
+  auto* asleep = must(tether::shared_new<std::atomic<int>>(0));
+  auto w = spawn([&] {
+    asleep->store(1);
+    return e->wait(10s) ? 0 : 1;
+  });
+  while (asleep->load() == 0) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(20ms);
+  e->set();
+  e->clear();
+  EXPECT_EQ(must(w.wait(30s)).code(), 0);
+  EXPECT_FALSE(e->is_set());
+}
+
+TEST_F(Sync, ObjectsThatWereNeverConstructedAreRefusedNotTrusted) {
+  // Zeroed shared memory, as a peer sees it before the creator constructs.
+  auto map = must(tether::Mapping::anonymous(1 << 16));
+  map.keep_mapped();
+  auto* m = must(map.view<tether::Mutex>(0));
+  auto g = m->lock(1s);
+  TT_ASSERT_ERROR(g, std::errc::invalid_argument);
+  EXPECT_NE(g.error().message().find("none was constructed"), std::string::npos);
+  TT_EXPECT_ERROR(m->try_lock(), std::errc::invalid_argument);
+  auto* sem = must(map.view<tether::HolderSemaphore>(4096));
+  TT_EXPECT_ERROR(sem->try_acquire(), std::errc::invalid_argument);
+  EXPECT_EQ(sem->available(), 0u);
+  auto* bar = must(map.view<tether::Barrier>(16384));
+  TT_EXPECT_ERROR(bar->join(), std::errc::invalid_argument);
+  // Out-of-range sizes say so at first use.
+  auto* zero = must(map.construct_at<tether::HolderSemaphore>(32768, 0u));
+  auto z = zero->try_acquire();
+  TT_ASSERT_ERROR(z, std::errc::invalid_argument);
+  EXPECT_NE(z.error().message().find("1 to 64"), std::string::npos);
+  auto* wide = must(map.construct_at<tether::Barrier>(40960, 100u));
+  TT_EXPECT_ERROR(wide->join(), std::errc::invalid_argument);
+}
+
 TEST_F(Sync, EventSetWakesEveryWaiter) {
   auto* e = must(tether::shared_new<tether::Event>());
   EXPECT_FALSE(e->is_set());
@@ -535,6 +574,18 @@ TEST_F(Sync, NamedSemaphoreIsOwnedLeasedAndExactlyTheModeAsked) {
 
 // ---------------------------------------------------------------- System V
 
+TEST_F(Sync, NamedSemaphoreRefusesAFileTooShortToBeOne) {
+  auto name = tether_test::unique_posix_name("tt-sem-short");
+  std::string file = "/dev/shm/sem." + name.substr(1);
+  int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  auto s = tether::NamedSemaphore::open(name);  // a post would raise SIGBUS
+  TT_ASSERT_ERROR(s, std::errc::invalid_argument);
+  EXPECT_NE(s.error().message().find("not a semaphore"), std::string::npos);
+  EXPECT_EQ(::unlink(file.c_str()), 0);
+}
+
 TEST_F(Sync, SysvSetAppliesOperationsAllOrNothing) {
   unsigned short init[] = {1, 0};
   auto set = must(tether::SysvSemaphores::create(tether_test::unique_key(), init));
@@ -577,6 +628,17 @@ TEST_F(Sync, SysvUndoGivesBackWhatADeadProcessTook) {
   EXPECT_EQ(must(set.value(0)), 2);  // the kernel undid it
 }
 
+TEST_F(Sync, SysvCountsAreCheckedAndAFullFirstSemaphoreCanBeMade) {
+  unsigned short init[] = {32767};
+  auto set = must(tether::SysvSemaphores::create(tether::SysvSemaphores::private_key, init));
+  EXPECT_EQ(must(set.value(0)), 32767);
+  TT_EXPECT_ERROR(set.post(0, 0), std::errc::invalid_argument);
+  TT_EXPECT_ERROR(set.post(0, -3), std::errc::invalid_argument);
+  TT_EXPECT_ERROR(set.wait(0, -3), std::errc::invalid_argument);
+  TT_EXPECT_ERROR(set.post(0), std::errc::result_out_of_range);  // SEMVMX
+  EXPECT_EQ(must(set.value(0)), 32767);
+}
+
 TEST_F(Sync, SysvPostWithoutUndoOutlivesThePoster) {
   unsigned short init[] = {0, 0};
   auto set = must(tether::SysvSemaphores::create(tether::SysvSemaphores::private_key, init));
@@ -596,11 +658,19 @@ TEST_F(Sync, SysvRemovalWakesWaitersWithEidrm) {
     auto r = s->wait(0, 1, 30s);
     return !r && r.error() == std::errc::identifier_removed ? 0 : 2;
   });
-  for (int i = 0; i < 3000 && must(set.waiting(0)) == 0; ++i) std::this_thread::sleep_for(1ms);
-  EXPECT_EQ(must(set.waiting(0)), 1);
+  // And with no deadline (the inline path): EIDRM too, not a retry's EINVAL.
+  auto forever = spawn([id] {
+    auto s = tether::SysvSemaphores::from_id(id);
+    if (!s) return 1;
+    auto r = s->wait(0);
+    return !r && r.error() == std::errc::identifier_removed ? 0 : 2;
+  });
+  for (int i = 0; i < 3000 && must(set.waiting(0)) < 2; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(must(set.waiting(0)), 2);
   EXPECT_EQ(must(set.waiting_zero(0)), 0);
   TT_ASSERT_OK(set.remove());
   EXPECT_EQ(must(waiter.wait(30s)).code(), 0);
+  EXPECT_EQ(must(forever.wait(30s)).code(), 0);
 }
 
 TEST_F(Sync, SysvOpenWaitsForTheCreatorToFinish) {

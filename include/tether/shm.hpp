@@ -143,6 +143,13 @@ std::size_t page_size() noexcept;
 // ---------------------------------------------------------------- descriptor-backed segments
 
 namespace detail {
+// The lease on a named object's file: a shared flock, waited for at most
+// 2 s (EWOULDBLOCK, said so, if someone holds an exclusive lock that long).
+Result<void> take_shared_lease(int fd, std::string_view what);
+// ENOMEM, naming the object, when growing a tmpfs or memfd file by
+// `grow_by` bytes would take more memory than the machine has available.
+Result<void> check_tmpfs_room(int fd, std::size_t grow_by, std::string_view what);
+
 // What the three descriptor-backed kinds share: a descriptor for memory of
 // some size, which can be mapped, measured and resized.
 class MemoryFd {
@@ -192,7 +199,10 @@ class PosixSharedMemory : public detail::MemoryFd {
 
   const std::string& name() const noexcept { return object_.name(); }
   bool owns() const noexcept { return object_.owns(); }
-  void release() noexcept { object_.release(); }
+  // Keeps the segment after this object is gone, on purpose: it loses
+  // tether's mark too (while the descriptor is open), so that
+  // remove_abandoned_posix_shared_memory() leaves it alone.
+  void release() noexcept;
   // shm_unlink now, if the name still holds this segment. Mappings stay
   // valid; nobody can open it by name any more.
   Result<void> remove() { return object_.remove(); }

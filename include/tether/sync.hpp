@@ -231,11 +231,16 @@ class Event {
   void set() noexcept;
   void clear() noexcept;
   bool is_set() const noexcept { return (state_.load(std::memory_order_acquire) & kSet) != 0; }
-  // Returns once the flag is set; timed_out otherwise.
+  // Returns once the flag is set, or was set at any moment since the call
+  // began (a set() and clear() in quick succession still wakes every
+  // waiter, as multiprocessing.Event's wait returns True); timed_out
+  // otherwise.
   Result<void> wait(Deadline deadline = Deadline::never()) const;
 
  private:
-  static constexpr std::uint32_t kSet = 1, kWaiters = 2;
+  // Bit 0: set. Bit 1: someone may sleep. The rest: how many set() calls,
+  // so that a waiter sees a set that was cleared again at once.
+  static constexpr std::uint32_t kSet = 1, kWaiters = 2, kGeneration = 4;
   mutable std::atomic<std::uint32_t> state_{0};
 };
 
@@ -283,7 +288,9 @@ class HolderSemaphore {
     bool holder_died_ = false;
   };
 
-  // `permits`: 1 to max_permits; more are capped to max_permits.
+  // `permits`: 1 to max_permits. Any other number makes a semaphore whose
+  // every call fails with EINVAL, saying so (a constructor in shared
+  // memory has no way to report).
   explicit HolderSemaphore(unsigned permits) noexcept;
   HolderSemaphore(const HolderSemaphore&) = delete;
   HolderSemaphore& operator=(const HolderSemaphore&) = delete;
@@ -298,6 +305,11 @@ class HolderSemaphore {
 
  private:
   Result<Permit> take(bool wait, Deadline deadline);
+  // Memory another process can write is checked before it is trusted: a
+  // HolderSemaphore viewed where none was constructed, or overwritten,
+  // fails with EINVAL instead of indexing past its table.
+  Result<void> check() const;
+  std::uint32_t magic_;
   detail::LeaseTable leases_;
   unsigned permits_;
   std::atomic<std::uint32_t> hint_{0};
@@ -339,7 +351,8 @@ class Barrier {
     unsigned slot_ = 0;
   };
 
-  // `parties`: 1 to 64.
+  // `parties`: 1 to 64. Any other number makes a barrier whose every call
+  // fails with EINVAL, saying so.
   explicit Barrier(unsigned parties) noexcept;
   Barrier(const Barrier&) = delete;
   Barrier& operator=(const Barrier&) = delete;
@@ -358,6 +371,9 @@ class Barrier {
   // Breaks the current generation (lock_ held); returns the state before.
   std::uint32_t break_locked() noexcept;
   bool found_dead_party(unsigned except_slot) noexcept;
+  Result<void> check() const;  // as HolderSemaphore::check
+  unsigned bound() const noexcept;
+  std::uint32_t magic_;
   detail::LeaseTable leases_;
   Mutex lock_;  // guards arrived_ and the generation
   unsigned parties_;
@@ -414,7 +430,9 @@ class NamedSemaphore {
   int value() const noexcept;
   const std::string& name() const noexcept { return object_.name(); }
   bool owns() const noexcept { return object_.owns(); }
-  void release() noexcept { object_.release(); }
+  // Keeps the name after this object is gone (and drops tether's mark, as
+  // PosixSharedMemory::release does, so the cleanup leaves it alone).
+  void release() noexcept;
   Result<void> remove() { return object_.remove(); }
   // sem_close; an owner still removes the name when destroyed.
   Result<void> close() noexcept;
@@ -478,9 +496,13 @@ class SysvSemaphores {
   // the poster exits, before anyone took it. Signal with undo = false.
   Result<void> wait(unsigned short index, short count = 1, Deadline deadline = Deadline::never(),
                     bool undo = true) const {
+    if (count < 1) [[unlikely]]
+      return bad_count("wait on", count);
     return one(index, static_cast<short>(-count), deadline, undo);
   }
   Result<void> post(unsigned short index, short count = 1, bool undo = true) const {
+    if (count < 1) [[unlikely]]
+      return bad_count("post", count);
     return one(index, count, Deadline::never(), undo);
   }
   Result<void> wait_zero(unsigned short index, Deadline deadline = Deadline::never()) const {
@@ -507,20 +529,23 @@ class SysvSemaphores {
 
  private:
   Result<void> apply_impl(std::span<const Op> ops, Deadline deadline, bool once) const;
-  // One operation with no deadline is one semop(2) here, inline; anything
-  // else goes through apply_impl, and so does a failure, which runs the
-  // operation again there: a semop that fails changes nothing, and the
-  // second attempt either succeeds (after EINTR) or fails the same way,
-  // now with its message.
+  // One operation with no deadline is one semop(2) here, inline. Anything
+  // else goes through apply_impl; so does an interrupted call (EINTR
+  // changes nothing, and apply_impl resumes). Any other failure is
+  // reported as it is, never retried: on a removed set a second try would
+  // say EINVAL instead of EIDRM, or reach another set that took its id.
   Result<void> one(unsigned short index, short delta, Deadline deadline, bool undo) const {
     if (deadline.is_never() && index < count_ && object_.valid()) [[likely]] {
       ::sembuf op{index, delta, static_cast<short>(undo ? SEM_UNDO : 0)};
       if (::semop(object_.id(), &op, 1) == 0) [[likely]]
         return {};
+      if (errno != EINTR) return op_failed(errno, false);
     }
     const Op op{index, delta, undo};
     return apply_impl(std::span(&op, 1), deadline, false);
   }
+  Result<void> op_failed(int err, bool once) const;
+  std::unexpected<Error> bad_count(std::string_view op, short count) const;
   Result<int> control(unsigned short index, int cmd, std::string_view what) const;
   NamedObject object_;
   std::size_t count_ = 0;

@@ -2,17 +2,26 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #include <fmt/format.h>
+
+#include "tether/sys/backoff.hpp"
 
 namespace tether {
 
@@ -32,6 +41,15 @@ constexpr mode_t kTetherMark = S_ISVTX;
 Result<void> reserve(int fd, std::size_t size, std::string_view what) {
   if (size > static_cast<std::size_t>(std::numeric_limits<off_t>::max()))
     return fail(EFBIG, fmt::format("reserve {} bytes for {}: too large", size, what));
+  struct stat st {};
+  std::size_t now = ::fstat(fd, &st) == 0 ? static_cast<std::size_t>(st.st_size) : 0;
+  struct statvfs vfs {};
+  if (::fstatvfs(fd, &vfs) == 0 && vfs.f_blocks != 0 &&
+      size > static_cast<std::size_t>(vfs.f_blocks) * vfs.f_frsize) {
+    // Larger than the whole file system: the kernel says ENOSPC at once.
+  } else if (size > now) {
+    if (auto ok = detail::check_tmpfs_room(fd, size - now, what); !ok) return ok;
+  }
   int err = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
   while (err == EINTR) err = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
   if (err == ENOSPC) {
@@ -54,15 +72,62 @@ Result<void> check_size(std::size_t size, std::string_view op) {
   return {};
 }
 
-// The lease: a shared flock, dropped by the kernel when the last descriptor
-// of this open file description closes, which a death does. Blocking: a
-// cleaner (remove_abandoned_posix_shared_memory) holds the exclusive lock
-// only while it checks and unlinks.
-Result<void> take_lease(int fd, std::string_view what) {
-  if (retry_eintr([&] { return ::flock(fd, LOCK_SH); }) != 0)
-    return fail(errno, fmt::format("take the lease on {}", what));
+// The lease (detail::take_shared_lease): a shared flock, dropped by the
+// kernel when the last descriptor of this open file description closes,
+// which a death does.
+}  // namespace
+
+Result<void> detail::take_shared_lease(int fd, std::string_view what) {
+  // Not blocking for ever: anyone who can read the file can flock it, and
+  // an exclusive lock held by someone else (a reader, flock(1)) would
+  // otherwise hang this open. The cleaner holds its lock for microseconds.
+  Backoff backoff(std::chrono::microseconds(100), std::chrono::milliseconds(20));
+  Deadline give_up(std::chrono::seconds(2));
+  for (;;) {
+    if (retry_eintr([&] { return ::flock(fd, LOCK_SH | LOCK_NB); }) == 0) return {};
+    if (errno != EWOULDBLOCK) return fail(errno, fmt::format("take the lease on {}", what));
+    if (!backoff.wait(give_up)) {
+      return fail(EWOULDBLOCK, fmt::format("take the lease on {}: another process holds an "
+                                           "exclusive lock on it (flock) and kept it for 2 s",
+                                           what));
+    }
+  }
+}
+
+Result<void> detail::check_tmpfs_room(int fd, std::size_t grow_by, std::string_view what) {
+  // Pages of tmpfs and memfd are memory: reserving more than there is
+  // makes the kernel kill processes (the OOM killer) rather than fail, and
+  // /dev/shm's own limit is often the size of RAM. So look first: the
+  // memory available (MemAvailable + SwapFree, /proc/meminfo) and, in a
+  // cgroup v2 with a limit, the room left under it.
+  struct statfs fs {};
+  if (::fstatfs(fd, &fs) != 0 || fs.f_type != TMPFS_MAGIC) return {};
+  auto meminfo = [](const char* key) -> std::uint64_t {
+    FILE* f = std::fopen("/proc/meminfo", "re");
+    if (f == nullptr) return 0;
+    char line[128];
+    std::uint64_t kib = 0;
+    std::size_t n = std::strlen(key);
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+      if (std::strncmp(line, key, n) == 0 && line[n] == ':') {
+        kib = std::strtoull(line + n + 1, nullptr, 10);
+        break;
+      }
+    }
+    std::fclose(f);
+    return kib * 1024;
+  };
+  std::uint64_t room = meminfo("MemAvailable") + meminfo("SwapFree");
+  if (room == 0) return {};  // cannot tell
+  if (grow_by > room) {
+    return fail(ENOMEM, fmt::format("reserve {} bytes for {}: more than the memory available "
+                                    "({} bytes); nothing was made",
+                                    grow_by, what, room));
+  }
   return {};
 }
+
+namespace {
 
 bool same_file(const struct stat& a, const struct stat& b) {
   return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
@@ -114,7 +179,9 @@ Result<void> Mapping::unmap() noexcept {
 
 Result<Mapping> Mapping::map(int fd, std::size_t offset, std::size_t length, Access access,
                              std::string_view what) {
-  std::string op = fmt::format("map bytes {} to {} of {}", offset, offset + length, what);
+  std::string op = offset > std::numeric_limits<std::size_t>::max() - length
+                       ? fmt::format("map {} bytes at offset {} of {}", length, offset, what)
+                       : fmt::format("map bytes {} to {} of {}", offset, offset + length, what);
   if (length == 0) return fail(EINVAL, op + ": the length must be at least one byte");
   if (offset % page_size() != 0)
     return fail(EINVAL, fmt::format("{}: the offset must be a multiple of the page size ({})", op,
@@ -199,6 +266,7 @@ Result<std::size_t> MemoryFd::size() const {
 Result<void> MemoryFd::resize(std::size_t size) const {
   std::string op = fmt::format("resize {} to {} bytes", what_, size);
   if (auto ok = check_size(size, op); !ok) return std::unexpected(ok.error());
+  if (access_ == Access::read_only) return fail(EBADF, op + ": it was opened read-only");
   auto now = this->size();
   if (!now) return std::unexpected(now.error());
   if (size > *now) return reserve(fd_.get(), size, what_);
@@ -231,11 +299,18 @@ Result<PosixSharedMemory> PosixSharedMemory::create(std::string name, std::size_
   // Owned from here on: any failure below removes the name again.
   s.object_ = NamedObject::posix(NamedObject::Kind::posix_shared_memory, std::move(name), fd, true);
   // The lease before the mark: see kTetherMark.
-  if (auto ok = take_lease(fd, what); !ok) return std::unexpected(ok.error());
+  if (auto ok = detail::take_shared_lease(fd, what); !ok) return std::unexpected(ok.error());
   // shm_open applies the umask: set exactly the mode asked, plus the mark.
   if (::fchmod(fd, mode | kTetherMark) != 0) return fail(errno, "set mode of " + what);
   if (auto ok = reserve(fd, size, what); !ok) return std::unexpected(ok.error());
   return s;
+}
+
+void PosixSharedMemory::release() noexcept {
+  object_.release();
+  struct stat st {};
+  if (fd_ && ::fstat(fd_.get(), &st) == 0 && (st.st_mode & kTetherMark) != 0)
+    (void)::fchmod(fd_.get(), st.st_mode & 0777);
 }
 
 Result<PosixSharedMemory> PosixSharedMemory::open(std::string name, Access access,
@@ -247,12 +322,18 @@ Result<PosixSharedMemory> PosixSharedMemory::open(std::string name, Access acces
   // refused below); on a regular file the flag means nothing.
   int flags = (access == Access::read_write ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_CLOEXEC;
   int fd = ::shm_open(name.c_str(), flags, 0);
-  if (fd < 0) return fail(errno, "open " + what);
+  if (fd < 0) {
+    int err = errno;
+    if (err == EISDIR || err == ENXIO || err == EINVAL)  // a directory, a socket
+      return fail(EINVAL,
+                  "open " + what + ": it is not a shared memory object (not a regular file)");
+    return fail(err, "open " + what);
+  }
   PosixSharedMemory s;
   s.fd_.reset(fd);
   s.what_ = what;
   s.access_ = access;
-  if (auto ok = take_lease(fd, what); !ok) return std::unexpected(ok.error());
+  if (auto ok = detail::take_shared_lease(fd, what); !ok) return std::unexpected(ok.error());
   // A cleaner may have judged it abandoned and removed it between our open
   // and our lease: then we hold a segment nobody else can reach.
   struct stat mine {
@@ -362,6 +443,12 @@ Result<std::vector<std::string>> remove_abandoned_posix_shared_memory(std::strin
 Result<Memfd> Memfd::create(std::size_t size, std::string_view debug_name) {
   std::string what = fmt::format("memfd {}", debug_name);
   if (auto ok = check_size(size, "create " + what); !ok) return std::unexpected(ok.error());
+  // memfd_create(2): at most 249 bytes, and a C string.
+  if (debug_name.size() > 249 || debug_name.find('\0') != std::string_view::npos) {
+    return fail(EINVAL, fmt::format("create a memfd: its name must be at most 249 bytes with no "
+                                    "NUL ({} bytes given)",
+                                    debug_name.size()));
+  }
   std::string name(debug_name);
   int fd = ::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) return fail(errno, "create " + what);
@@ -390,6 +477,8 @@ Result<Memfd> Memfd::from_fd(Fd fd, std::size_t min_size) {
   m.what_ = fmt::format("memfd {}", target);
   int flags = ::fcntl(fd.get(), F_GETFL);
   if (flags < 0) return fail(errno, "adopt " + m.what_);
+  if ((flags & O_PATH) != 0)
+    return fail(EBADF, "adopt " + m.what_ + ": the descriptor was opened with O_PATH (no access)");
   m.access_ = (flags & O_ACCMODE) == O_RDONLY ? Access::read_only : Access::read_write;
   m.fd_ = std::move(fd);
   if (min_size > 0) {
@@ -419,7 +508,7 @@ Result<int> Memfd::seals() const {
 Result<MappedFile> MappedFile::create(std::filesystem::path path, std::size_t size, mode_t mode) {
   std::string what = "file " + path.string();
   if (auto ok = check_size(size, "create " + what); !ok) return std::unexpected(ok.error());
-  mode &= 07777;
+  mode &= 0777;  // never set-user-ID, set-group-ID or sticky
   int fd = retry_eintr([&] {
     return ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
   });

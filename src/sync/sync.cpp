@@ -200,7 +200,24 @@ bool not_recoverable(const pthread_mutex_t& m) noexcept {
 
 }  // namespace
 
+namespace {
+
+// glibc's kind bits of a mutex made by Mutex's constructor (nptl's
+// PTHREAD_MUTEX_ROBUST_NORMAL_NP and PTHREAD_MUTEX_PSHARED_BIT). A Mutex
+// viewed in memory where none was constructed (zeros, say) would
+// otherwise be a plain process-private mutex that never reports a death.
+constexpr int kRobustBit = 16, kPsharedBit = 128;
+
+bool constructed(const pthread_mutex_t& m) noexcept {
+  int kind = __atomic_load_n(&m.__data.__kind, __ATOMIC_RELAXED);
+  return (kind & kRobustBit) != 0 && (kind & kPsharedBit) != 0;
+}
+
+}  // namespace
+
 Result<MutexGuard> Mutex::lock_checked(Deadline deadline) {
+  if (!constructed(m_)) [[unlikely]]
+    return fail(EINVAL, "lock a Mutex: none was constructed there (or it was overwritten)");
   if (!same_pid_namespace()) [[unlikely]]
     return fail(errc::foreign_pid_namespace, "lock a Mutex");
   if (not_recoverable(m_)) return finish(ENOTRECOVERABLE, "lock");
@@ -210,6 +227,8 @@ Result<MutexGuard> Mutex::lock_checked(Deadline deadline) {
 }
 
 Result<MutexGuard> Mutex::try_lock() {
+  if (!constructed(m_)) [[unlikely]]
+    return fail(EINVAL, "try to lock a Mutex: none was constructed there (or it was overwritten)");
   if (!same_pid_namespace()) [[unlikely]]
     return fail(errc::foreign_pid_namespace, "try to lock a Mutex");
   if (not_recoverable(m_)) return finish(ENOTRECOVERABLE, "try to lock");
@@ -318,7 +337,10 @@ void Condition::notify_all() noexcept {
 // ---------------------------------------------------------------- Event
 
 void Event::set() noexcept {
-  std::uint32_t old = state_.exchange(kSet, std::memory_order_acq_rel);
+  std::uint32_t old = state_.load(std::memory_order_relaxed);
+  while (!state_.compare_exchange_weak(old, ((old | kSet) & ~kWaiters) + kGeneration,
+                                       std::memory_order_acq_rel)) {
+  }
   if ((old & kWaiters) != 0) futex_wake(state_, INT_MAX);
 }
 
@@ -327,15 +349,17 @@ void Event::clear() noexcept {
 }
 
 Result<void> Event::wait(Deadline deadline) const {
+  const std::uint32_t generation = state_.load(std::memory_order_acquire) / kGeneration;
   for (;;) {
     std::uint32_t s = state_.load(std::memory_order_acquire);
-    if ((s & kSet) != 0) return {};
+    if ((s & kSet) != 0 || s / kGeneration != generation) return {};
     if ((s & kWaiters) == 0 &&
         !state_.compare_exchange_weak(s, s | kWaiters, std::memory_order_acq_rel)) {
       continue;
     }
     if (auto r = futex_wait(state_, s | kWaiters, deadline); !r) {
-      if (is_set()) return {};
+      std::uint32_t now = state_.load(std::memory_order_acquire);
+      if ((now & kSet) != 0 || now / kGeneration != generation) return {};
       if (r.error() == std::errc::timed_out)
         return timed_out("wait for an Event: not set by the deadline");
       return fail(r.error(), "wait for an Event");
@@ -345,8 +369,24 @@ Result<void> Event::wait(Deadline deadline) const {
 
 // ---------------------------------------------------------------- HolderSemaphore
 
+namespace {
+constexpr std::uint32_t kHolderMagic = 0x74685331;   // "thS1"
+constexpr std::uint32_t kBarrierMagic = 0x74684231;  // "thB1"
+}  // namespace
+
 HolderSemaphore::HolderSemaphore(unsigned permits) noexcept
-    : permits_(std::clamp(permits, 1u, max_permits)) {}
+    : magic_(kHolderMagic), permits_(permits) {}
+
+Result<void> HolderSemaphore::check() const {
+  if (magic_ != kHolderMagic)
+    return fail(EINVAL,
+                "use a HolderSemaphore: none was constructed there (or it was overwritten)");
+  if (permits_ < 1 || permits_ > max_permits) {
+    return fail(EINVAL, fmt::format("use a HolderSemaphore of {} permits: it takes 1 to {}",
+                                    permits_, max_permits));
+  }
+  return {};
+}
 
 HolderSemaphore::Permit& HolderSemaphore::Permit::operator=(Permit&& other) noexcept {
   if (this != &other) {
@@ -364,14 +404,17 @@ void HolderSemaphore::Permit::release() noexcept {
 }
 
 Result<HolderSemaphore::Permit> HolderSemaphore::take(bool wait, Deadline deadline) {
+  if (auto ok = check(); !ok) return std::unexpected(ok.error());
   if (!leases_.slot[0].same_pid_namespace())
     return fail(errc::foreign_pid_namespace, "take a permit of a HolderSemaphore");
+  // Read once: the memory is shared, and a peer may write it after check().
+  const unsigned n = std::clamp(permits_, 1u, max_permits);
   std::array<Mutex*, detail::LeaseTable::kMax> all{};
-  for (unsigned i = 0; i < permits_; ++i) all[i] = &leases_.slot[i];
+  for (unsigned i = 0; i < n; ++i) all[i] = &leases_.slot[i];
   for (;;) {
-    unsigned start = hint_.load(std::memory_order_relaxed) % permits_;
-    for (unsigned k = 0; k < permits_; ++k) {
-      unsigned i = (start + k) % permits_;
+    unsigned start = hint_.load(std::memory_order_relaxed) % n;
+    for (unsigned k = 0; k < n; ++k) {
+      unsigned i = (start + k) % n;
       int r = ::pthread_mutex_trylock(all[i]->native());
       if (r == 0 || r == EOWNERDEAD) {
         hint_.store(i + 1, std::memory_order_relaxed);
@@ -385,13 +428,12 @@ Result<HolderSemaphore::Permit> HolderSemaphore::take(bool wait, Deadline deadli
       }
     }
     if (!wait)
-      return fail(EAGAIN,
-                  fmt::format("take a permit of a HolderSemaphore: all {} are held", permits_));
+      return fail(EAGAIN, fmt::format("take a permit of a HolderSemaphore: all {} are held", n));
     if (deadline.expired()) {
-      return timed_out(fmt::format(
-          "take a permit of a HolderSemaphore: all {} still held at the deadline", permits_));
+      return timed_out(
+          fmt::format("take a permit of a HolderSemaphore: all {} still held at the deadline", n));
     }
-    auto r = detail::wait_for_leases(std::span(all.data(), permits_), nullptr, 0, false,
+    auto r = detail::wait_for_leases(std::span(all.data(), n), nullptr, 0, false,
                                      min(deadline, Deadline(kRecheck)));
     if (!r && !(r.error() == std::errc::timed_out)) return std::unexpected(r.error());
     // Timed out: one more look above (a permit freed just now is taken,
@@ -409,7 +451,8 @@ Result<HolderSemaphore::Permit> HolderSemaphore::try_acquire() {
 
 unsigned HolderSemaphore::available() const noexcept {
   unsigned n = 0;
-  for (unsigned i = 0; i < permits_; ++i) {
+  if (!check()) return 0;
+  for (unsigned i = 0; i < std::min(permits_, max_permits); ++i) {
     auto& w = detail::lock_word(const_cast<Mutex&>(leases_.slot[i]));
     std::uint32_t v = w.load(std::memory_order_relaxed);
     if (v == 0 || (v & FUTEX_OWNER_DIED) != 0) ++n;
@@ -419,8 +462,22 @@ unsigned HolderSemaphore::available() const noexcept {
 
 // ---------------------------------------------------------------- Barrier
 
-Barrier::Barrier(unsigned parties) noexcept
-    : parties_(std::clamp(parties, 1u, detail::LeaseTable::kMax)) {}
+Barrier::Barrier(unsigned parties) noexcept : magic_(kBarrierMagic), parties_(parties) {}
+
+unsigned Barrier::bound() const noexcept {
+  // Read each time from shared memory a peer may write: never past the table.
+  return std::min(parties_, detail::LeaseTable::kMax);
+}
+
+Result<void> Barrier::check() const {
+  if (magic_ != kBarrierMagic)
+    return fail(EINVAL, "use a Barrier: none was constructed there (or it was overwritten)");
+  if (parties_ < 1 || parties_ > detail::LeaseTable::kMax) {
+    return fail(EINVAL, fmt::format("use a Barrier of {} parties: it takes 1 to {}", parties_,
+                                    detail::LeaseTable::kMax));
+  }
+  return {};
+}
 
 Barrier::Party& Barrier::Party::operator=(Party&& other) noexcept {
   if (this != &other) {
@@ -438,6 +495,7 @@ void Barrier::Party::leave() noexcept {
 
 Result<unsigned> Barrier::Party::arrive_and_wait(Deadline deadline) {
   if (barrier_ == nullptr) return fail(EINVAL, "wait at a Barrier: this party has not joined");
+  if (auto ok = barrier_->check(); !ok) return std::unexpected(ok.error());
   return barrier_->arrive(slot_, deadline);
 }
 
@@ -455,7 +513,7 @@ std::uint32_t Barrier::break_locked() noexcept {
 
 bool Barrier::found_dead_party(unsigned except_slot) noexcept {
   bool found = false;
-  for (unsigned i = 0; i < parties_; ++i) {
+  for (unsigned i = 0; i < bound(); ++i) {
     if (i == except_slot) continue;
     Mutex& slot = leases_.slot[i];
     if ((detail::lock_word(slot).load(std::memory_order_acquire) & FUTEX_OWNER_DIED) == 0) continue;
@@ -471,8 +529,9 @@ bool Barrier::found_dead_party(unsigned except_slot) noexcept {
 }
 
 Result<Barrier::Party> Barrier::join() {
+  if (auto ok = check(); !ok) return std::unexpected(ok.error());
   if (!lock_.same_pid_namespace()) return fail(errc::foreign_pid_namespace, "join a Barrier");
-  for (unsigned i = 0; i < parties_; ++i) {
+  for (unsigned i = 0; i < bound(); ++i) {
     int r = ::pthread_mutex_trylock(leases_.slot[i].native());
     if (r == 0) return Party(this, i);
     if (r == EOWNERDEAD) {
@@ -493,6 +552,7 @@ Result<Barrier::Party> Barrier::join() {
 }
 
 void Barrier::reset() noexcept {
+  if (!check()) return;
   auto g = lock_.lock();
   if (g) (void)g->mark_consistent();
   (void)found_dead_party(parties_);  // their places are free for new parties
@@ -546,7 +606,7 @@ Result<unsigned> Barrier::arrive(unsigned slot, Deadline deadline) {
   }
   std::array<Mutex*, detail::LeaseTable::kMax> others{};
   unsigned n = 0;
-  for (unsigned i = 0; i < parties_; ++i) {
+  for (unsigned i = 0; i < bound(); ++i) {
     if (i != slot) others[n++] = &leases_.slot[i];
   }
   for (;;) {
@@ -674,16 +734,21 @@ Result<Fd> lease_semaphore(const std::string& name, bool created, mode_t mode,
   std::string path = sem_path(name);
   Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (!fd) return fail(errno, "open " + what + " for its lease");
-  if (retry_eintr([&] { return ::flock(fd.get(), LOCK_SH); }) != 0)
-    return fail(errno, "take the lease on " + what);
+  if (auto ok = detail::take_shared_lease(fd.get(), what); !ok) return std::unexpected(ok.error());
   // As for a segment (shm.cpp): a cleaner may have removed it as abandoned
   // between sem_open and the lease.
-  struct stat mine {
-  }, named{};
+  struct stat mine {};
+  struct stat named {};
   if (::fstat(fd.get(), &mine) != 0 || !S_ISREG(mine.st_mode) ||
       ::lstat(path.c_str(), &named) != 0 || mine.st_dev != named.st_dev ||
       mine.st_ino != named.st_ino) {
     return fail(ENOENT, "open " + what + ": it was removed (as abandoned) while being opened");
+  }
+  // A file shorter than a semaphore (planted, or truncated) would raise
+  // SIGBUS on the first post.
+  if (static_cast<std::size_t>(mine.st_size) < sizeof(sem_t)) {
+    return fail(EINVAL, fmt::format("open {}: it is not a semaphore ({} bytes, fewer than {})",
+                                    what, mine.st_size, sizeof(sem_t)));
   }
   if (created && ::fchmod(fd.get(), (mode & 0777) | S_ISVTX) != 0)
     return fail(errno, "set mode of " + what);
@@ -705,6 +770,13 @@ NamedSemaphore& NamedSemaphore::operator=(NamedSemaphore&& other) noexcept {
     object_ = std::move(other.object_);
   }
   return *this;
+}
+
+void NamedSemaphore::release() noexcept {
+  object_.release();
+  struct stat st {};
+  if (lease_ && ::fstat(lease_.get(), &st) == 0 && (st.st_mode & S_ISVTX) != 0)
+    (void)::fchmod(lease_.get(), st.st_mode & 0777);
 }
 
 NamedSemaphore::~NamedSemaphore() {

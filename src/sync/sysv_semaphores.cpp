@@ -59,8 +59,13 @@ Result<SysvSemaphores> SysvSemaphores::create(SysvKey key, std::span<const unsig
   // A set is made in two steps (semget, then SETALL), so an opener could
   // see it before its values are set. semop sets sem_otime, which SETALL
   // does not: openers wait for it (Stevens, UNIX Network Programming vol. 2,
-  // 11.2). +1 then -1 on semaphore 0, in one call, changes nothing else.
+  // 11.2). +1 then -1 on semaphore 0 in one call changes nothing, or -1
+  // then +1 when it is above 0 (+1 would pass SEMVMX at 32767).
   sembuf touch[2] = {{0, 1, 0}, {0, -1, 0}};
+  if (initial[0] > 0) {
+    touch[0].sem_op = -1;
+    touch[1].sem_op = 1;
+  }
   if (::semop(id, touch, 2) != 0) return fail(errno, "initialise " + set_what(id));
   return s;
 }
@@ -143,17 +148,28 @@ Result<void> SysvSemaphores::apply_impl(std::span<const Op> ops, Deadline deadli
     if (r == 0) return {};
     int err = errno;
     if (err == EINTR) continue;
-    if (err == EAGAIN) {
-      if (once) return fail(EAGAIN, "operate on " + what() + ": it would have to wait");
+    if (err == EAGAIN && !once) {
       if (deadline.expired())
         return fail(ETIMEDOUT, "operate on " + what() + ": still waiting at the deadline");
       continue;  // woken early (a spurious EAGAIN): wait for the time left
     }
-    if (err == EIDRM) return fail(err, "operate on " + what() + ": removed while waiting");
-    if (err == ERANGE)
-      return fail(err, "operate on " + what() + ": a value would pass SEMVMX (32767)");
-    return fail(err, "operate on " + what());
+    return op_failed(err, once);
   }
+}
+
+Result<void> SysvSemaphores::op_failed(int err, bool once) const {
+  std::string what = set_what(id());
+  if (err == EAGAIN && once) return fail(EAGAIN, "operate on " + what + ": it would have to wait");
+  if (err == EIDRM) return fail(err, "operate on " + what + ": removed while waiting");
+  if (err == EINVAL)
+    return fail(err, "operate on " + what + ": it does not exist (removed, or never made)");
+  if (err == ERANGE) return fail(err, "operate on " + what + ": a value would pass SEMVMX (32767)");
+  return fail(err, "operate on " + what);
+}
+
+std::unexpected<Error> SysvSemaphores::bad_count(std::string_view op, short count) const {
+  return fail(EINVAL, fmt::format("{} {}: a count of {}; it must be at least 1", op, set_what(id()),
+                                  count));
 }
 
 Result<int> SysvSemaphores::control(unsigned short index, int cmd, std::string_view what) const {

@@ -106,6 +106,9 @@ NamedObject::NamedObject(NamedObject&& other) noexcept
       ino_(other.ino_),
       type_(other.type_),
       uid_(other.uid_),
+      parent_known_(other.parent_known_),
+      parent_dev_(other.parent_dev_),
+      parent_ino_(other.parent_ino_),
       kind_(std::exchange(other.kind_, Kind::none)),
       owned_(std::exchange(other.owned_, false)) {}
 
@@ -121,6 +124,9 @@ NamedObject& NamedObject::operator=(NamedObject&& other) noexcept {
     ino_ = other.ino_;
     type_ = other.type_;
     uid_ = other.uid_;
+    parent_known_ = other.parent_known_;
+    parent_dev_ = other.parent_dev_;
+    parent_ino_ = other.parent_ino_;
     kind_ = std::exchange(other.kind_, Kind::none);
     owned_ = std::exchange(other.owned_, false);
   }
@@ -130,6 +136,29 @@ NamedObject& NamedObject::operator=(NamedObject&& other) noexcept {
 NamedObject::~NamedObject() {
   if (owned_) (void)remove();
 }
+
+namespace {
+
+// "/a/b/c" -> "/a/b" and "c"; "c" -> "." and "c"; "/c" -> "/" and "c".
+std::string trimmed(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  return p;
+}
+std::string parent_of(const std::string& full) {
+  std::string path = trimmed(full);
+  auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+std::string base_of(const std::string& full) {
+  std::string path = trimmed(full);
+  auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+}  // namespace
 
 NamedObject NamedObject::file(std::string path, const struct stat& st, bool owned) {
   NamedObject o;
@@ -141,6 +170,12 @@ NamedObject NamedObject::file(std::string path, const struct stat& st, bool owne
   o.type_ = st.st_mode & S_IFMT;
   o.uid_ = st.st_uid;
   o.owned_ = owned;
+  struct stat parent {};
+  if (::stat(parent_of(o.name_).c_str(), &parent) == 0) {
+    o.parent_known_ = true;
+    o.parent_dev_ = parent.st_dev;
+    o.parent_ino_ = parent.st_ino;
+  }
   return o;
 }
 
@@ -234,16 +269,30 @@ Result<void> NamedObject::remove() {
 
 Result<void> NamedObject::remove_file() {
   std::string what = "remove " + describe();
+  // Through the directory that held the file at creation, checked to be
+  // that very directory: a path re-resolved at removal could pass through
+  // a directory another user replaced with a symbolic link meanwhile.
+  int dfd = ::open(parent_of(name_).c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return fail(errno, what);
+  struct DirFd {
+    int fd;
+    ~DirFd() { ::close(fd); }
+  } dir{dfd};
+  struct stat parent {};
+  if (::fstat(dfd, &parent) != 0) return fail(errno, what);
+  if (parent_known_ && (parent.st_dev != parent_dev_ || parent.st_ino != parent_ino_))
+    return fail(EEXIST, what + ": its directory was replaced; left alone");
+  std::string base = base_of(name_);
   struct stat st {};
-  if (::lstat(name_.c_str(), &st) != 0) return fail(errno, what);
+  if (::fstatat(dfd, base.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return fail(errno, what);
   // Inode numbers are reused at once (a file made right after ours was
   // deleted may get the same one), so the type and owner must match too.
   if (st.st_dev != dev_ || st.st_ino != ino_ || (st.st_mode & S_IFMT) != type_ ||
       st.st_uid != uid_) {
     return fail(EEXIST, what + ": the path now holds another file; left alone");
   }
-  int r = type_ == S_IFDIR ? ::rmdir(name_.c_str()) : ::unlink(name_.c_str());
-  if (r != 0) return fail(errno, what);
+  if (::unlinkat(dfd, base.c_str(), type_ == S_IFDIR ? AT_REMOVEDIR : 0) != 0)
+    return fail(errno, what);
   return {};
 }
 

@@ -139,6 +139,12 @@ class NamedObject {
   ino_t ino_ = 0;
   mode_t type_ = 0;
   uid_t uid_ = 0;
+  // The directory that holds a file, as it was at creation: removal
+  // happens through it (unlinkat), so a directory swapped for a symbolic
+  // link after creation cannot lead the unlink elsewhere.
+  bool parent_known_ = false;
+  dev_t parent_dev_ = 0;
+  ino_t parent_ino_ = 0;
   Kind kind_ = Kind::none;
   bool owned_ = false;
 };
