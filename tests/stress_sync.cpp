@@ -113,6 +113,18 @@ std::vector<int> reap(Counts& c, std::vector<tether::Process>& kids) {
   return codes;
 }
 
+// Kills the first child -9 at a random moment, lets the others run on for
+// a millisecond, tells them to stop, and reaps them all.
+std::vector<int> kill_first_then_stop(Counts& c, std::vector<tether::Process>& kids,
+                                      std::atomic<int>& stop) {
+  sleep_random();
+  (void)kids[0].signal(SIGKILL);
+  timespec ts{0, 1'000'000};
+  nanosleep(&ts, nullptr);
+  stop.store(1);
+  return reap(c, kids);
+}
+
 // ---------------------------------------------------------------- mutex
 
 struct MutexShared {
@@ -151,12 +163,7 @@ void trial_mutex(Counts& c) {
     }
     return 0;
   });
-  sleep_random();
-  (void)kids[0].signal(SIGKILL);
-  timespec ts{0, 1'000'000};
-  nanosleep(&ts, nullptr);
-  s->stop.store(1);
-  auto codes = reap(c, kids);
+  auto codes = kill_first_then_stop(c, kids, s->stop);
   if (codes[1] != 0) fail(c, "the surviving worker failed with " + std::to_string(codes[1]));
   if (mutex_round(*s, 7) != 0) fail(c, "the lock is not usable after the trial");
   auto again = s->lock.lock(5s);
@@ -192,12 +199,7 @@ void trial_holder(Counts& c) {
     }
     return 0;
   });
-  sleep_random();
-  (void)kids[0].signal(SIGKILL);
-  timespec ts{0, 1'000'000};
-  nanosleep(&ts, nullptr);
-  s->stop.store(1);
-  auto codes = reap(c, kids);
+  auto codes = kill_first_then_stop(c, kids, s->stop);
   for (std::size_t i = 1; i < codes.size(); ++i) {
     if (codes[i] != 0) fail(c, "a surviving worker failed with " + std::to_string(codes[i]));
   }
@@ -234,12 +236,7 @@ void trial_sysv(Counts& c) {
     }
     return 0;
   });
-  sleep_random();
-  (void)kids[0].signal(SIGKILL);
-  timespec ts{0, 1'000'000};
-  nanosleep(&ts, nullptr);
-  s->stop.store(1);
-  auto codes = reap(c, kids);
+  auto codes = kill_first_then_stop(c, kids, s->stop);
   if (codes[1] != 0) fail(c, "the surviving worker failed with " + std::to_string(codes[1]));
   // SEM_UNDO: whatever the dead process held, the value is back to 1.
   auto v = set->value(0);
