@@ -303,7 +303,12 @@ Result<Fd> worker_dir(const WorkerInfo& w) {
   if (!w.state_dir || !*w.state_dir) {
     return fail(EBADF, "worker " + w.display_name() + ": no state directory (not from a listing)");
   }
-  return sd::open_worker_dir(w.state_dir->get(), w.id);
+  auto dir = sd::open_worker_dir(w.state_dir->get(), w.id);
+  // Listed a moment ago, gone now: another client exited it meanwhile (two
+  // `tether exit` at once). That is "no such worker", not a failure.
+  if (!dir && dir.error() == std::errc::no_such_file_or_directory)
+    return fail(errc::no_such_worker, "worker " + w.display_name() + ": gone since it was listed");
+  return dir;
 }
 
 // A path that reaches a file inside the held directory without resolving
@@ -360,11 +365,16 @@ Result<void> send_command(const WorkerInfo& worker, std::string_view line, Deadl
       return fail(errc::not_a_fifo, fmt::format("{}: {} is not a FIFO of ours (refused)", who,
                                                 (worker.dir / sd::kControlFifo).string()));
     }
+    // A supervisor that is exiting removes its FIFO before its directory.
+    if (fifo.error() == std::errc::no_such_file_or_directory)
+      return std::unexpected(not_running(worker));
     return std::unexpected(fifo.error());
   }
   auto writer = fifo->open_writer(Deadline::immediate(), true);
   if (!writer) {
-    if (writer.error() == std::errc::no_such_device_or_address) {
+    // No reader, or (an exiting supervisor) no FIFO any more.
+    if (writer.error() == std::errc::no_such_device_or_address ||
+        writer.error() == std::errc::no_such_file_or_directory) {
       return std::unexpected(not_running(worker));
     }
     return std::unexpected(writer.error());
@@ -384,7 +394,7 @@ Result<void> exit_worker(const WorkerInfo& worker, Deadline deadline, bool wait)
   // worker is gone, so a missing directory means "stopped".
   auto gone = [&] {
     auto d = worker_dir(worker);
-    return !d && d.error() == std::errc::no_such_file_or_directory;
+    return !d && d.error() == errc::no_such_worker;
   };
   // The pidfd first, then the lock: if the lock is held after the pidfd
   // exists, the pidfd is the live supervisor's (not a recycled pid's).
