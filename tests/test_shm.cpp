@@ -210,7 +210,7 @@ TEST_F(Shm, PosixCreateBeyondTheFreeSpaceIsEnospcAndLeavesNothing) {
   auto ok = must(tether::PosixSharedMemory::create(name, 4096));
   TT_EXPECT_ERROR(ok.resize(too_big), std::errc::no_space_on_device);
   EXPECT_EQ(must(ok.size()), 4096u);
-  TT_ASSERT_OK(ok.resize(3u * 4096));
+  TT_ASSERT_OK(ok.resize(std::size_t{3} * 4096));
   EXPECT_EQ(must(ok.size()), 3u * 4096);
   TT_ASSERT_OK(ok.map(8192, 4096));
 }
@@ -395,10 +395,10 @@ TEST_F(Shm, MappedFileIsWrittenByOneProcessAndReadByAnother) {
   ::close(fd);
   EXPECT_STREQ(buf, "written through a mapping");
   // Opening grows a smaller file to the size asked.
-  auto grown = must(tether::MappedFile::open(path, Access::read_write, 3u * 4096));
+  auto grown = must(tether::MappedFile::open(path, Access::read_write, std::size_t{3} * 4096));
   EXPECT_EQ(std::filesystem::file_size(path), 3u * 4096);
   EXPECT_EQ(must(grown.map()).size(), 3u * 4096);
-  TT_EXPECT_ERROR(tether::MappedFile::open(path, Access::read_only, 8u * 4096),
+  TT_EXPECT_ERROR(tether::MappedFile::open(path, Access::read_only, std::size_t{8} * 4096),
                   std::errc::invalid_argument);
 }
 
