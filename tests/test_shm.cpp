@@ -48,6 +48,13 @@ std::filesystem::path temp_path(const std::string& stem) {
   return std::filesystem::temp_directory_path() / tether_test::unique_name(stem);
 }
 
+// Removes a path when the test ends, however it ends (a failed ASSERT
+// returns early): what a test plants by hand is never left behind.
+struct RemoveAtEnd {
+  std::string path;
+  ~RemoveAtEnd() { ::unlink(path.c_str()); }
+};
+
 // Waits for one byte from a child (its "ready"), or fails.
 bool await_byte(const tether::Fd& fd) {
   std::byte b{};
@@ -161,6 +168,7 @@ TEST_F(Shm, PosixBadInputIsRefusedWithAClearError) {
 TEST_F(Shm, PosixOpenRefusesAFifoPlantedInDevShmWithoutBlocking) {
   auto name = tether_test::unique_posix_name("tt-shm-fifo");
   ASSERT_EQ(::mkfifo(("/dev/shm" + name).c_str(), 0600), 0);
+  RemoveAtEnd planted{"/dev/shm" + name};
   for (auto access : {Access::read_only, Access::read_write}) {
     auto seg = tether::PosixSharedMemory::open(name, access);
     TT_EXPECT_ERROR(seg, std::errc::invalid_argument);
@@ -168,7 +176,6 @@ TEST_F(Shm, PosixOpenRefusesAFifoPlantedInDevShmWithoutBlocking) {
   auto bad = tether::PosixSharedMemory::create("a/b", 1);
   TT_ASSERT_ERROR(bad, std::errc::invalid_argument);
   EXPECT_EQ(bad.error().message().find("name name"), std::string::npos) << bad.error().message();
-  EXPECT_EQ(::unlink(("/dev/shm" + name).c_str()), 0);
 }
 
 TEST_F(Shm, AnExclusiveFlockHeldElsewhereFailsTheOpenInsteadOfHangingIt) {
@@ -264,6 +271,8 @@ TEST_F(Shm, AbandonedSegmentsAreToldFromLiveOnesAndOnlyTheyAreRemoved) {
   // One kept on purpose (release()) by a process that then ended: its
   // mark is gone, and the cleanup leaves it alone.
   std::string kept = stem + "-kept";
+  RemoveAtEnd kept_file{"/dev/shm" + kept}, foreign_file{"/dev/shm" + foreign};
+  RemoveAtEnd dead_file{"/dev/shm" + dead}, live_file{"/dev/shm" + live};
   EXPECT_EQ(run_in_child([&] {
               auto s = tether::PosixSharedMemory::create(kept, 4096);
               if (!s) return 1;
@@ -295,7 +304,6 @@ TEST_F(Shm, AbandonedSegmentsAreToldFromLiveOnesAndOnlyTheyAreRemoved) {
   EXPECT_TRUE(shm_exists(live));
   EXPECT_TRUE(shm_exists(foreign));
   EXPECT_TRUE(shm_exists(kept));
-  EXPECT_EQ(::shm_unlink(kept.c_str()), 0);
   // An opener holds it too: the live one stays while anyone has it open.
   auto mine = must(tether::PosixSharedMemory::open(live));
   TT_ASSERT_OK(holder->kill());
@@ -303,7 +311,6 @@ TEST_F(Shm, AbandonedSegmentsAreToldFromLiveOnesAndOnlyTheyAreRemoved) {
   TT_ASSERT_OK(mine.close());
   EXPECT_EQ(must(tether::remove_abandoned_posix_shared_memory(stem)),
             std::vector<std::string>{live});
-  EXPECT_EQ(::shm_unlink(foreign.c_str()), 0);
 }
 
 // ---------------------------------------------------------------- memfd
