@@ -30,8 +30,9 @@
 //   data may be half-updated. Repair it and mark_consistent(); a guard let
 //   go without that leaves the mutex not recoverable (errc::not_recoverable
 //   from every later lock: never a hang, never an exception).
-// - Condition, Event: a dead waiter takes nothing with it; a dead notifier
-//   simply never notifies (wait with a deadline).
+// - Condition, Event: a dead waiter takes nothing with it, except a
+//   notify_one that had already woken it (notify_all when waiters may die);
+//   a dead notifier simply never notifies (wait with a deadline).
 // - Barrier: a joined party that dies breaks the barrier for everyone
 //   waiting or arriving (errc::broken_barrier), as does one that times out.
 // - HolderSemaphore: a dead holder's permit comes back at once, and the
