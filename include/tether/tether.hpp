@@ -3,6 +3,7 @@
 
 #include "tether/channel.hpp"
 #include "tether/process.hpp"
+#include "tether/queue.hpp"
 #include "tether/shm.hpp"
 #include "tether/supervise.hpp"
 #include "tether/sync.hpp"

@@ -1,0 +1,1171 @@
+// The shared-memory queue (tether/queue.hpp).
+//
+// The ring holds records, each aligned to 64 bytes: a 16-byte header (a tag,
+// the record's span in bytes, the payload's length) and the payload. Three
+// positions, in bytes since the queue was made (they never wrap):
+//   W  the next record a producer claims        (h->W, producers' line)
+//   R  the next record a consumer takes         (h->R, consumers' line)
+//   F  everything before F is free for writing  (h->F)
+// F <= R <= W <= F + ring. A record's tag holds its own position (so a stale
+// header from an earlier lap, or payload bytes, never pass for the record
+// consumers look for), its owner (a participant's slot) and its state:
+//   Writing -> Committed -> Reading | Held -> Released       (a message)
+//   Pad (the end of the ring skipped), Abandoned (a dead writer's) -> Released
+// A claim writes the claimed record's header and an Empty tag for the
+// position after it before it moves W, so the header consumers read next
+// is always one made for exactly that position. A record never wraps: when
+// one does not fit before the end of the ring, a Pad fills the end.
+//
+// Producers claim under h->plock and consumers under h->clock (robust
+// mutexes), unless the queue has one of them (Ends::one), which needs no
+// lock. The copy itself is done outside any lock. Each participant writes
+// the claim it is making into its slot first, so that whoever finds it dead
+// (its lock's owner_died, or its lease's) can finish the claim
+// (repair_write, repair_read) and then undo what it held (recover_slot).
+#include "tether/queue.hpp"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <climits>
+#include <mutex>
+
+#include <fmt/format.h>
+
+#include "../sync/futex.hpp"
+
+namespace tether {
+
+namespace detail {
+
+namespace {
+
+constexpr std::uint64_t kMagic = 0x5551524548544554;  // "TETHERQU"
+constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kReady = 0x59444552;  // "REDY"
+constexpr unsigned kSlots = 64;
+constexpr std::uint64_t kAlign = 64;
+constexpr std::uint64_t kRecordHeader = 16;
+constexpr std::uint64_t kMinRing = 4096;
+
+enum State : std::uint32_t {
+  kEmpty = 0,
+  kWriting = 1,
+  kCommitted = 2,
+  kPad = 3,
+  kAbandoned = 4,
+  kReading = 5,
+  kHeld = 6,
+  kReleased = 7,
+};
+
+constexpr std::uint64_t kPosMask = (std::uint64_t{1} << 52) - 1;
+
+constexpr std::uint64_t make_tag(std::uint64_t pos, unsigned owner, State s) noexcept {
+  return (((pos / kAlign) & kPosMask) << 12) | (std::uint64_t{owner & 0xff} << 4) | s;
+}
+constexpr bool tag_at(std::uint64_t tag, std::uint64_t pos) noexcept {
+  return (tag >> 12) == ((pos / kAlign) & kPosMask);
+}
+constexpr State tag_state(std::uint64_t tag) noexcept {
+  return static_cast<State>(tag & 0xf);
+}
+constexpr unsigned tag_owner(std::uint64_t tag) noexcept {
+  return static_cast<unsigned>((tag >> 4) & 0xff);
+}
+
+constexpr std::uint64_t round_up(std::uint64_t n, std::uint64_t to) noexcept {
+  return (n + to - 1) / to * to;
+}
+
+}  // namespace
+
+struct Record {
+  std::atomic<std::uint64_t> tag;
+  std::atomic<std::uint32_t> span;  // bytes of the record, header included
+  std::atomic<std::uint32_t> len;   // bytes of payload
+};
+static_assert(sizeof(Record) == kRecordHeader);
+
+struct alignas(128) QueueSlot {
+  Mutex lease;
+  std::atomic<std::uint32_t> pid{0};
+  std::atomic<std::uint32_t> sleeping{0};  // 1: counted in readers_sleeping; 2: writers_
+  // The write claim being made (see repair_write).
+  std::atomic<std::uint64_t> claim_pos{~std::uint64_t{0}};
+  std::atomic<std::uint64_t> claim_total{0};
+  std::atomic<std::uint64_t> claim_need{0};
+  std::atomic<std::uint64_t> claim_puts{0};
+  // The read claim being made (see repair_read).
+  std::atomic<std::uint64_t> read_pos{~std::uint64_t{0}};
+  std::atomic<std::uint64_t> read_gets{0};
+};
+
+struct QueueHeader {
+  // Written once by the creator, before `ready`.
+  std::uint64_t magic = 0;
+  std::uint32_t version = 0;
+  std::uint32_t header_bytes = 0;
+  std::uint64_t ring_offset = 0;
+  std::uint64_t ring_bytes = 0;
+  std::uint64_t max_message = 0;
+  std::uint64_t capacity_messages = 0;
+  std::uint64_t total_bytes = 0;
+  std::uint32_t one_producer = 0;
+  std::uint32_t one_consumer = 0;
+  std::uint32_t slots = 0;
+  std::atomic<std::uint32_t> ready{0};
+
+  alignas(64) std::atomic<std::uint32_t> closed{0};
+  std::atomic<std::uint32_t> returned{0};       // Committed records below R, to take first
+  std::atomic<std::uint32_t> producer_role{0};  // slot + 1 (Ends::one)
+  std::atomic<std::uint32_t> consumer_role{0};
+  std::atomic<std::uint64_t> abandoned{0};
+  std::atomic<std::uint64_t> redelivered{0};
+  std::atomic<std::uint64_t> reclaimed{0};
+  std::atomic<std::uint64_t> dead{0};
+
+  alignas(64) Mutex plock;
+  std::atomic<std::uint32_t> plock_owner{0};
+  std::atomic<std::uint64_t> W{0};
+  std::atomic<std::uint64_t> puts{0};
+
+  alignas(64) Mutex clock;
+  std::atomic<std::uint32_t> clock_owner{0};
+  std::atomic<std::uint64_t> R{0};
+  std::atomic<std::uint64_t> gets{0};
+
+  alignas(64) std::atomic<std::uint64_t> F{0};
+
+  alignas(64) std::atomic<std::uint32_t> readers_sleeping{0};
+  std::atomic<std::uint32_t> read_event{0};
+  alignas(64) std::atomic<std::uint32_t> writers_sleeping{0};
+  std::atomic<std::uint32_t> write_event{0};
+
+  alignas(128) QueueSlot slot[kSlots];
+};
+
+constexpr std::uint64_t kRingOffset = round_up(sizeof(QueueHeader), 4096);
+
+// What every participant of a queue in this process shares: the segment
+// (and, for its creator, the name) and the one mapping.
+struct QueueShared {
+  QueueShared() noexcept : creator(::getpid()) {}
+  QueueShared(const QueueShared&) = delete;
+  QueueShared& operator=(const QueueShared&) = delete;
+  // A fork child's copy neither removes the name (it is the parent's) nor
+  // closes anything the parent's copy would (it leaks the small object).
+  ~QueueShared() {
+    if (::getpid() != creator) (void)named.release();
+  }
+  std::unique_ptr<PosixSharedMemory> named;
+  Memfd memory;
+  Mapping map;
+  std::string what;
+  pid_t creator;
+  int fd() const noexcept { return named ? named->fd() : memory.fd(); }
+};
+
+namespace {
+
+// Bumped in every fork child: a participant inherited across fork() is
+// not this process's (its lease is the parent's thread's).
+std::atomic<std::uint32_t> g_fork_generation{1};
+
+std::uint32_t fork_generation() noexcept {
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr,
+                     [] { g_fork_generation.fetch_add(1, std::memory_order_relaxed); });
+    return true;
+  }();
+  (void)registered;
+  return g_fork_generation.load(std::memory_order_relaxed);
+}
+
+bool lease_dead(Mutex& lease) noexcept {
+  std::uint32_t w = lock_word(lease).load(std::memory_order_acquire);
+  return w == 0 || (w & FUTEX_OWNER_DIED) != 0;
+}
+
+void wake_all(std::atomic<std::uint32_t>& event) noexcept {
+  event.fetch_add(1, std::memory_order_release);
+  futex_wake(event, INT_MAX);
+}
+
+std::unexpected<Error> would_block_error(std::string what) {
+  return fail(EAGAIN, std::move(what));
+}
+
+std::unexpected<Error> timed_out(std::string what) {
+  return fail(ETIMEDOUT, std::move(what));
+}
+
+}  // namespace
+}  // namespace detail
+
+using detail::kAlign;
+using detail::kRecordHeader;
+using detail::lease_dead;
+using detail::make_tag;
+using detail::QueueHeader;
+using detail::Record;
+using detail::round_up;
+using detail::tag_at;
+using detail::tag_owner;
+using detail::tag_state;
+using detail::would_block_error;
+
+struct Queue::Impl {
+  std::shared_ptr<detail::QueueShared> sh;
+  QueueHeader* h = nullptr;
+  std::byte* ring = nullptr;
+  std::uint64_t cap = 0, mask = 0, max_message = 0, capacity_messages = 0;
+  bool one_producer = false, one_consumer = false;
+  unsigned spin = 512;
+  int slot = -1;
+  std::uint32_t generation = 0;
+  pthread_t thread{};
+  bool producer = false, consumer = false;  // role taken (Ends::one)
+  std::uint64_t cached_free = 0, cached_gets = 0;
+  int blocker = -1;  // the slot an attempt found in its way
+
+  ~Impl() { leave(); }
+
+  Record& at(std::uint64_t pos) const noexcept {
+    return *std::launder(reinterpret_cast<Record*>(ring + (pos & mask)));
+  }
+  std::byte* payload(std::uint64_t pos) const noexcept {
+    return ring + (pos & mask) + kRecordHeader;
+  }
+  const std::string& what() const noexcept { return sh->what; }
+  detail::QueueSlot& me() const noexcept { return h->slot[slot]; }
+
+  // A span read from the ring, checked before it is trusted.
+  bool good_span(std::uint64_t pos, std::uint64_t span) const noexcept {
+    return span >= kAlign && span % kAlign == 0 && (pos & mask) + span <= cap;
+  }
+  std::unexpected<Error> corrupt(std::uint64_t pos, std::string_view op) const {
+    return fail(errc::bad_record,
+                fmt::format("{} {}: corrupt record at position {}", op, what(), pos));
+  }
+
+  // ------------------------------------------------------------ participants
+
+  Result<void> enter() {
+    if (generation == detail::g_fork_generation.load(std::memory_order_relaxed) && slot >= 0)
+        [[likely]] {
+      if (::pthread_equal(thread, ::pthread_self()) != 0) [[likely]]
+        return {};
+      return fail(EPERM, fmt::format("use {}: this participant belongs to another thread "
+                                     "(make one per thread with Queue::another())",
+                                     what()));
+    }
+    // New, or inherited across fork: the parent's lease is not ours.
+    slot = -1;
+    producer = consumer = false;
+    generation = detail::fork_generation();
+    thread = ::pthread_self();
+    return join();
+  }
+
+  Result<void> join() {
+    if (!h->slot[0].lease.same_pid_namespace())
+      return fail(errc::foreign_pid_namespace, "join " + what());
+    for (unsigned i = 0; i < detail::kSlots; ++i) {
+      auto& s = h->slot[i];
+      int r = ::pthread_mutex_trylock(s.lease.native());
+      if (r != 0 && r != EOWNERDEAD) continue;
+      if (r == EOWNERDEAD) {
+        recover_slot(i);
+        ::pthread_mutex_consistent(s.lease.native());
+      }
+      s.claim_pos.store(~std::uint64_t{0}, std::memory_order_relaxed);
+      s.read_pos.store(~std::uint64_t{0}, std::memory_order_relaxed);
+      s.sleeping.store(0, std::memory_order_relaxed);
+      s.pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed);
+      slot = static_cast<int>(i);
+      return {};
+    }
+    return fail(EBUSY, fmt::format("join {}: all {} participants' places are taken", what(),
+                                   detail::kSlots));
+  }
+
+  void leave() noexcept {
+    if (h == nullptr || slot < 0) return;
+    if (generation != detail::g_fork_generation.load(std::memory_order_relaxed)) return;
+    if (::pthread_equal(thread, ::pthread_self()) == 0) return;  // its thread's death frees it
+    auto me1 = static_cast<std::uint32_t>(slot + 1);
+    std::uint32_t expect = me1;
+    h->producer_role.compare_exchange_strong(expect, 0);
+    expect = me1;
+    h->consumer_role.compare_exchange_strong(expect, 0);
+    ::pthread_mutex_unlock(me().lease.native());
+    slot = -1;
+  }
+
+  // Takes the one producer's or consumer's role (Ends::one).
+  Result<void> take_role(std::atomic<std::uint32_t>& role, bool& have, const char* name) {
+    if (have) [[likely]]
+      return {};
+    auto me1 = static_cast<std::uint32_t>(slot + 1);
+    for (int tries = 0; tries < 2000; ++tries) {
+      std::uint32_t cur = role.load(std::memory_order_acquire);
+      if (cur == me1 || (cur == 0 && role.compare_exchange_strong(cur, me1))) {
+        have = true;
+        return {};
+      }
+      if (cur == 0) continue;
+      if (cur > detail::kSlots) return corrupt(0, "take a role in");
+      if (!lease_dead(h->slot[cur - 1].lease))
+        return fail(EBUSY, fmt::format("{} {}: it has one already (Ends::one)", name, what()));
+      try_recover(cur - 1);
+      if (role.load() == cur) ::usleep(500);  // another participant is cleaning it up
+    }
+    return fail(EBUSY, fmt::format("{} {}: its dead {} is not cleaned up", name, what(), name));
+  }
+
+  // ------------------------------------------------------------ recovery
+
+  // Cleans up after slot `s` if nobody lives in it; true if it did.
+  bool try_recover(unsigned s) {
+    if (s >= detail::kSlots || static_cast<int>(s) == slot) return false;
+    auto& lease = h->slot[s].lease;
+    int r = ::pthread_mutex_trylock(lease.native());
+    if (r != 0 && r != EOWNERDEAD) return false;
+    if (r == EOWNERDEAD) {
+      recover_slot(s);
+      ::pthread_mutex_consistent(lease.native());
+    }
+    ::pthread_mutex_unlock(lease.native());
+    return r == EOWNERDEAD;
+  }
+
+  // A producer died in the middle of a claim (holding plock, or the one
+  // producer): finish it, as a record nobody will read.
+  void repair_write(unsigned s) {
+    if (s >= detail::kSlots) return;
+    auto& sl = h->slot[s];
+    std::uint64_t w = h->W.load(std::memory_order_acquire);
+    if (sl.claim_pos.load(std::memory_order_acquire) != w) return;
+    std::uint64_t total = sl.claim_total.load(), need = sl.claim_need.load();
+    if (total < need || total > cap || !good_span(w + (total - need), need)) return;
+    write_headers(w, total - need, need, 0, s, detail::kAbandoned);
+    h->puts.store(sl.claim_puts.load(), std::memory_order_relaxed);
+    h->W.store(w + total, std::memory_order_release);
+    h->abandoned.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // A consumer died in the middle of taking a record (holding clock, or
+  // the one consumer): finish taking it; recover_slot then gives it back.
+  void repair_read(unsigned s) {
+    if (s >= detail::kSlots) return;
+    auto& sl = h->slot[s];
+    std::uint64_t r = h->R.load(std::memory_order_acquire);
+    if (sl.read_pos.load(std::memory_order_acquire) != r) return;
+    Record& rec = at(r);
+    std::uint64_t tag = rec.tag.load(std::memory_order_acquire);
+    std::uint64_t span = rec.span.load(std::memory_order_relaxed);
+    if (!tag_at(tag, r) || !good_span(r, span)) return;
+    auto st = tag_state(tag);
+    if (st != detail::kReading && st != detail::kHeld && st != detail::kReleased) return;
+    h->gets.store(sl.read_gets.load(), std::memory_order_relaxed);
+    h->R.store(r + span, std::memory_order_release);
+  }
+
+  // Undoes what dead slot `s` left (its lease held by this thread).
+  void recover_slot(unsigned s) {
+    h->dead.fetch_add(1, std::memory_order_relaxed);
+    std::optional<MutexGuard> pg, cg;
+    if (!one_producer) {
+      if (auto g = h->plock.lock()) {
+        if (g->owner_died()) {
+          repair_write(h->plock_owner.load());
+          (void)g->mark_consistent();
+        }
+        pg.emplace(std::move(*g));
+      }
+    } else if (h->producer_role.load() == s + 1) {
+      repair_write(s);
+    }
+    if (!one_consumer) {
+      if (auto g = h->clock.lock()) {
+        if (g->owner_died()) {
+          repair_read(h->clock_owner.load());
+          (void)g->mark_consistent();
+        }
+        cg.emplace(std::move(*g));
+      }
+    } else if (h->consumer_role.load() == s + 1) {
+      repair_read(s);
+    }
+    // Every record it owns, from F to W.
+    std::uint64_t p = h->F.load(std::memory_order_acquire);
+    const std::uint64_t end = h->W.load(std::memory_order_acquire);
+    for (std::uint64_t n = 0; p < end && n <= cap / kAlign; ++n) {
+      Record& rec = at(p);
+      std::uint64_t tag = rec.tag.load(std::memory_order_acquire);
+      if (!tag_at(tag, p)) {
+        std::uint64_t f = h->F.load(std::memory_order_acquire);
+        if (f > p) {  // freed under us: go on from the new start
+          p = f;
+          continue;
+        }
+        break;
+      }
+      std::uint64_t span = rec.span.load(std::memory_order_relaxed);
+      if (!good_span(p, span)) break;
+      if (tag_owner(tag) == s) {
+        switch (tag_state(tag)) {
+          case detail::kWriting:
+            if (rec.tag.compare_exchange_strong(tag, make_tag(p, s, detail::kAbandoned)))
+              h->abandoned.fetch_add(1, std::memory_order_relaxed);
+            break;
+          case detail::kReading:
+            if (rec.tag.compare_exchange_strong(tag, make_tag(p, s, detail::kCommitted))) {
+              h->redelivered.fetch_add(1, std::memory_order_relaxed);
+              h->returned.fetch_add(1, std::memory_order_release);
+            }
+            break;
+          case detail::kHeld:
+            if (rec.tag.compare_exchange_strong(tag, make_tag(p, 0, detail::kReleased)))
+              h->reclaimed.fetch_add(1, std::memory_order_relaxed);
+            break;
+          default:
+            break;
+        }
+      }
+      p += span;
+    }
+    auto& sl = h->slot[s];
+    std::uint32_t sleeping = sl.sleeping.exchange(0);
+    if ((sleeping & 1) != 0) h->readers_sleeping.fetch_sub(1);
+    if ((sleeping & 2) != 0) h->writers_sleeping.fetch_sub(1);
+    sl.claim_pos.store(~std::uint64_t{0});
+    sl.read_pos.store(~std::uint64_t{0});
+    std::uint32_t expect = s + 1;
+    h->producer_role.compare_exchange_strong(expect, 0);
+    expect = s + 1;
+    h->consumer_role.compare_exchange_strong(expect, 0);
+    pg.reset();
+    cg.reset();
+    advance_free();
+    detail::wake_all(h->read_event);
+    detail::wake_all(h->write_event);
+  }
+
+  Result<unsigned> recover_all() {
+    if (auto ok = enter(); !ok) return std::unexpected(ok.error());
+    unsigned n = 0;
+    for (unsigned i = 0; i < detail::kSlots; ++i) {
+      if (static_cast<int>(i) == slot) continue;
+      std::uint32_t w = detail::lock_word(h->slot[i].lease).load();
+      if ((w & FUTEX_OWNER_DIED) != 0 && try_recover(i)) ++n;
+    }
+    return n;
+  }
+
+  // ------------------------------------------------------------ writing
+
+  void write_headers(std::uint64_t w, std::uint64_t pad, std::uint64_t need, std::uint64_t len,
+                     unsigned owner, detail::State state) {
+    const std::uint64_t rec = w + pad;
+    Record& r = at(rec);
+    r.span.store(static_cast<std::uint32_t>(need), std::memory_order_relaxed);
+    r.len.store(static_cast<std::uint32_t>(len), std::memory_order_relaxed);
+    r.tag.store(make_tag(rec, owner, state), std::memory_order_release);
+    at(rec + need).tag.store(make_tag(rec + need, 0, detail::kEmpty), std::memory_order_release);
+    if (pad != 0) {
+      Record& p = at(w);
+      p.span.store(static_cast<std::uint32_t>(pad), std::memory_order_relaxed);
+      p.len.store(0, std::memory_order_relaxed);
+      p.tag.store(make_tag(w, owner, detail::kPad), std::memory_order_release);
+    }
+  }
+
+  // Claims a record for `len` bytes: its position, or would-block.
+  Result<std::uint64_t> try_claim(std::uint64_t len) {
+    if (h->closed.load(std::memory_order_acquire) != 0) [[unlikely]]
+      return fail(EPIPE, fmt::format("put on {}: it is closed", what()));
+    std::optional<MutexGuard> guard;
+    if (!one_producer) {
+      auto g = h->plock.lock();
+      if (!g) return fail(g.error(), "put on " + what());
+      if (g->owner_died()) [[unlikely]] {
+        repair_write(h->plock_owner.load());
+        (void)g->mark_consistent();
+      }
+      h->plock_owner.store(static_cast<std::uint32_t>(slot), std::memory_order_relaxed);
+      guard.emplace(std::move(*g));
+    }
+    const std::uint64_t need = round_up(kRecordHeader + len, kAlign);
+    const std::uint64_t w = h->W.load(std::memory_order_relaxed);
+    const std::uint64_t loc = w & mask;
+    const std::uint64_t pad = loc + need > cap ? cap - loc : 0;
+    const std::uint64_t total = pad + need;
+    if (w + total + kAlign > cached_free + cap) {
+      cached_free = h->F.load(std::memory_order_acquire);
+      if (w + total + kAlign > cached_free + cap) {
+        if (int dead = note_free_blocker(); dead >= 0) {
+          guard.reset();
+          try_recover(static_cast<unsigned>(dead));
+        }
+        return would_block_error(fmt::format("put on {}: it is full", what()));
+      }
+    }
+    const std::uint64_t puts = h->puts.load(std::memory_order_relaxed);
+    if (capacity_messages != 0 && puts - cached_gets >= capacity_messages) {
+      cached_gets = h->gets.load(std::memory_order_acquire);
+      if (puts - cached_gets >= capacity_messages + h->returned.load()) {
+        if (int dead = note_free_blocker(); dead >= 0) {
+          guard.reset();
+          try_recover(static_cast<unsigned>(dead));
+        }
+        return would_block_error(fmt::format("put on {}: it holds {} messages, its capacity",
+                                             what(), capacity_messages));
+      }
+    }
+    auto& sl = me();
+    sl.claim_total.store(total, std::memory_order_relaxed);
+    sl.claim_need.store(need, std::memory_order_relaxed);
+    sl.claim_puts.store(puts + 1, std::memory_order_relaxed);
+    sl.claim_pos.store(w, std::memory_order_release);
+    write_headers(w, pad, need, len, static_cast<unsigned>(slot), detail::kWriting);
+    h->puts.store(puts + 1, std::memory_order_relaxed);
+    h->W.store(w + total, std::memory_order_release);
+    return w + pad;
+  }
+
+  // What a full queue waits for: the record at F, if a reader holds it.
+  // Returns that reader's slot if it is dead (the caller cleans up, with
+  // no lock held), else -1.
+  int note_free_blocker() {
+    blocker = -1;
+    std::uint64_t f = h->F.load(std::memory_order_acquire);
+    std::uint64_t tag = at(f).tag.load(std::memory_order_acquire);
+    auto st = tag_state(tag);
+    if (tag_at(tag, f) && (st == detail::kReading || st == detail::kHeld)) {
+      unsigned o = tag_owner(tag);
+      if (o < detail::kSlots && lease_dead(h->slot[o].lease)) return static_cast<int>(o);
+      blocker = static_cast<int>(o);
+    }
+    return -1;
+  }
+
+  void commit(std::uint64_t rec, std::uint64_t len) {
+    Record& r = at(rec);
+    r.len.store(static_cast<std::uint32_t>(len), std::memory_order_relaxed);
+    // An exchange, not a store: a full barrier before the sleepers are read
+    // (their count is raised before they look at the ring again).
+    r.tag.exchange(make_tag(rec, static_cast<unsigned>(slot), detail::kCommitted));
+    if (h->readers_sleeping.load(std::memory_order_relaxed) != 0) [[unlikely]]
+      detail::wake_all(h->read_event);
+  }
+
+  void cancel(std::uint64_t rec) {
+    at(rec).tag.exchange(make_tag(rec, static_cast<unsigned>(slot), detail::kPad));
+    if (h->readers_sleeping.load(std::memory_order_relaxed) != 0) detail::wake_all(h->read_event);
+  }
+
+  // ------------------------------------------------------------ reading
+
+  struct Taken {
+    std::uint64_t pos;
+    std::uint64_t len;
+  };
+
+  // Takes the next message (Reading, or Held for a view); `room` is the
+  // most the caller can take (EMSGSIZE, and it stays, beyond it).
+  Result<Taken> try_take(bool view, std::size_t room, bool exact) {
+    std::optional<MutexGuard> guard;
+    if (!one_consumer) {
+      auto g = h->clock.lock();
+      if (!g) return fail(g.error(), "get from " + what());
+      if (g->owner_died()) [[unlikely]] {
+        repair_read(h->clock_owner.load());
+        (void)g->mark_consistent();
+      }
+      h->clock_owner.store(static_cast<std::uint32_t>(slot), std::memory_order_relaxed);
+      guard.emplace(std::move(*g));
+    }
+    const auto state = view ? detail::kHeld : detail::kReading;
+    const auto me1 = static_cast<unsigned>(slot);
+    if (h->returned.load(std::memory_order_acquire) != 0) [[unlikely]] {
+      if (auto t = take_returned(state, room, exact)) return *t;
+    }
+    const bool closed = h->closed.load(std::memory_order_acquire) != 0;
+    std::uint64_t r = h->R.load(std::memory_order_relaxed);
+    auto& sl = me();
+    for (std::uint64_t n = 0; n <= cap / kAlign; ++n) {
+      Record& rec = at(r);
+      std::uint64_t tag = rec.tag.load(std::memory_order_acquire);
+      if (!tag_at(tag, r) || tag_state(tag) == detail::kEmpty) {
+        blocker = -1;
+        if (one_producer) note_producer();
+        if (closed) return fail(errc::end_of_stream, "get from " + what());
+        return would_block_error(fmt::format("get from {}: it is empty", what()));
+      }
+      const std::uint64_t span = rec.span.load(std::memory_order_relaxed);
+      if (!good_span(r, span)) return corrupt(r, "get from");
+      switch (tag_state(tag)) {
+        case detail::kWriting: {
+          unsigned o = tag_owner(tag);
+          if (o < detail::kSlots && lease_dead(h->slot[o].lease)) {
+            guard.reset();
+            try_recover(o);
+            blocker = -1;
+          } else {
+            blocker = static_cast<int>(o);
+          }
+          return would_block_error(fmt::format("get from {}: a message is being written", what()));
+        }
+        case detail::kPad:
+        case detail::kAbandoned: {
+          const std::uint64_t gets = h->gets.load(std::memory_order_relaxed);
+          const std::uint64_t add = tag_state(tag) == detail::kAbandoned ? 1 : 0;
+          sl.read_gets.store(gets + add, std::memory_order_relaxed);
+          sl.read_pos.store(r, std::memory_order_release);
+          rec.tag.store(make_tag(r, 0, detail::kReleased), std::memory_order_release);
+          h->gets.store(gets + add, std::memory_order_relaxed);
+          h->R.store(r + span, std::memory_order_release);
+          r += span;
+          continue;
+        }
+        case detail::kCommitted: {
+          const std::uint64_t len = rec.len.load(std::memory_order_relaxed);
+          if (len > max_message || len + kRecordHeader > span) return corrupt(r, "get from");
+          if (exact && len != room)
+            return fail(EBADMSG, fmt::format("get a value of {} bytes from {}: the next message "
+                                             "is {} bytes",
+                                             room, what(), len));
+          if (len > room)
+            return fail(EMSGSIZE, fmt::format("get from {}: the next message is {} bytes, "
+                                              "more than the {} given for it",
+                                              what(), len, room));
+          const std::uint64_t gets = h->gets.load(std::memory_order_relaxed);
+          sl.read_gets.store(gets + 1, std::memory_order_relaxed);
+          sl.read_pos.store(r, std::memory_order_release);
+          rec.tag.store(make_tag(r, me1, state), std::memory_order_release);
+          h->gets.store(gets + 1, std::memory_order_relaxed);
+          h->R.store(r + span, std::memory_order_release);
+          return Taken{r, len};
+        }
+        default:
+          return corrupt(r, "get from");
+      }
+    }
+    return corrupt(r, "get from");
+  }
+
+  // A message a dead reader had claimed, given back: it goes first.
+  std::optional<Taken> take_returned(detail::State state, std::size_t room, bool exact) {
+    std::uint64_t p = h->F.load(std::memory_order_acquire);
+    const std::uint64_t r = h->R.load(std::memory_order_acquire);
+    for (std::uint64_t n = 0; p < r && n <= cap / kAlign; ++n) {
+      Record& rec = at(p);
+      std::uint64_t tag = rec.tag.load(std::memory_order_acquire);
+      const std::uint64_t span = rec.span.load(std::memory_order_relaxed);
+      if (!tag_at(tag, p) || !good_span(p, span)) return std::nullopt;
+      if (tag_state(tag) == detail::kCommitted) {
+        const std::uint64_t len = rec.len.load(std::memory_order_relaxed);
+        if (len > max_message || len + kRecordHeader > span || len > room || (exact && len != room))
+          return std::nullopt;
+        if (rec.tag.compare_exchange_strong(tag, make_tag(p, static_cast<unsigned>(slot), state))) {
+          h->returned.fetch_sub(1, std::memory_order_acq_rel);
+          return Taken{p, len};
+        }
+      }
+      p += span;
+    }
+    h->returned.store(0, std::memory_order_release);  // none left (a hint only)
+    return std::nullopt;
+  }
+
+  // With one producer, an empty queue waits on it: its death wakes us.
+  void note_producer() {
+    std::uint32_t p = h->producer_role.load(std::memory_order_relaxed);
+    if (p == 0 || p > detail::kSlots || static_cast<int>(p - 1) == slot) return;
+    if (lease_dead(h->slot[p - 1].lease))
+      try_recover(p - 1);
+    else
+      blocker = static_cast<int>(p - 1);
+  }
+
+  void release(std::uint64_t rec) {
+    at(rec).tag.exchange(make_tag(rec, 0, detail::kReleased));
+    advance_free();
+    if (h->writers_sleeping.load(std::memory_order_relaxed) != 0) [[unlikely]]
+      detail::wake_all(h->write_event);
+  }
+
+  void advance_free() {
+    for (std::uint64_t n = 0; n <= cap / kAlign; ++n) {
+      std::uint64_t f = h->F.load(std::memory_order_acquire);
+      Record& rec = at(f);
+      std::uint64_t tag = rec.tag.load(std::memory_order_acquire);
+      if (!tag_at(tag, f) || tag_state(tag) != detail::kReleased) return;
+      std::uint64_t span = rec.span.load(std::memory_order_relaxed);
+      if (!good_span(f, span)) return;
+      h->F.compare_exchange_weak(f, f + span, std::memory_order_acq_rel);
+    }
+  }
+
+  // ------------------------------------------------------------ waiting
+
+  template <class Attempt>
+  auto wait(bool reader, Deadline deadline, Attempt attempt) -> decltype(attempt()) {
+    auto r = attempt();
+    if (r || !would_block(r.error()) || deadline.expired()) return r;
+    for (unsigned i = 0; i < spin; ++i) {
+      detail::cpu_relax();
+      r = attempt();
+      if (r || !would_block(r.error())) return r;
+    }
+    auto& sleepers = reader ? h->readers_sleeping : h->writers_sleeping;
+    auto& event = reader ? h->read_event : h->write_event;
+    const std::uint32_t bit = reader ? 1 : 2;
+    for (;;) {
+      me().sleeping.fetch_or(bit);
+      sleepers.fetch_add(1);
+      const std::uint32_t ev = event.load();
+      r = attempt();
+      const bool done = r || !would_block(r.error());
+      if (!done && !deadline.expired()) {
+        // A safety net of 100 ms: deaths are normally seen through the lease.
+        Deadline nap = min(deadline, Deadline(std::chrono::milliseconds(100)));
+        if (blocker >= 0 && blocker < static_cast<int>(detail::kSlots)) {
+          Mutex* lease = &h->slot[blocker].lease;
+          (void)detail::wait_for_leases(std::span(&lease, 1), &event, ev, true, nap);
+        } else {
+          (void)detail::futex_wait(event, ev, nap);
+        }
+      }
+      me().sleeping.fetch_and(~bit);
+      sleepers.fetch_sub(1);
+      if (done) return r;
+      if (deadline.expired()) {
+        r = attempt();
+        if (r || !would_block(r.error())) return r;
+        return detail::timed_out(fmt::format("{} {}: still {} at the deadline",
+                                             reader ? "get from" : "put on", what(),
+                                             reader ? "empty" : "full"));
+      }
+    }
+  }
+
+  Result<std::uint64_t> claim(std::size_t len, Deadline deadline) {
+    if (auto ok = enter(); !ok) [[unlikely]]
+      return std::unexpected(ok.error());
+    if (len > max_message) [[unlikely]]
+      return fail(EMSGSIZE, fmt::format("put {} bytes on {}: its largest message is {}", len,
+                                        what(), max_message));
+    if (one_producer) {
+      if (auto ok = take_role(h->producer_role, producer, "be the producer of"); !ok)
+        return std::unexpected(ok.error());
+    }
+    return wait(false, deadline, [&] { return try_claim(len); });
+  }
+
+  Result<Taken> take(bool view, std::size_t room, Deadline deadline, bool exact = false) {
+    if (auto ok = enter(); !ok) [[unlikely]]
+      return std::unexpected(ok.error());
+    if (one_consumer) {
+      if (auto ok = take_role(h->consumer_role, consumer, "be the consumer of"); !ok)
+        return std::unexpected(ok.error());
+    }
+    return wait(true, deadline, [&] { return try_take(view, room, exact); });
+  }
+};
+
+// ---------------------------------------------------------------- making and opening
+
+namespace {
+
+Result<std::unique_ptr<Queue::Impl>> attach(std::shared_ptr<detail::QueueShared> sh) {
+  auto impl = std::make_unique<Queue::Impl>();
+  auto* h = std::launder(reinterpret_cast<QueueHeader*>(sh->map.data()));
+  impl->h = h;
+  impl->ring = sh->map.data() + h->ring_offset;
+  impl->cap = h->ring_bytes;
+  impl->mask = h->ring_bytes - 1;
+  impl->max_message = h->max_message;
+  impl->capacity_messages = h->capacity_messages;
+  impl->one_producer = h->one_producer != 0;
+  impl->one_consumer = h->one_consumer != 0;
+  impl->sh = std::move(sh);
+  if (auto ok = impl->enter(); !ok) {
+    impl->h = nullptr;  // nothing to leave
+    return std::unexpected(ok.error());
+  }
+  return impl;
+}
+
+Result<std::uint64_t> ring_size(const QueueOptions& o) {
+  if (o.max_message == 0 || o.max_message > (std::size_t{1} << 30))
+    return fail(EINVAL,
+                fmt::format("make a queue: max_message {} is not 1 to 1 GiB", o.max_message));
+  const std::uint64_t need = round_up(kRecordHeader + o.max_message, kAlign);
+  const std::uint64_t least = 2 * need + kAlign;
+  std::uint64_t want = o.capacity_bytes;
+  if (want == 0) {
+    want = o.capacity_messages != 0 ? need * o.capacity_messages + need + kAlign : 1u << 20;
+    want = std::max(want, least);
+  } else if (want < least) {
+    return fail(EINVAL, fmt::format("make a queue: capacity_bytes {} cannot hold a message of "
+                                    "max_message {} (at least {} bytes)",
+                                    o.capacity_bytes, o.max_message, least));
+  }
+  if (want > (std::uint64_t{1} << 40))
+    return fail(EINVAL, "make a queue: capacity_bytes over 1 TiB");
+  return std::bit_ceil(std::max<std::uint64_t>(want, detail::kMinRing));
+}
+
+void initialise(const Mapping& map, const QueueOptions& o, std::uint64_t ring) {
+  auto* h = *map.construct<QueueHeader>();
+  h->magic = detail::kMagic;
+  h->version = detail::kVersion;
+  h->header_bytes = sizeof(QueueHeader);
+  h->ring_offset = detail::kRingOffset;
+  h->ring_bytes = ring;
+  h->max_message = o.max_message;
+  h->capacity_messages = o.capacity_messages;
+  h->total_bytes = detail::kRingOffset + ring;
+  h->one_producer = o.producers == Ends::one ? 1 : 0;
+  h->one_consumer = o.consumers == Ends::one ? 1 : 0;
+  h->slots = detail::kSlots;
+  h->ready.store(detail::kReady, std::memory_order_release);
+}
+
+// Everything a participant trusts in a header another process wrote.
+Result<void> validate(const Mapping& map, std::size_t size, const std::string& what) {
+  auto bad = [&](std::string why) {
+    return fail(errc::bad_record, fmt::format("open {}: {}", what, why));
+  };
+  if (size < sizeof(QueueHeader))
+    return fail(EINVAL, fmt::format("open {}: {} bytes is too small to be a queue", what, size));
+  const auto* h = std::launder(reinterpret_cast<const QueueHeader*>(map.data()));
+  if (h->magic != detail::kMagic)
+    return fail(EINVAL, fmt::format("open {}: not a tether queue", what));
+  if (h->version != detail::kVersion)
+    return fail(EINVAL, fmt::format("open {}: a queue of version {}, not {}", what, h->version,
+                                    detail::kVersion));
+  if (h->header_bytes != sizeof(QueueHeader) || h->ring_offset != detail::kRingOffset ||
+      h->slots != detail::kSlots)
+    return bad("its header's layout is not this version's");
+  if (h->ring_bytes < detail::kMinRing || !std::has_single_bit(h->ring_bytes) ||
+      h->ring_bytes > (std::uint64_t{1} << 40) ||
+      h->total_bytes != h->ring_offset + h->ring_bytes || h->total_bytes > size)
+    return bad(fmt::format("a ring of {} bytes does not fit its {} bytes", h->ring_bytes, size));
+  if (h->max_message == 0 ||
+      2 * round_up(kRecordHeader + h->max_message, kAlign) + kAlign > h->ring_bytes)
+    return bad(fmt::format("max_message {} does not fit its ring", h->max_message));
+  if (h->one_producer > 1 || h->one_consumer > 1) return bad("its ends are neither one nor many");
+  return {};
+}
+
+Result<void> wait_ready(const Mapping& map, Deadline ready, const std::string& what) {
+  const auto* h = std::launder(reinterpret_cast<const QueueHeader*>(map.data()));
+  while (h->ready.load(std::memory_order_acquire) != detail::kReady) {
+    if (h->magic != 0 && h->magic != detail::kMagic)
+      return fail(EINVAL, fmt::format("open {}: not a tether queue", what));
+    if (ready.expired())
+      return fail(ETIMEDOUT, fmt::format("open {}: still being made at the deadline", what));
+    ::usleep(1000);
+  }
+  return {};
+}
+
+}  // namespace
+
+Queue::Queue() noexcept = default;
+Queue::Queue(std::unique_ptr<Impl> p) noexcept : p_(std::move(p)) {}
+Queue::Queue(Queue&&) noexcept = default;
+Queue& Queue::operator=(Queue&&) noexcept = default;
+Queue::~Queue() = default;
+
+Result<Queue> Queue::create(const std::string& name, QueueOptions options) {
+  auto ring = ring_size(options);
+  if (!ring) return fail(ring.error(), "create queue " + name);
+  auto sh = std::make_shared<detail::QueueShared>();
+  sh->what = "queue " + name;
+  auto seg = PosixSharedMemory::create(name, detail::kRingOffset + *ring, options.mode);
+  if (!seg) return fail(seg.error(), "create queue");
+  auto map = seg->map();
+  if (!map) return std::unexpected(map.error());
+  map->keep_mapped();
+  initialise(*map, options, *ring);
+  sh->named = std::make_unique<PosixSharedMemory>(std::move(*seg));
+  sh->map = std::move(*map);
+  auto impl = attach(std::move(sh));
+  if (!impl) return std::unexpected(impl.error());
+  (*impl)->spin = options.spin;
+  return Queue(std::move(*impl));
+}
+
+Result<Queue> Queue::open(const std::string& name, Deadline ready) {
+  auto sh = std::make_shared<detail::QueueShared>();
+  sh->what = "queue " + name;
+  auto seg = PosixSharedMemory::open(name);
+  if (!seg) return fail(seg.error(), "open queue");
+  auto size = seg->size();
+  if (!size) return std::unexpected(size.error());
+  if (*size < sizeof(QueueHeader))
+    return fail(EINVAL,
+                fmt::format("open {}: {} bytes is too small to be a queue", sh->what, *size));
+  auto map = seg->map();
+  if (!map) return std::unexpected(map.error());
+  map->keep_mapped();
+  if (auto ok = wait_ready(*map, ready, sh->what); !ok) return std::unexpected(ok.error());
+  if (auto ok = validate(*map, *size, sh->what); !ok) return std::unexpected(ok.error());
+  sh->named = std::make_unique<PosixSharedMemory>(std::move(*seg));
+  sh->map = std::move(*map);
+  auto impl = attach(std::move(sh));
+  if (!impl) return std::unexpected(impl.error());
+  return Queue(std::move(*impl));
+}
+
+Result<Queue> Queue::anonymous(QueueOptions options) {
+  auto ring = ring_size(options);
+  if (!ring) return fail(ring.error(), "make an anonymous queue");
+  auto sh = std::make_shared<detail::QueueShared>();
+  sh->what = "anonymous queue";
+  auto mem = Memfd::create(detail::kRingOffset + *ring, "tether-queue");
+  if (!mem) return fail(mem.error(), "make an anonymous queue");
+  auto map = mem->map();
+  if (!map) return std::unexpected(map.error());
+  map->keep_mapped();
+  initialise(*map, options, *ring);
+  sh->memory = std::move(*mem);
+  sh->map = std::move(*map);
+  auto impl = attach(std::move(sh));
+  if (!impl) return std::unexpected(impl.error());
+  (*impl)->spin = options.spin;
+  return Queue(std::move(*impl));
+}
+
+Result<Queue> Queue::adopt(Fd memory) {
+  auto sh = std::make_shared<detail::QueueShared>();
+  sh->what = "anonymous queue";
+  auto mem = Memfd::from_fd(std::move(memory), sizeof(QueueHeader));
+  if (!mem) return fail(mem.error(), "adopt a queue");
+  auto size = mem->size();
+  if (!size) return std::unexpected(size.error());
+  auto map = mem->map();
+  if (!map) return std::unexpected(map.error());
+  map->keep_mapped();
+  if (auto ok = wait_ready(*map, Deadline::immediate(), sh->what); !ok)
+    return std::unexpected(ok.error());
+  if (auto ok = validate(*map, *size, sh->what); !ok) return std::unexpected(ok.error());
+  sh->memory = std::move(*mem);
+  sh->map = std::move(*map);
+  auto impl = attach(std::move(sh));
+  if (!impl) return std::unexpected(impl.error());
+  return Queue(std::move(*impl));
+}
+
+Result<Queue> Queue::another() const {
+  if (!p_) return fail(EINVAL, "another participant of a queue: this one holds none");
+  auto impl = attach(p_->sh);
+  if (!impl) return std::unexpected(impl.error());
+  (*impl)->spin = p_->spin;
+  return Queue(std::move(*impl));
+}
+
+int Queue::memory_fd() const noexcept {
+  return p_ ? p_->sh->fd() : -1;
+}
+
+const std::string& Queue::description() const noexcept {
+  static const std::string none = "no queue";
+  return p_ ? p_->what() : none;
+}
+
+// ---------------------------------------------------------------- messages
+
+namespace {
+std::unexpected<Error> no_queue(const char* op) {
+  return fail(EINVAL, std::string(op) + " a queue: this object holds none");
+}
+}  // namespace
+
+Result<void> Queue::put(std::span<const std::byte> message, Deadline deadline) {
+  if (!p_) return no_queue("put on");
+  auto rec = p_->claim(message.size(), deadline);
+  if (!rec) return std::unexpected(rec.error());
+  if (!message.empty()) std::memcpy(p_->payload(*rec), message.data(), message.size());
+  p_->commit(*rec, message.size());
+  return {};
+}
+
+Result<std::size_t> Queue::get(std::span<std::byte> into, Deadline deadline) {
+  if (!p_) return no_queue("get from");
+  auto t = p_->take(false, into.size(), deadline);
+  if (!t) return std::unexpected(t.error());
+  if (t->len != 0) std::memcpy(into.data(), p_->payload(t->pos), t->len);
+  p_->release(t->pos);
+  return t->len;
+}
+
+Result<void> Queue::get_exactly(std::span<std::byte> into, Deadline deadline) {
+  if (!p_) return no_queue("get from");
+  auto t = p_->take(false, into.size(), deadline, true);
+  if (!t) return std::unexpected(t.error());
+  if (t->len != 0) std::memcpy(into.data(), p_->payload(t->pos), t->len);
+  p_->release(t->pos);
+  return {};
+}
+
+Result<void> Queue::get_into(std::vector<std::byte>& into, Deadline deadline) {
+  if (!p_) return no_queue("get from");
+  auto t = p_->take(false, p_->max_message, deadline);
+  if (!t) return std::unexpected(t.error());
+  into.resize(t->len);
+  if (t->len != 0) std::memcpy(into.data(), p_->payload(t->pos), t->len);
+  p_->release(t->pos);
+  return {};
+}
+
+Result<std::vector<std::byte>> Queue::get(Deadline deadline) {
+  std::vector<std::byte> out;
+  if (auto ok = get_into(out, deadline); !ok) return std::unexpected(ok.error());
+  return out;
+}
+
+Result<std::string> Queue::get_string(Deadline deadline) {
+  if (!p_) return no_queue("get from");
+  auto t = p_->take(false, p_->max_message, deadline);
+  if (!t) return std::unexpected(t.error());
+  std::string out(reinterpret_cast<const char*>(p_->payload(t->pos)), t->len);
+  p_->release(t->pos);
+  return out;
+}
+
+Result<Queue::Loan> Queue::loan(std::size_t size, Deadline deadline) {
+  if (!p_) return no_queue("loan from");
+  auto rec = p_->claim(size, deadline);
+  if (!rec) return std::unexpected(rec.error());
+  return Loan(p_.get(), *rec, std::span(p_->payload(*rec), size));
+}
+
+Result<Queue::View> Queue::get_view(Deadline deadline) {
+  if (!p_) return no_queue("get from");
+  auto t = p_->take(true, p_->max_message, deadline);
+  if (!t) return std::unexpected(t.error());
+  return View(p_.get(), t->pos, std::span<const std::byte>(p_->payload(t->pos), t->len));
+}
+
+Queue::Loan& Queue::Loan::operator=(Loan&& other) noexcept {
+  if (this != &other) {
+    cancel();
+    q_ = std::exchange(other.q_, nullptr);
+    pos_ = other.pos_;
+    data_ = other.data_;
+  }
+  return *this;
+}
+
+Result<void> Queue::Loan::commit(std::size_t used) {
+  if (q_ == nullptr) return fail(EINVAL, "commit a loan: it holds no space (committed already?)");
+  if (used > data_.size())
+    return fail(EINVAL, fmt::format("commit {} bytes of a loan of {} on {}", used, data_.size(),
+                                    q_->what()));
+  std::exchange(q_, nullptr)->commit(pos_, used);
+  return {};
+}
+
+void Queue::Loan::cancel() noexcept {
+  if (q_ != nullptr) std::exchange(q_, nullptr)->cancel(pos_);
+}
+
+Queue::View& Queue::View::operator=(View&& other) noexcept {
+  if (this != &other) {
+    release();
+    q_ = std::exchange(other.q_, nullptr);
+    pos_ = other.pos_;
+    data_ = other.data_;
+  }
+  return *this;
+}
+
+void Queue::View::release() noexcept {
+  if (q_ != nullptr) std::exchange(q_, nullptr)->release(pos_);
+}
+
+// ---------------------------------------------------------------- state
+
+std::size_t Queue::size() const noexcept {
+  if (!p_) return 0;
+  const auto* h = p_->h;
+  std::uint64_t gets = h->gets.load(std::memory_order_acquire);
+  std::uint64_t puts = h->puts.load(std::memory_order_acquire);
+  std::uint64_t back = h->returned.load(std::memory_order_relaxed);
+  return puts + back > gets ? static_cast<std::size_t>(puts + back - gets) : 0;
+}
+
+bool Queue::empty() const noexcept {
+  if (!p_) return true;
+  const auto* h = p_->h;
+  std::uint64_t r = h->R.load(std::memory_order_acquire);
+  std::uint64_t tag = p_->at(r).tag.load(std::memory_order_acquire);
+  auto st = tag_state(tag);
+  bool next = tag_at(tag, r) && st != detail::kEmpty;
+  return !next && h->returned.load(std::memory_order_relaxed) == 0;
+}
+
+bool Queue::full() const noexcept {
+  if (!p_) return false;
+  const auto* h = p_->h;
+  std::uint64_t f = h->F.load(std::memory_order_acquire);
+  std::uint64_t w = h->W.load(std::memory_order_acquire);
+  std::uint64_t need = round_up(kRecordHeader + 1, kAlign);
+  if (w + need + kAlign > f + p_->cap) return true;
+  return p_->capacity_messages != 0 && size() >= p_->capacity_messages;
+}
+
+std::size_t Queue::max_message() const noexcept {
+  return p_ ? p_->max_message : 0;
+}
+std::size_t Queue::capacity_bytes() const noexcept {
+  return p_ ? p_->cap : 0;
+}
+std::size_t Queue::capacity_messages() const noexcept {
+  return p_ ? p_->capacity_messages : 0;
+}
+std::size_t Queue::memory_bytes() const noexcept {
+  return p_ ? detail::kRingOffset + p_->cap : 0;
+}
+
+void Queue::close() noexcept {
+  if (!p_) return;
+  p_->h->closed.store(1, std::memory_order_release);
+  detail::wake_all(p_->h->read_event);
+  detail::wake_all(p_->h->write_event);
+}
+
+bool Queue::closed() const noexcept {
+  return p_ && p_->h->closed.load(std::memory_order_acquire) != 0;
+}
+
+QueueStats Queue::stats() const noexcept {
+  QueueStats s;
+  if (!p_) return s;
+  const auto* h = p_->h;
+  s.puts = h->puts.load();
+  s.gets = h->gets.load();
+  s.abandoned_writes = h->abandoned.load();
+  s.redelivered = h->redelivered.load();
+  s.reclaimed_views = h->reclaimed.load();
+  s.dead_participants = h->dead.load();
+  return s;
+}
+
+Result<unsigned> Queue::recover() {
+  if (!p_) return no_queue("recover");
+  return p_->recover_all();
+}
+
+}  // namespace tether

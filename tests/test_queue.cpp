@@ -1,0 +1,428 @@
+// The shared-memory queue: every form of put and get, zero-copy, close,
+// named and anonymous, many to many, and participants killed -9.
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <numeric>
+#include <set>
+#include <thread>
+
+#include "support.hpp"
+#include "tether/queue.hpp"
+
+using namespace std::chrono_literals;
+using tether::Ends;
+using tether::Queue;
+using tether_test::bytes;
+using tether_test::must;
+using tether_test::run_in_child;
+
+namespace {
+
+class QueueTest : public tether_test::Clean {};
+
+// Runs `body` in a fork child, which kills itself with SIGKILL (the death
+// under test) by calling die() where it must die, with what it holds
+// still alive; true if it died that way.
+bool dies_by_sigkill(const std::function<void()>& body) {
+  auto child = tether::fork([&] {
+    body();
+    return 1;  // did not reach die()
+  });
+  if (!child) return false;
+  auto status = child->wait(60s);
+  if (!status) {
+    (void)child->kill();
+    (void)child->wait();
+    return false;
+  }
+  return status->signal() == SIGKILL;
+}
+
+void die() {
+  ::raise(SIGKILL);
+}
+
+TEST_F(QueueTest, NamedQueueCarriesWholeMessagesInOrder) {
+  auto name = tether_test::unique_posix_name("q");
+  auto q = must(Queue::create(name, {.max_message = 1000}));
+  auto r = must(Queue::open(name));
+  TT_ASSERT_OK(q.put("hello"));
+  TT_ASSERT_OK(q.put(""));
+  TT_ASSERT_OK(q.put(std::string(1000, 'x')));
+  TT_EXPECT_ERROR(q.put(std::string(1001, 'x')), std::errc::message_size);
+  EXPECT_EQ(r.size(), 3u);
+  EXPECT_FALSE(r.empty());
+  EXPECT_EQ(must(r.get_string()), "hello");
+  EXPECT_EQ(must(r.get_string()), "");
+  EXPECT_EQ(must(r.get_string()), std::string(1000, 'x'));
+  EXPECT_TRUE(r.empty());
+  EXPECT_EQ(r.size(), 0u);
+  EXPECT_EQ(q.stats().puts, 3u);
+  EXPECT_EQ(q.stats().gets, 3u);
+}
+
+TEST_F(QueueTest, ValuesAndBuffers) {
+  auto q = must(Queue::anonymous());
+  struct Point {
+    double x, y;
+  };
+  TT_ASSERT_OK(q.put_value(Point{1.5, -2}));
+  auto p = must(q.get_value<Point>());
+  EXPECT_EQ(p.x, 1.5);
+  EXPECT_EQ(p.y, -2);
+  TT_ASSERT_OK(q.put_value(7));
+  TT_EXPECT_ERROR(q.get_value<Point>(), std::errc::bad_message);  // stays queued
+  EXPECT_EQ(must(q.get_value<int>()), 7);
+  TT_ASSERT_OK(q.put("abcdef"));
+  std::array<std::byte, 4> small{};
+  TT_EXPECT_ERROR(q.get(small), std::errc::message_size);
+  std::vector<std::byte> buf;
+  TT_ASSERT_OK(q.get_into(buf));
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), buf.size()), "abcdef");
+}
+
+TEST_F(QueueTest, TryFormsAndDeadlines) {
+  auto q = must(Queue::anonymous({.max_message = 64, .capacity_messages = 2}));
+  TT_EXPECT_ERROR(q.try_get(), std::errc::resource_unavailable_try_again);
+  auto t0 = std::chrono::steady_clock::now();
+  TT_EXPECT_ERROR(q.get(50ms), std::errc::timed_out);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 50ms);
+  TT_ASSERT_OK(q.try_put(bytes("a")));
+  TT_ASSERT_OK(q.try_put(bytes("b")));
+  EXPECT_TRUE(q.full());
+  TT_EXPECT_ERROR(q.try_put(bytes("c")), std::errc::resource_unavailable_try_again);
+  TT_EXPECT_ERROR(q.put("c", 30ms), std::errc::timed_out);
+  EXPECT_EQ(must(q.get_string()), "a");
+  EXPECT_FALSE(q.full());
+  TT_ASSERT_OK(q.try_put(bytes("c")));
+  EXPECT_EQ(must(q.get_string()), "b");
+  EXPECT_EQ(must(q.get_string()), "c");
+}
+
+TEST_F(QueueTest, RingWrapsWithMessagesOfEverySize) {
+  // A 4 KiB ring, messages of 0 to 1500 bytes: pads at the end of the ring
+  // every few messages, each message checked whole.
+  auto q = must(Queue::anonymous({.max_message = 1500, .capacity_bytes = 4096}));
+  EXPECT_EQ(q.capacity_bytes(), 4096u);
+  std::vector<std::byte> msg, got;
+  std::uint32_t seed = 1;
+  for (int i = 0; i < 5000; ++i) {
+    seed = seed * 1103515245 + 12345;
+    std::size_t n = (seed >> 8) % 1501;
+    msg.resize(n);
+    for (std::size_t k = 0; k < n; ++k) msg[k] = static_cast<std::byte>(i + k);
+    TT_ASSERT_OK(q.try_put(msg));
+    if (i % 3 != 2) {
+      TT_ASSERT_OK(q.get_into(got));
+      ASSERT_EQ(got, msg) << i;
+    } else {
+      TT_ASSERT_OK(q.get_into(got));
+    }
+  }
+  EXPECT_TRUE(q.empty());
+}
+
+TEST_F(QueueTest, CloseDrainsThenEndOfStream) {
+  auto q = must(Queue::anonymous());
+  TT_ASSERT_OK(q.put("last"));
+  q.close();
+  EXPECT_TRUE(q.closed());
+  TT_EXPECT_ERROR(q.put("more"), std::errc::broken_pipe);
+  EXPECT_EQ(must(q.get_string()), "last");
+  TT_EXPECT_ERROR(q.get(), tether::errc::end_of_stream);
+  TT_EXPECT_ERROR(q.try_get(), tether::errc::end_of_stream);
+}
+
+TEST_F(QueueTest, CloseWakesASleepingConsumer) {
+  auto q = must(Queue::anonymous());
+  EXPECT_EQ(run_in_child([&] {
+              std::this_thread::sleep_for(50ms);
+              q.close();
+              return 0;
+            }),
+            0);
+  TT_EXPECT_ERROR(q.get(10s), tether::errc::end_of_stream);
+}
+
+TEST_F(QueueTest, LoansAndViewsAreZeroCopy) {
+  auto q = must(Queue::anonymous({.max_message = 256}));
+  {
+    auto loan = must(q.loan(256));
+    EXPECT_EQ(loan.size(), 256u);
+    std::memcpy(loan.data(), "in place", 8);
+    TT_ASSERT_OK(loan.commit(8));
+  }
+  {
+    auto cancelled = must(q.loan(100));  // dropped: nothing is delivered
+  }
+  auto view = must(q.get_view());
+  EXPECT_EQ(view.text(), "in place");
+  TT_EXPECT_ERROR(q.try_get(), std::errc::resource_unavailable_try_again);
+  // Views are released in any order; the space comes back once all are.
+  TT_ASSERT_OK(q.put("b"));
+  TT_ASSERT_OK(q.put("c"));
+  auto vb = must(q.get_view());
+  auto vc = must(q.get_view());
+  EXPECT_EQ(vb.text(), "b");
+  EXPECT_EQ(vc.text(), "c");
+  vc.release();
+  view.release();
+  vb.release();
+  EXPECT_TRUE(q.empty());
+  EXPECT_EQ(q.stats().abandoned_writes, 0u);
+  // A loan bigger than max_message is refused.
+  TT_EXPECT_ERROR(q.loan(257), std::errc::message_size);
+}
+
+TEST_F(QueueTest, ForkChildIsAParticipantOfItsOwn) {
+  auto q = must(Queue::anonymous({.max_message = 64, .capacity_bytes = 4096}));
+  constexpr int kCount = 20000;
+  auto child = must(tether::fork([&] {
+    for (int i = 0; i < kCount; ++i)
+      if (!q.put_value(i)) return 1;
+    return 0;
+  }));
+  for (int i = 0; i < kCount; ++i) {
+    auto v = q.get_value<int>(10s);
+    ASSERT_TRUE(v.has_value()) << v.error().message();
+    ASSERT_EQ(*v, i);
+  }
+  auto st = must(child.wait(10s));
+  EXPECT_TRUE(st.success()) << st.describe();
+}
+
+TEST_F(QueueTest, UnrelatedHandlesByName) {
+  auto name = tether_test::unique_posix_name("q");
+  auto q = must(Queue::create(name, {.max_message = 128}));
+  auto child = must(tether::fork([&] {
+    auto mine = Queue::open(name);  // opened by name, as another program would
+    if (!mine) return 2;
+    for (int i = 0; i < 100; ++i)
+      if (!mine->put("m" + std::to_string(i))) return 1;
+    return 0;
+  }));
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(must(q.get_string(10s)), "m" + std::to_string(i));
+  EXPECT_TRUE(must(child.wait(10s)).success());
+}
+
+TEST_F(QueueTest, ManyToManyThreadsDeliverEachMessageOnce) {
+  auto q = must(Queue::anonymous({.max_message = 64, .capacity_bytes = 8192}));
+  constexpr int kProducers = 3, kConsumers = 3, kEach = 20000;
+  std::vector<std::vector<int>> got(kConsumers);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  threads.reserve(kProducers + kConsumers);
+  for (int p = 0; p < kProducers; ++p) {
+    threads.emplace_back([&, p] {
+      auto mine = q.another();
+      if (!mine) {
+        ++failures;
+        return;
+      }
+      for (int i = 0; i < kEach; ++i)
+        if (!mine->put_value(p * kEach + i, 10s)) ++failures;
+    });
+  }
+  for (int c = 0; c < kConsumers; ++c) {
+    threads.emplace_back([&, c] {
+      auto mine = q.another();
+      if (!mine) {
+        ++failures;
+        return;
+      }
+      for (;;) {
+        auto v = mine->get_value<int>(10s);
+        if (!v) {
+          if (!(v.error() == tether::errc::end_of_stream)) ++failures;
+          return;
+        }
+        got[c].push_back(*v);
+      }
+    });
+  }
+  for (int p = 0; p < kProducers; ++p) threads[p].join();
+  q.close();
+  for (int c = 0; c < kConsumers; ++c) threads[kProducers + c].join();
+  EXPECT_EQ(failures.load(), 0);
+  std::vector<int> all;
+  for (auto& g : got) {
+    // Each producer's messages reach each consumer in the order they were put.
+    std::vector<int> last(kProducers, -1);
+    for (int v : g) {
+      EXPECT_GT(v, last[v / kEach]);
+      last[v / kEach] = v;
+    }
+    all.insert(all.end(), g.begin(), g.end());
+  }
+  std::sort(all.begin(), all.end());
+  std::vector<int> want(std::size_t{kProducers} * kEach);
+  std::iota(want.begin(), want.end(), 0);
+  EXPECT_EQ(all, want);
+}
+
+TEST_F(QueueTest, AParticipantBelongsToItsThread) {
+  auto q = must(Queue::anonymous());
+  std::thread([&] { TT_EXPECT_ERROR(q.put("x"), std::errc::operation_not_permitted); }).join();
+  std::thread([&] {
+    auto mine = q.another();  // a participant of this thread
+    ASSERT_TRUE(mine.has_value()) << mine.error().message();
+    EXPECT_TRUE(mine->put("x").has_value());
+  }).join();
+  EXPECT_EQ(must(q.get_string()), "x");
+}
+
+TEST_F(QueueTest, OneConsumerIsRefusedASecondUntilTheFirstDies) {
+  auto q = must(Queue::anonymous({.producers = Ends::one, .consumers = Ends::one}));
+  TT_ASSERT_OK(q.put("one"));
+  TT_ASSERT_OK(q.put("two"));
+  // A child becomes the consumer, takes one message and dies holding the role.
+  EXPECT_TRUE(dies_by_sigkill([&] {
+    if (q.get_string(5s).value_or("") == "one") die();
+  }));
+  // Its death frees the role: this process takes it and the next message.
+  EXPECT_EQ(must(q.get_string(5s)), "two");
+  // And a second consumer is refused while this one lives.
+  EXPECT_EQ(run_in_child([&] {
+              auto r = q.try_get();
+              return !r && r.error() == std::errc::device_or_resource_busy ? 0 : 1;
+            }),
+            0);
+}
+
+// ---------------------------------------------------------------- deaths
+
+TEST_F(QueueTest, WriterKilledMidLoanIsSkippedAndCounted) {
+  auto q = must(Queue::anonymous({.max_message = 64}));
+  EXPECT_TRUE(dies_by_sigkill([&] {
+    auto loan = q.loan(64);  // never committed
+    if (!loan) return;
+    std::memset(loan->data(), 'T', 32);  // half written
+    if (q.put("after")) die();           // dies holding the loan
+  }));
+  EXPECT_EQ(must(q.get_string(5s)), "after");  // the torn one is never delivered
+  EXPECT_EQ(q.stats().abandoned_writes, 1u);
+  EXPECT_GE(q.stats().dead_participants, 1u);
+  TT_EXPECT_ERROR(q.try_get(), std::errc::resource_unavailable_try_again);
+}
+
+TEST_F(QueueTest, ConsumerWaitingOnADeadWritersLoanWakesPromptly) {
+  auto q = must(Queue::anonymous({.max_message = 64}));
+  auto [ready_r, ready_w] = must(tether::make_pipe());
+  auto child = must(tether::fork([&, w = ready_w.get()] {
+    auto loan = q.loan(8);
+    if (!loan) return 1;
+    if (::write(w, "r", 1) != 1) return 2;
+    ::pause();  // killed here, loan open
+    return 0;
+  }));
+  ready_w.reset();
+  char b = 0;
+  ASSERT_EQ(::read(ready_r.get(), &b, 1), 1);
+  auto killer = std::thread([&] {
+    std::this_thread::sleep_for(50ms);
+    (void)child.kill();
+  });
+  // The get sleeps behind the open loan; the writer's death wakes it and the
+  // loan is dropped, so the get then times out on an empty queue.
+  TT_EXPECT_ERROR(q.get(1s), std::errc::timed_out);
+  killer.join();
+  (void)child.wait();
+  EXPECT_EQ(q.stats().abandoned_writes, 1u);
+  // And a message put afterwards is delivered at once.
+  TT_ASSERT_OK(q.put("next"));
+  EXPECT_EQ(must(q.get_string(1s)), "next");
+}
+
+TEST_F(QueueTest, ReaderKilledHoldingAViewGivesTheSpaceBack) {
+  // A ring with room for a handful of messages: a view that was never
+  // released would block producers for ever.
+  auto q = must(Queue::anonymous({.max_message = 1000, .capacity_bytes = 4096}));
+  TT_ASSERT_OK(q.put(std::string(1000, 'a')));
+  EXPECT_TRUE(dies_by_sigkill([&] {
+    auto view = q.get_view(5s);
+    if (view) die();  // holding it
+  }));
+  // Fill it again, and again: the dead reader's record is reclaimed.
+  for (int round = 0; round < 5; ++round) {
+    TT_ASSERT_OK(q.put(std::string(1000, 'b'), 5s));
+    TT_ASSERT_OK(q.put(std::string(1000, 'c'), 5s));
+    EXPECT_EQ(must(q.get_string(5s)), std::string(1000, 'b'));
+    EXPECT_EQ(must(q.get_string(5s)), std::string(1000, 'c'));
+  }
+  EXPECT_EQ(q.stats().reclaimed_views, 1u);
+}
+
+TEST_F(QueueTest, ExplicitRecoverFindsTheDead) {
+  auto q = must(Queue::anonymous());
+  EXPECT_TRUE(dies_by_sigkill([&] {
+    if (q.put("from the child")) die();
+  }));
+  auto n = must(q.recover());
+  EXPECT_EQ(n, 1u);
+  EXPECT_EQ(must(q.get_string()), "from the child");  // a committed message survives its writer
+}
+
+// ---------------------------------------------------------------- hostile segments
+
+TEST_F(QueueTest, OpeningWhatIsNotAQueueIsAClearError) {
+  auto name = tether_test::unique_posix_name("notq");
+  {
+    auto seg = must(tether::PosixSharedMemory::create(name, std::size_t{64} * 1024));
+    auto map = must(seg.map());
+    std::memset(map.data(), 0x5a, map.size());
+    TT_EXPECT_ERROR(Queue::open(name, 10ms), std::errc::invalid_argument);
+  }
+  {
+    auto seg = must(tether::PosixSharedMemory::create(name, 16));
+    TT_EXPECT_ERROR(Queue::open(name, 10ms), std::errc::invalid_argument);
+  }
+  {
+    // A zeroed segment: a queue still being made, never finished.
+    auto seg = must(tether::PosixSharedMemory::create(name, std::size_t{64} * 1024));
+    TT_EXPECT_ERROR(Queue::open(name, 20ms), std::errc::timed_out);
+  }
+  TT_EXPECT_ERROR(Queue::open(name), std::errc::no_such_file_or_directory);
+}
+
+TEST_F(QueueTest, ACorruptHeaderIsRefused) {
+  auto name = tether_test::unique_posix_name("q");
+  auto q = must(Queue::create(name, {.max_message = 64, .capacity_bytes = 4096}));
+  auto seg = must(tether::PosixSharedMemory::open(name));
+  auto map = must(seg.map());
+  // Offsets of QueueHeader: magic 0, version 8, header_bytes 12,
+  // ring_offset 16, ring_bytes 24, max_message 32.
+  std::uint64_t saved = 0;
+  std::memcpy(&saved, map.data() + 24, 8);
+  for (std::uint64_t bad : {std::uint64_t{3}, std::uint64_t{1} << 20, ~std::uint64_t{0}}) {
+    std::memcpy(map.data() + 24, &bad, 8);
+    TT_EXPECT_ERROR(Queue::open(name), tether::errc::bad_record);
+  }
+  std::memcpy(map.data() + 24, &saved, 8);
+  std::uint64_t huge = std::uint64_t{1} << 30;
+  std::memcpy(map.data() + 32, &huge, 8);
+  TT_EXPECT_ERROR(Queue::open(name), tether::errc::bad_record);
+  std::uint64_t ok = 64;
+  std::memcpy(map.data() + 32, &ok, 8);
+  auto again = must(Queue::open(name));
+  TT_ASSERT_OK(again.put("fine"));
+  EXPECT_EQ(must(q.get_string()), "fine");
+}
+
+TEST_F(QueueTest, ACorruptRecordIsAnErrorNotACrash) {
+  auto q = must(Queue::anonymous({.max_message = 64, .capacity_bytes = 4096}));
+  TT_ASSERT_OK(q.put("x"));
+  auto map = must(tether::Mapping::map(q.memory_fd(), 0, q.memory_bytes(),
+                                       tether::Access::read_write, "queue"));
+  // The first record's span (after its 8-byte tag) made absurd.
+  std::byte* ring = map.data() + (q.memory_bytes() - q.capacity_bytes());
+  std::uint32_t span = 1u << 31;
+  std::memcpy(ring + 8, &span, 4);
+  TT_EXPECT_ERROR(q.try_get(), tether::errc::bad_record);
+}
+
+}  // namespace
