@@ -96,6 +96,9 @@ struct alignas(128) QueueSlot {
   Mutex lease;
   std::atomic<std::uint32_t> pid{0};
   std::atomic<std::uint32_t> sleeping{0};  // 1: counted in readers_sleeping; 2: writers_
+  // 1 while another participant cleans up after this slot's dead holder
+  // (its lease then looks held).
+  std::atomic<std::uint32_t> recovering{0};
   // The write claim being made (see repair_write).
   std::atomic<std::uint64_t> claim_pos{~std::uint64_t{0}};
   std::atomic<std::uint64_t> claim_total{0};
@@ -122,7 +125,7 @@ struct QueueHeader {
   std::atomic<std::uint32_t> ready{0};
 
   alignas(64) std::atomic<std::uint32_t> closed{0};
-  std::atomic<std::uint32_t> returned{0};       // Committed records below R, to take first
+  std::atomic<std::uint32_t> returned{0};  // non-zero: Committed records below R, to take first
   std::atomic<std::uint32_t> producer_role{0};  // slot + 1 (Ends::one)
   std::atomic<std::uint32_t> consumer_role{0};
   std::atomic<std::uint64_t> abandoned{0};
@@ -131,12 +134,10 @@ struct QueueHeader {
   std::atomic<std::uint64_t> dead{0};
 
   alignas(64) Mutex plock;
-  std::atomic<std::uint32_t> plock_owner{0};
   std::atomic<std::uint64_t> W{0};
   std::atomic<std::uint64_t> puts{0};
 
   alignas(64) Mutex clock;
-  std::atomic<std::uint32_t> clock_owner{0};
   std::atomic<std::uint64_t> R{0};
   std::atomic<std::uint64_t> gets{0};
 
@@ -281,7 +282,9 @@ struct Queue::Impl {
       int r = ::pthread_mutex_trylock(s.lease.native());
       if (r != 0 && r != EOWNERDEAD) continue;
       if (r == EOWNERDEAD) {
+        s.recovering.store(1);
         recover_slot(i);
+        s.recovering.store(0);
         ::pthread_mutex_consistent(s.lease.native());
       }
       s.claim_pos.store(~std::uint64_t{0}, std::memory_order_relaxed);
@@ -321,7 +324,7 @@ struct Queue::Impl {
       }
       if (cur == 0) continue;
       if (cur > detail::kSlots) return corrupt(0, "take a role in");
-      if (!lease_dead(h->slot[cur - 1].lease))
+      if (!lease_dead(h->slot[cur - 1].lease) && h->slot[cur - 1].recovering.load() == 0)
         return fail(EBUSY, fmt::format("{} {}: it has one already (Ends::one)", name, what()));
       try_recover(cur - 1);
       if (role.load() == cur) ::usleep(500);  // another participant is cleaning it up
@@ -331,21 +334,37 @@ struct Queue::Impl {
 
   // ------------------------------------------------------------ recovery
 
-  // Cleans up after slot `s` if nobody lives in it; true if it did.
+  // Cleans up after slot `s` if nobody lives in it (its holder died, or it
+  // is free while records still name it: a participant that left with a
+  // loan open); true if its holder had died.
   bool try_recover(unsigned s) {
     if (s >= detail::kSlots || static_cast<int>(s) == slot) return false;
     auto& lease = h->slot[s].lease;
     int r = ::pthread_mutex_trylock(lease.native());
     if (r != 0 && r != EOWNERDEAD) return false;
-    if (r == EOWNERDEAD) {
-      recover_slot(s);
-      ::pthread_mutex_consistent(lease.native());
-    }
+    h->slot[s].recovering.store(1);
+    recover_slot(s, r == EOWNERDEAD);
+    h->slot[s].recovering.store(0);
+    if (r == EOWNERDEAD) ::pthread_mutex_consistent(lease.native());
     ::pthread_mutex_unlock(lease.native());
     return r == EOWNERDEAD;
   }
 
-  // A producer died in the middle of a claim (holding plock, or the one
+  // A producer died in the middle of a claim, holding plock: which one is
+  // not known (it may have died before it could say), but only the holder
+  // writes a claim, so the one whose claim starts at W is it.
+  void repair_writes() {
+    const std::uint64_t w = h->W.load(std::memory_order_acquire);
+    for (unsigned s = 0; s < detail::kSlots; ++s)
+      if (h->slot[s].claim_pos.load(std::memory_order_acquire) == w) repair_write(s);
+  }
+  void repair_reads() {
+    const std::uint64_t r = h->R.load(std::memory_order_acquire);
+    for (unsigned s = 0; s < detail::kSlots; ++s)
+      if (h->slot[s].read_pos.load(std::memory_order_acquire) == r) repair_read(s);
+  }
+
+  // Producer `s` died in the middle of a claim (holding plock, or the one
   // producer): finish it, as a record nobody will read.
   void repair_write(unsigned s) {
     if (s >= detail::kSlots) return;
@@ -378,13 +397,13 @@ struct Queue::Impl {
   }
 
   // Undoes what dead slot `s` left (its lease held by this thread).
-  void recover_slot(unsigned s) {
-    h->dead.fetch_add(1, std::memory_order_relaxed);
+  void recover_slot(unsigned s, bool died = true) {
+    if (died) h->dead.fetch_add(1, std::memory_order_relaxed);
     std::optional<MutexGuard> pg, cg;
     if (!one_producer) {
       if (auto g = h->plock.lock()) {
         if (g->owner_died()) {
-          repair_write(h->plock_owner.load());
+          repair_writes();
           (void)g->mark_consistent();
         }
         pg.emplace(std::move(*g));
@@ -395,7 +414,7 @@ struct Queue::Impl {
     if (!one_consumer) {
       if (auto g = h->clock.lock()) {
         if (g->owner_died()) {
-          repair_read(h->clock_owner.load());
+          repair_reads();
           (void)g->mark_consistent();
         }
         cg.emplace(std::move(*g));
@@ -496,10 +515,9 @@ struct Queue::Impl {
       auto g = h->plock.lock();
       if (!g) return fail(g.error(), "put on " + what());
       if (g->owner_died()) [[unlikely]] {
-        repair_write(h->plock_owner.load());
+        repair_writes();
         (void)g->mark_consistent();
       }
-      h->plock_owner.store(static_cast<std::uint32_t>(slot), std::memory_order_relaxed);
       guard.emplace(std::move(*g));
     }
     const std::uint64_t need = round_up(kRecordHeader + len, kAlign);
@@ -520,7 +538,7 @@ struct Queue::Impl {
     const std::uint64_t puts = h->puts.load(std::memory_order_relaxed);
     if (capacity_messages != 0 && puts - cached_gets >= capacity_messages) {
       cached_gets = h->gets.load(std::memory_order_acquire);
-      if (puts - cached_gets >= capacity_messages + h->returned.load()) {
+      if (puts - cached_gets >= capacity_messages) {
         if (int dead = note_free_blocker(); dead >= 0) {
           guard.reset();
           try_recover(static_cast<unsigned>(dead));
@@ -586,10 +604,9 @@ struct Queue::Impl {
       auto g = h->clock.lock();
       if (!g) return fail(g.error(), "get from " + what());
       if (g->owner_died()) [[unlikely]] {
-        repair_read(h->clock_owner.load());
+        repair_reads();
         (void)g->mark_consistent();
       }
-      h->clock_owner.store(static_cast<std::uint32_t>(slot), std::memory_order_relaxed);
       guard.emplace(std::move(*g));
     }
     const auto state = view ? detail::kHeld : detail::kReading;
@@ -663,6 +680,7 @@ struct Queue::Impl {
 
   // A message a dead reader had claimed, given back: it goes first.
   std::optional<Taken> take_returned(detail::State state, std::size_t room, bool exact) {
+    std::uint32_t hint = h->returned.load(std::memory_order_acquire);
     std::uint64_t p = h->F.load(std::memory_order_acquire);
     const std::uint64_t r = h->R.load(std::memory_order_acquire);
     for (std::uint64_t n = 0; p < r && n <= cap / kAlign; ++n) {
@@ -674,14 +692,14 @@ struct Queue::Impl {
         const std::uint64_t len = rec.len.load(std::memory_order_relaxed);
         if (len > max_message || len + kRecordHeader > span || len > room || (exact && len != room))
           return std::nullopt;
-        if (rec.tag.compare_exchange_strong(tag, make_tag(p, static_cast<unsigned>(slot), state))) {
-          h->returned.fetch_sub(1, std::memory_order_acq_rel);
+        if (rec.tag.compare_exchange_strong(tag, make_tag(p, static_cast<unsigned>(slot), state)))
           return Taken{p, len};
-        }
       }
       p += span;
     }
-    h->returned.store(0, std::memory_order_release);  // none left (a hint only)
+    // None left, unless a recovery gave one back since the scan began (it
+    // changes the record, then the hint): then the hint stays.
+    h->returned.compare_exchange_strong(hint, 0, std::memory_order_acq_rel);
     return std::nullopt;
   }
 
@@ -1102,8 +1120,7 @@ std::size_t Queue::size() const noexcept {
   const auto* h = p_->h;
   std::uint64_t gets = h->gets.load(std::memory_order_acquire);
   std::uint64_t puts = h->puts.load(std::memory_order_acquire);
-  std::uint64_t back = h->returned.load(std::memory_order_relaxed);
-  return puts + back > gets ? static_cast<std::size_t>(puts + back - gets) : 0;
+  return puts > gets ? static_cast<std::size_t>(puts - gets) : 0;
 }
 
 bool Queue::empty() const noexcept {
