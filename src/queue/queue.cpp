@@ -364,6 +364,20 @@ struct Queue::Impl {
       if (h->slot[s].read_pos.load(std::memory_order_acquire) == r) repair_read(s);
   }
 
+  // The producers' (or consumers') claim lock, with the claim its last
+  // holder was making finished if that holder died.
+  Result<MutexGuard> lock_claims(bool producers) {
+    auto g = (producers ? h->plock : h->clock).lock();
+    if (g && g->owner_died()) [[unlikely]] {
+      if (producers)
+        repair_writes();
+      else
+        repair_reads();
+      (void)g->mark_consistent();
+    }
+    return g;
+  }
+
   // Producer `s` died in the middle of a claim (holding plock, or the one
   // producer): finish it, as a record nobody will read.
   void repair_write(unsigned s) {
@@ -401,24 +415,12 @@ struct Queue::Impl {
     if (died) h->dead.fetch_add(1, std::memory_order_relaxed);
     std::optional<MutexGuard> pg, cg;
     if (!one_producer) {
-      if (auto g = h->plock.lock()) {
-        if (g->owner_died()) {
-          repair_writes();
-          (void)g->mark_consistent();
-        }
-        pg.emplace(std::move(*g));
-      }
+      if (auto g = lock_claims(true)) pg.emplace(std::move(*g));
     } else if (h->producer_role.load() == s + 1) {
       repair_write(s);
     }
     if (!one_consumer) {
-      if (auto g = h->clock.lock()) {
-        if (g->owner_died()) {
-          repair_reads();
-          (void)g->mark_consistent();
-        }
-        cg.emplace(std::move(*g));
-      }
+      if (auto g = lock_claims(false)) cg.emplace(std::move(*g));
     } else if (h->consumer_role.load() == s + 1) {
       repair_read(s);
     }
@@ -512,12 +514,8 @@ struct Queue::Impl {
       return fail(EPIPE, fmt::format("put on {}: it is closed", what()));
     std::optional<MutexGuard> guard;
     if (!one_producer) {
-      auto g = h->plock.lock();
+      auto g = lock_claims(true);
       if (!g) return fail(g.error(), "put on " + what());
-      if (g->owner_died()) [[unlikely]] {
-        repair_writes();
-        (void)g->mark_consistent();
-      }
       guard.emplace(std::move(*g));
     }
     const std::uint64_t need = round_up(kRecordHeader + len, kAlign);
@@ -601,12 +599,8 @@ struct Queue::Impl {
   Result<Taken> try_take(bool view, std::size_t room, bool exact) {
     std::optional<MutexGuard> guard;
     if (!one_consumer) {
-      auto g = h->clock.lock();
+      auto g = lock_claims(false);
       if (!g) return fail(g.error(), "get from " + what());
-      if (g->owner_died()) [[unlikely]] {
-        repair_reads();
-        (void)g->mark_consistent();
-      }
       guard.emplace(std::move(*g));
     }
     const auto state = view ? detail::kHeld : detail::kReading;
