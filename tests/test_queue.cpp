@@ -310,7 +310,7 @@ TEST_F(QueueTest, WriterKilledMidLoanIsSkippedAndCounted) {
   TT_EXPECT_ERROR(q.try_get(), std::errc::resource_unavailable_try_again);
 }
 
-TEST_F(QueueTest, ConsumerWaitingOnADeadWritersLoanWakesPromptly) {
+TEST_F(QueueTest, ConsumerBlockedByADeadWritersLoanGoesOn) {
   auto q = must(Queue::anonymous({.max_message = 64}));
   auto [ready_r, ready_w] = must(tether::make_pipe());
   auto child = must(tether::fork([&, w = ready_w.get()] {
