@@ -394,20 +394,34 @@ TEST_F(QueueTest, ACorruptHeaderIsRefused) {
   auto q = must(Queue::create(name, {.max_message = 64, .capacity_bytes = 4096}));
   auto seg = must(tether::PosixSharedMemory::open(name));
   auto map = must(seg.map());
-  // Offsets of QueueHeader: magic 0, version 8, header_bytes 12,
-  // ring_offset 16, ring_bytes 24, max_message 32.
+  // Offsets of QueueHeader: magic 0, version 8, header_bytes 12, ready 16,
+  // map_bytes 24, ring_offset 32, ring_bytes 40, max_message 48.
   std::uint64_t saved = 0;
-  std::memcpy(&saved, map.data() + 24, 8);
+  std::memcpy(&saved, map.data() + 40, 8);
   for (std::uint64_t bad : {std::uint64_t{3}, std::uint64_t{1} << 20, ~std::uint64_t{0}}) {
+    std::memcpy(map.data() + 40, &bad, 8);
+    TT_EXPECT_ERROR(Queue::open(name), tether::errc::bad_record);
+  }
+  std::memcpy(map.data() + 40, &saved, 8);
+  std::uint64_t huge = std::uint64_t{1} << 30;
+  std::memcpy(map.data() + 48, &huge, 8);
+  TT_EXPECT_ERROR(Queue::open(name), tether::errc::bad_record);
+  std::uint64_t ok = 64;
+  std::memcpy(map.data() + 48, &ok, 8);
+  // Told to map less than it holds, or a petabyte.
+  std::memcpy(&saved, map.data() + 24, 8);
+  for (std::uint64_t bad : {std::uint64_t{4096}, std::uint64_t{1} << 50}) {
     std::memcpy(map.data() + 24, &bad, 8);
     TT_EXPECT_ERROR(Queue::open(name), tether::errc::bad_record);
   }
   std::memcpy(map.data() + 24, &saved, 8);
-  std::uint64_t huge = std::uint64_t{1} << 30;
-  std::memcpy(map.data() + 32, &huge, 8);
-  TT_EXPECT_ERROR(Queue::open(name), tether::errc::bad_record);
-  std::uint64_t ok = 64;
-  std::memcpy(map.data() + 32, &ok, 8);
+  // Another magic: not a queue at all.
+  std::uint64_t magic = 0;
+  std::memcpy(&magic, map.data(), 8);
+  std::uint64_t other = magic ^ 1;
+  std::memcpy(map.data(), &other, 8);
+  TT_EXPECT_ERROR(Queue::open(name), std::errc::invalid_argument);
+  std::memcpy(map.data(), &magic, 8);
   auto again = must(Queue::open(name));
   TT_ASSERT_OK(again.put("fine"));
   EXPECT_EQ(must(q.get_string()), "fine");

@@ -91,7 +91,7 @@ struct QueueStats {
 };
 
 namespace detail {
-struct QueueShared;
+struct Segment;
 struct QueueHeader;
 }  // namespace detail
 
@@ -195,11 +195,11 @@ class Queue {
 
   // The implementation's (src/queue/queue.cpp), named here only.
   struct Impl;
+  explicit Queue(std::unique_ptr<Impl> p) noexcept;
 
  private:
   friend class Loan;
   friend class View;
-  explicit Queue(std::unique_ptr<Impl> p) noexcept;
   std::unique_ptr<Impl> p_;
 };
 

@@ -77,6 +77,13 @@ class Mapping {
   // raises SIGBUS.
   static Result<Mapping> map(int fd, std::size_t offset, std::size_t length, Access access,
                              std::string_view what);
+  // For an object that grows while mapped: `length` bytes of address space
+  // from offset 0, of which only the object's current size may be touched
+  // (a page past its end raises SIGBUS). As the object grows (by anyone),
+  // the mapping already covers the new bytes: nobody has to map again.
+  // The object must hold at least one byte now.
+  static Result<Mapping> map_growable(int fd, std::size_t length, Access access,
+                                      std::string_view what);
   // Anonymous shared memory (MAP_SHARED|MAP_ANONYMOUS), zero-filled, shared
   // with every child forked after this call, named nowhere. It lives in the
   // kernel's internal tmpfs, which has no size limit, so it cannot SIGBUS

@@ -38,6 +38,7 @@
 #include <fmt/format.h>
 
 #include "../sync/futex.hpp"
+#include "segment.hpp"
 
 namespace tether {
 
@@ -46,8 +47,8 @@ namespace detail {
 namespace {
 
 constexpr std::uint64_t kMagic = 0x5551524548544554;  // "TETHERQU"
-constexpr std::uint32_t kVersion = 1;
-constexpr std::uint32_t kReady = 0x59444552;  // "REDY"
+constexpr std::uint32_t kVersion = 2;
+constexpr SegmentKind kQueueKind{kMagic, kVersion, "queue"};
 constexpr unsigned kSlots = 64;
 constexpr std::uint64_t kAlign = 64;
 constexpr std::uint64_t kRecordHeader = 16;
@@ -110,10 +111,8 @@ struct alignas(128) QueueSlot {
 };
 
 struct QueueHeader {
-  // Written once by the creator, before `ready`.
-  std::uint64_t magic = 0;
-  std::uint32_t version = 0;
-  std::uint32_t header_bytes = 0;
+  // Written once by the creator, before prefix.ready.
+  SegmentPrefix prefix;
   std::uint64_t ring_offset = 0;
   std::uint64_t ring_bytes = 0;
   std::uint64_t max_message = 0;
@@ -122,7 +121,6 @@ struct QueueHeader {
   std::uint32_t one_producer = 0;
   std::uint32_t one_consumer = 0;
   std::uint32_t slots = 0;
-  std::atomic<std::uint32_t> ready{0};
 
   alignas(64) std::atomic<std::uint32_t> closed{0};
   std::atomic<std::uint32_t> returned{0};  // non-zero: Committed records below R, to take first
@@ -153,40 +151,7 @@ struct QueueHeader {
 
 constexpr std::uint64_t kRingOffset = round_up(sizeof(QueueHeader), 4096);
 
-// What every participant of a queue in this process shares: the segment
-// (and, for its creator, the name) and the one mapping.
-struct QueueShared {
-  QueueShared() noexcept : creator(::getpid()) {}
-  QueueShared(const QueueShared&) = delete;
-  QueueShared& operator=(const QueueShared&) = delete;
-  // A fork child's copy neither removes the name (it is the parent's) nor
-  // closes anything the parent's copy would (it leaks the small object).
-  ~QueueShared() {
-    if (::getpid() != creator) (void)named.release();
-  }
-  std::unique_ptr<PosixSharedMemory> named;
-  Memfd memory;
-  Mapping map;
-  std::string what;
-  pid_t creator;
-  int fd() const noexcept { return named ? named->fd() : memory.fd(); }
-};
-
 namespace {
-
-// Bumped in every fork child: a participant inherited across fork() is
-// not this process's (its lease is the parent's thread's).
-std::atomic<std::uint32_t> g_fork_generation{1};
-
-std::uint32_t fork_generation() noexcept {
-  static const bool registered = [] {
-    ::pthread_atfork(nullptr, nullptr,
-                     [] { g_fork_generation.fetch_add(1, std::memory_order_relaxed); });
-    return true;
-  }();
-  (void)registered;
-  return g_fork_generation.load(std::memory_order_relaxed);
-}
 
 bool lease_dead(Mutex& lease) noexcept {
   std::uint32_t w = lock_word(lease).load(std::memory_order_acquire);
@@ -222,7 +187,7 @@ using detail::tag_state;
 using detail::would_block_error;
 
 struct Queue::Impl {
-  std::shared_ptr<detail::QueueShared> sh;
+  std::shared_ptr<detail::Segment> sh;
   QueueHeader* h = nullptr;
   std::byte* ring = nullptr;
   std::uint64_t cap = 0, mask = 0, max_message = 0, capacity_messages = 0;
@@ -797,7 +762,7 @@ struct Queue::Impl {
 
 namespace {
 
-Result<std::unique_ptr<Queue::Impl>> attach(std::shared_ptr<detail::QueueShared> sh) {
+Result<std::unique_ptr<Queue::Impl>> attach(std::shared_ptr<detail::Segment> sh) {
   auto impl = std::make_unique<Queue::Impl>();
   auto* h = std::launder(reinterpret_cast<QueueHeader*>(sh->map.data()));
   impl->h = h;
@@ -836,11 +801,8 @@ Result<std::uint64_t> ring_size(const QueueOptions& o) {
   return std::bit_ceil(std::max<std::uint64_t>(want, detail::kMinRing));
 }
 
-void initialise(const Mapping& map, const QueueOptions& o, std::uint64_t ring) {
-  auto* h = *map.construct<QueueHeader>();
-  h->magic = detail::kMagic;
-  h->version = detail::kVersion;
-  h->header_bytes = sizeof(QueueHeader);
+void initialise(const detail::Segment& seg, const QueueOptions& o, std::uint64_t ring) {
+  auto* h = ::new (static_cast<void*>(seg.data())) QueueHeader();
   h->ring_offset = detail::kRingOffset;
   h->ring_bytes = ring;
   h->max_message = o.max_message;
@@ -849,24 +811,22 @@ void initialise(const Mapping& map, const QueueOptions& o, std::uint64_t ring) {
   h->one_producer = o.producers == Ends::one ? 1 : 0;
   h->one_consumer = o.consumers == Ends::one ? 1 : 0;
   h->slots = detail::kSlots;
-  h->ready.store(detail::kReady, std::memory_order_release);
+  h->prefix.magic = detail::kMagic;
+  h->prefix.version = detail::kVersion;
+  h->prefix.header_bytes = sizeof(QueueHeader);
+  h->prefix.map_bytes = seg.map.size();
+  seg.publish();
 }
 
-// Everything a participant trusts in a header another process wrote.
-Result<void> validate(const Mapping& map, std::size_t size, const std::string& what) {
+// Everything a participant trusts in a header another process wrote (the
+// prefix is checked by open_segment).
+Result<void> validate(const detail::Segment& seg) {
   auto bad = [&](std::string why) {
-    return fail(errc::bad_record, fmt::format("open {}: {}", what, why));
+    return fail(errc::bad_record, fmt::format("open {}: {}", seg.what, why));
   };
-  if (size < sizeof(QueueHeader))
-    return fail(EINVAL, fmt::format("open {}: {} bytes is too small to be a queue", what, size));
-  const auto* h = std::launder(reinterpret_cast<const QueueHeader*>(map.data()));
-  if (h->magic != detail::kMagic)
-    return fail(EINVAL, fmt::format("open {}: not a tether queue", what));
-  if (h->version != detail::kVersion)
-    return fail(EINVAL, fmt::format("open {}: a queue of version {}, not {}", what, h->version,
-                                    detail::kVersion));
-  if (h->header_bytes != sizeof(QueueHeader) || h->ring_offset != detail::kRingOffset ||
-      h->slots != detail::kSlots)
+  const std::size_t size = seg.map.size();
+  const auto* h = std::launder(reinterpret_cast<const QueueHeader*>(seg.data()));
+  if (h->ring_offset != detail::kRingOffset || h->slots != detail::kSlots)
     return bad("its header's layout is not this version's");
   if (h->ring_bytes < detail::kMinRing || !std::has_single_bit(h->ring_bytes) ||
       h->ring_bytes > (std::uint64_t{1} << 40) ||
@@ -879,16 +839,26 @@ Result<void> validate(const Mapping& map, std::size_t size, const std::string& w
   return {};
 }
 
-Result<void> wait_ready(const Mapping& map, Deadline ready, const std::string& what) {
-  const auto* h = std::launder(reinterpret_cast<const QueueHeader*>(map.data()));
-  while (h->ready.load(std::memory_order_acquire) != detail::kReady) {
-    if (h->magic != 0 && h->magic != detail::kMagic)
-      return fail(EINVAL, fmt::format("open {}: not a tether queue", what));
-    if (ready.expired())
-      return fail(ETIMEDOUT, fmt::format("open {}: still being made at the deadline", what));
-    ::usleep(1000);
-  }
-  return {};
+Result<Queue> make(const std::string& name, const QueueOptions& options) {
+  auto ring = ring_size(options);
+  if (!ring)
+    return fail(ring.error(), name.empty() ? "make an anonymous queue" : "create queue " + name);
+  auto seg = detail::create_segment(detail::kQueueKind, name, detail::kRingOffset + *ring, 0,
+                                    sizeof(QueueHeader), options.mode);
+  if (!seg) return std::unexpected(seg.error());
+  initialise(**seg, options, *ring);
+  auto impl = attach(std::move(*seg));
+  if (!impl) return std::unexpected(impl.error());
+  (*impl)->spin = options.spin;
+  return Queue(std::move(*impl));
+}
+
+Result<Queue> join(Result<std::shared_ptr<detail::Segment>> seg) {
+  if (!seg) return std::unexpected(seg.error());
+  if (auto ok = validate(**seg); !ok) return std::unexpected(ok.error());
+  auto impl = attach(std::move(*seg));
+  if (!impl) return std::unexpected(impl.error());
+  return Queue(std::move(*impl));
 }
 
 }  // namespace
@@ -900,83 +870,20 @@ Queue& Queue::operator=(Queue&&) noexcept = default;
 Queue::~Queue() = default;
 
 Result<Queue> Queue::create(const std::string& name, QueueOptions options) {
-  auto ring = ring_size(options);
-  if (!ring) return fail(ring.error(), "create queue " + name);
-  auto sh = std::make_shared<detail::QueueShared>();
-  sh->what = "queue " + name;
-  auto seg = PosixSharedMemory::create(name, detail::kRingOffset + *ring, options.mode);
-  if (!seg) return fail(seg.error(), "create queue");
-  auto map = seg->map();
-  if (!map) return std::unexpected(map.error());
-  map->keep_mapped();
-  initialise(*map, options, *ring);
-  sh->named = std::make_unique<PosixSharedMemory>(std::move(*seg));
-  sh->map = std::move(*map);
-  auto impl = attach(std::move(sh));
-  if (!impl) return std::unexpected(impl.error());
-  (*impl)->spin = options.spin;
-  return Queue(std::move(*impl));
+  if (name.empty()) return fail(EINVAL, "create queue: the name is empty");
+  return make(name, options);
 }
 
 Result<Queue> Queue::open(const std::string& name, Deadline ready) {
-  auto sh = std::make_shared<detail::QueueShared>();
-  sh->what = "queue " + name;
-  auto seg = PosixSharedMemory::open(name);
-  if (!seg) return fail(seg.error(), "open queue");
-  auto size = seg->size();
-  if (!size) return std::unexpected(size.error());
-  if (*size < sizeof(QueueHeader))
-    return fail(EINVAL,
-                fmt::format("open {}: {} bytes is too small to be a queue", sh->what, *size));
-  auto map = seg->map();
-  if (!map) return std::unexpected(map.error());
-  map->keep_mapped();
-  if (auto ok = wait_ready(*map, ready, sh->what); !ok) return std::unexpected(ok.error());
-  if (auto ok = validate(*map, *size, sh->what); !ok) return std::unexpected(ok.error());
-  sh->named = std::make_unique<PosixSharedMemory>(std::move(*seg));
-  sh->map = std::move(*map);
-  auto impl = attach(std::move(sh));
-  if (!impl) return std::unexpected(impl.error());
-  return Queue(std::move(*impl));
+  return join(detail::open_segment(detail::kQueueKind, name, sizeof(QueueHeader), ready));
 }
 
 Result<Queue> Queue::anonymous(QueueOptions options) {
-  auto ring = ring_size(options);
-  if (!ring) return fail(ring.error(), "make an anonymous queue");
-  auto sh = std::make_shared<detail::QueueShared>();
-  sh->what = "anonymous queue";
-  auto mem = Memfd::create(detail::kRingOffset + *ring, "tether-queue");
-  if (!mem) return fail(mem.error(), "make an anonymous queue");
-  auto map = mem->map();
-  if (!map) return std::unexpected(map.error());
-  map->keep_mapped();
-  initialise(*map, options, *ring);
-  sh->memory = std::move(*mem);
-  sh->map = std::move(*map);
-  auto impl = attach(std::move(sh));
-  if (!impl) return std::unexpected(impl.error());
-  (*impl)->spin = options.spin;
-  return Queue(std::move(*impl));
+  return make("", options);
 }
 
 Result<Queue> Queue::adopt(Fd memory) {
-  auto sh = std::make_shared<detail::QueueShared>();
-  sh->what = "anonymous queue";
-  auto mem = Memfd::from_fd(std::move(memory), sizeof(QueueHeader));
-  if (!mem) return fail(mem.error(), "adopt a queue");
-  auto size = mem->size();
-  if (!size) return std::unexpected(size.error());
-  auto map = mem->map();
-  if (!map) return std::unexpected(map.error());
-  map->keep_mapped();
-  if (auto ok = wait_ready(*map, Deadline::immediate(), sh->what); !ok)
-    return std::unexpected(ok.error());
-  if (auto ok = validate(*map, *size, sh->what); !ok) return std::unexpected(ok.error());
-  sh->memory = std::move(*mem);
-  sh->map = std::move(*map);
-  auto impl = attach(std::move(sh));
-  if (!impl) return std::unexpected(impl.error());
-  return Queue(std::move(*impl));
+  return join(detail::adopt_segment(detail::kQueueKind, std::move(memory), sizeof(QueueHeader)));
 }
 
 Result<Queue> Queue::another() const {

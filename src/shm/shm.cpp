@@ -204,6 +204,24 @@ Result<Mapping> Mapping::map(int fd, std::size_t offset, std::size_t length, Acc
   return m;
 }
 
+Result<Mapping> Mapping::map_growable(int fd, std::size_t length, Access access,
+                                      std::string_view what) {
+  std::string op = fmt::format("map {} bytes of address space for {}", length, what);
+  if (length == 0) return fail(EINVAL, op + ": the length must be at least one byte");
+  auto size = fd_size(fd, what);
+  if (!size) return std::unexpected(size.error());
+  if (*size == 0) return fail(EINVAL, op + ": it is empty");
+  int prot = access == Access::read_write ? PROT_READ | PROT_WRITE : PROT_READ;
+  void* p = ::mmap(nullptr, length, prot, MAP_SHARED | MAP_NORESERVE, fd, 0);
+  if (p == MAP_FAILED) return fail(errno, op);
+  Mapping m;
+  m.data_ = p;
+  m.size_ = length;
+  m.what_ = std::string(what);
+  m.access_ = access;
+  return m;
+}
+
 Result<Mapping> Mapping::anonymous(std::size_t length) {
   std::string what = fmt::format("anonymous shared memory of {} bytes", length);
   if (auto ok = check_size(length, "map " + what); !ok) return std::unexpected(ok.error());
