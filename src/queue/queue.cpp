@@ -22,7 +22,7 @@
 // the claim it is making into its slot first, so that whoever finds it dead
 // (its lock's owner_died, or its lease's) can finish the claim
 // (repair_write, repair_read) and then undo what it held (recover_slot).
-#include "tether/queue.hpp"
+#include "tether/queue/queue.hpp"
 
 #include <fcntl.h>
 #include <linux/futex.h>
