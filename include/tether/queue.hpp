@@ -5,4 +5,5 @@
 #pragma once
 
 #include "tether/queue/queue.hpp"
+#include "tether/queue/dict.hpp"
 #include "tether/queue/value.hpp"

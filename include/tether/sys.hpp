@@ -53,6 +53,7 @@ enum class errc {
   not_recoverable,        // a lock whose owner died was never made consistent again
   foreign_pid_namespace,  // a robust lock shared across PID namespaces, where it cannot work
   broken_barrier,         // a party of a barrier died or timed out (Python's BrokenBarrierError)
+  no_such_key,            // a Dict holds no such key (Python's KeyError)
 };
 
 const std::error_category& error_category() noexcept;

@@ -54,6 +54,8 @@ class TetherCategory final : public std::error_category {
         return "shared with a process of another PID namespace, where robust locks do not work";
       case errc::broken_barrier:
         return "the barrier is broken";
+      case errc::no_such_key:
+        return "no such key";
     }
     return fmt::format("tether error {}", value);
   }
