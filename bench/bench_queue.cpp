@@ -166,6 +166,80 @@ double queue_throughput(tether::Queue& q, std::size_t size, bool zero_copy) {
   return static_cast<double>(n) / secs;
 }
 
+// ------------------------------------------------------------ Value, Dict
+
+// ns per call of `body`, median of rounds of n calls.
+template <class Body>
+double per_call(int n, Body&& body) {
+  std::vector<double> per;
+  for (int r = 0; r < rounds(); ++r) {
+    auto t0 = bench::clock::now();
+    for (int i = 0; i < n; ++i) body(i);
+    per.push_back(bench::micros_since(t0) * 1000 / n);
+  }
+  return bench::summarize(per).median;
+}
+
+void shared_data() {
+  const int n = quick ? 100000 : 2000000;
+  auto row = [](const char* what, double ns) { fmt::print("  {:<52} {:8.1f} ns\n", what, ns); };
+  fmt::print("\nValue and Dict, one process (median of {} rounds)\n", rounds());
+  auto mutex = *tether::shared_new<tether::Mutex>();
+  long plain = 0;
+  row("floor: tether Mutex lock, ++, unlock", per_call(n, [&](int) {
+        auto g = mutex->lock();
+        ++plain;
+      }));
+  auto v = *tether::Value<long>::anonymous(0);
+  row("Value<long>: lock(), ++*get(), unlock", per_call(n, [&](int) {
+        auto g = v.lock();
+        ++*v.get();
+      }));
+  row("Value<long>: fetch_add(1), no lock", per_call(n, [&](int) { v.fetch_add(1); }));
+  row("Value<long>: store() (locked, kill-safe)", per_call(n, [&](int i) { (void)v.store(i); }));
+  row("Value<long>: load() (locked)", per_call(n, [&](int) { (void)v.load(); }));
+
+  auto d = *tether::Dict::anonymous({.capacity = 4096});
+  std::vector<std::string> keys;
+  for (int i = 0; i < 1000; ++i) {
+    keys.push_back(fmt::format("key-{:06}", i));
+    (void)d.set_value(keys.back(), std::int64_t{i});
+  }
+  std::string into;
+  row("Dict get, 10-byte key, 8-byte value (1,000 keys)", per_call(n, [&](int i) {
+        (void)d.get_into(keys[static_cast<std::size_t>(i) % keys.size()], into);
+      }));
+  row("Dict get_value<int64_t>", per_call(n, [&](int i) {
+        (void)d.get_value<std::int64_t>(keys[static_cast<std::size_t>(i) % keys.size()]);
+      }));
+  row("Dict contains, a missing key", per_call(n, [&](int) { (void)d.contains("missing"); }));
+  row("Dict set, replacing an 8-byte value", per_call(n, [&](int i) {
+        (void)d.set_value(keys[static_cast<std::size_t>(i) % keys.size()], std::int64_t{i});
+      }));
+  row("Dict update_value<int64_t> (++ under the lock)", per_call(n, [&](int i) {
+        (void)d.update_value<std::int64_t>(keys[static_cast<std::size_t>(i) % keys.size()],
+                                           [](std::int64_t& x) { ++x; });
+      }));
+  row("Dict set then erase of a new key", per_call(n / 4, [&](int) {
+        (void)d.set_value("fresh-key", 1);
+        (void)d.erase("fresh-key");
+      }));
+  // Readers do not wait for writers: gets while another process sets.
+  std::atomic<int>* stop = *tether::shared_new<std::atomic<int>>(0);
+  pid_t writer = bench::start_peer(cpu_b, [&] {
+    std::int64_t x = 0;
+    while (stop->load(std::memory_order_relaxed) == 0)
+      (void)d.set_value(keys[static_cast<std::size_t>(x++ % 1000)], x);
+    return 0;
+  });
+  row("Dict get while another process sets (other keys too)", per_call(n, [&](int i) {
+        (void)d.get_into(keys[static_cast<std::size_t>(i * 7) % keys.size()], into);
+      }));
+  stop->store(1);
+  bench::join_peer(writer);
+  fmt::print("  (reads that raced a writer and looked again: {})\n", d.stats().read_retries);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -235,6 +309,7 @@ int main(int argc, char** argv) {
     auto s = bench::summarize(per);
     fmt::print("  {:<44} median {:8.1f} ns\n", "tether Queue put + get", s.median);
   }
+  shared_data();
   fmt::print(
       "\nqueue memory: a ring of 1 MiB takes {} bytes (header and 64 participants' slots: {})\n",
       many(64, 1 << 20).memory_bytes(), many(64, 1 << 20).memory_bytes() - (1u << 20));

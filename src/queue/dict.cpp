@@ -89,6 +89,19 @@ std::uint64_t hash_key(std::string_view key, std::uint64_t seed) noexcept {
 
 }  // namespace
 
+// What a call is doing, for its error messages: made into text only when
+// one is written ("get \"mode\" from").
+struct Op {
+  const char* verb;
+  std::string_view key{};
+  const char* prep = nullptr;  // nullptr: the call names no key
+  std::string str() const {
+    if (prep == nullptr) return verb;
+    if (key.size() > 64) return fmt::format("{} \"{}…\" {}", verb, key.substr(0, 64), prep);
+    return fmt::format("{} \"{}\" {}", verb, key, prep);
+  }
+};
+
 struct Block {
   std::atomic<std::uint32_t> gen;  // odd: published entry; even: free (or a table)
   std::atomic<std::uint32_t> kind;
@@ -123,6 +136,16 @@ struct DictHeader {
 static_assert(sizeof(DictHeader) <= kArena);
 
 }  // namespace detail
+}  // namespace tether
+
+template <>
+struct fmt::formatter<tether::detail::Op> : fmt::formatter<std::string> {
+  auto format(const tether::detail::Op& op, format_context& ctx) const {
+    return fmt::formatter<std::string>::format(op.str(), ctx);
+  }
+};
+
+namespace tether {
 
 using detail::Block;
 using detail::DictHeader;
@@ -153,11 +176,11 @@ struct Dict::Impl {
     std::uint64_t word = 0;  // h->table as read
   };
 
-  std::unexpected<Error> corrupt(std::string_view op, std::string why) const {
+  std::unexpected<Error> corrupt(const detail::Op& op, std::string why) const {
     return fail(errc::bad_record, fmt::format("{} {}: {}", op, what(), why));
   }
 
-  Result<Table> table(std::string_view op) const {
+  Result<Table> table(const detail::Op& op) const {
     Table t;
     t.word = h->table.load(std::memory_order_acquire);
     const std::uint64_t off = t.word & ~std::uint64_t{63};
@@ -192,7 +215,7 @@ struct Dict::Impl {
   // One optimistic lookup: `use(value bytes)` is called on a copy that is
   // then checked. Under the lock (no writer) it never retries.
   template <class Use>
-  Result<Read> lookup(std::string_view key, std::uint64_t hash, std::string_view op,
+  Result<Read> lookup(std::string_view key, std::uint64_t hash, const detail::Op& op,
                       Use&& use) const {
     const std::uint64_t s1 = h->seq.load(std::memory_order_acquire);
     auto t = table(op);
@@ -230,7 +253,7 @@ struct Dict::Impl {
   // A lookup that tries optimistically, then under the lock (which also
   // repairs after a dead writer that left h->seq odd).
   template <class Use>
-  Result<bool> read(std::string_view key, std::string_view op, Use&& use) const {
+  Result<bool> read(std::string_view key, const detail::Op& op, Use&& use) const {
     const std::uint64_t hash = hash_key(key);
     for (int i = 0; i < detail::kOptimisticTries; ++i) {
       auto r = lookup(key, hash, op, use);
@@ -253,7 +276,7 @@ struct Dict::Impl {
 
   // ------------------------------------------------------------ writers
 
-  Result<MutexGuard> locked(std::string_view op) const {
+  Result<MutexGuard> locked(const detail::Op& op) const {
     auto g = h->lock.lock();
     if (!g) return fail(g.error(), fmt::format("{} {}", op, what()));
     if (g->owner_died()) {
@@ -271,7 +294,7 @@ struct Dict::Impl {
     std::uint64_t word = 0;  // 0: absent
   };
   Result<Place> find(const Table& t, std::string_view key, std::uint64_t hash,
-                     std::string_view op) const {
+                     const detail::Op& op) const {
     std::uint64_t i = hash & t.mask;
     for (std::uint64_t probes = 0; probes <= t.mask; ++probes, i = (i + 1) & t.mask) {
       const std::uint64_t w = t.slot[i].load(std::memory_order_relaxed);
@@ -291,7 +314,7 @@ struct Dict::Impl {
   }
 
   // Makes the segment at least `end` bytes (growing by doubling).
-  Result<void> grow_to(std::uint64_t end, std::string_view op) {
+  Result<void> grow_to(std::uint64_t end, const detail::Op& op) {
     const std::uint64_t now = h->bytes.load(std::memory_order_relaxed);
     if (end <= now) return {};
     if (h->fixed != 0)
@@ -301,8 +324,8 @@ struct Dict::Impl {
                                       reserved_bytes));
     const std::uint64_t want = std::min(reserved_bytes, std::max(end, 2 * now));
     if (auto ok = seg->file().resize(want); !ok) {
-      if (want == end) return fail(ok.error(), op);
-      if (auto again = seg->file().resize(end); !again) return fail(again.error(), op);
+      if (want == end) return fail(ok.error(), op.str());
+      if (auto again = seg->file().resize(end); !again) return fail(again.error(), op.str());
       h->bytes.store(end, std::memory_order_release);
       return {};
     }
@@ -311,7 +334,7 @@ struct Dict::Impl {
   }
 
   // A block of 2^cls bytes for an entry (from its free list, or new).
-  Result<std::uint64_t> allocate(unsigned cls, std::string_view op) {
+  Result<std::uint64_t> allocate(unsigned cls, const detail::Op& op) {
     auto& head = h->free_head[cls - detail::kMinClass];
     const std::uint64_t f = head.load(std::memory_order_relaxed);
     if (f != 0) {
@@ -343,7 +366,7 @@ struct Dict::Impl {
 
   // Writes a new entry (not yet published): its offset.
   Result<std::uint64_t> write_entry(std::string_view key, std::uint64_t hash,
-                                    std::span<const std::byte> value, std::string_view op) {
+                                    std::span<const std::byte> value, const detail::Op& op) {
     const std::uint64_t need = kBlockHeader + key.size() + value.size();
     const unsigned cls =
         std::max(detail::kMinClass, static_cast<unsigned>(std::bit_width(need - 1)));
@@ -364,7 +387,7 @@ struct Dict::Impl {
   }
 
   // A new table of 2^lg slots holding every word of the current one.
-  Result<void> rehash(unsigned lg, std::string_view op) {
+  Result<void> rehash(unsigned lg, const detail::Op& op) {
     auto old = table(op);
     if (!old) return std::unexpected(old.error());
     const std::uint64_t bytes = kBlockHeader + 16 + (std::uint64_t{8} << lg);
@@ -407,7 +430,7 @@ struct Dict::Impl {
 
   // Under the lock. `only_if_absent`: leave an existing key alone.
   Result<bool> put(std::string_view key, std::span<const std::byte> value, bool only_if_absent,
-                   std::string_view op) {
+                   const detail::Op& op) {
     const std::uint64_t hash = hash_key(key);
     auto t = table(op);
     if (!t) return std::unexpected(t.error());
@@ -468,7 +491,7 @@ struct Dict::Impl {
   // After a writer's death, under the lock: the table's words deduplicated
   // and each made reachable from its home again, the free lists and the
   // count rebuilt from a walk of every block.
-  Result<void> repair(std::string_view op) const {
+  Result<void> repair(const detail::Op& op) const {
     auto* self = const_cast<Impl*>(this);
     auto t = table(op);
     if (!t) return std::unexpected(t.error());
@@ -652,7 +675,7 @@ std::string quoted(std::string_view key) {
 
 Result<void> Dict::get_into(std::string_view key, std::string& into) const {
   if (!p_) return no_dict("get from");
-  const std::string op = "get " + quoted(key) + " from";
+  const detail::Op op{"get", key, "from"};
   auto found = p_->read(key, op, [&](std::span<const std::byte> v) {
     into.assign(reinterpret_cast<const char*>(v.data()), v.size());
   });
@@ -669,7 +692,7 @@ Result<std::string> Dict::get(std::string_view key) const {
 
 Result<void> Dict::get_exactly(std::string_view key, std::span<std::byte> into) const {
   if (!p_) return no_dict("get from");
-  const std::string op = "get " + quoted(key) + " from";
+  const detail::Op op{"get", key, "from"};
   std::size_t size = 0;
   auto found = p_->read(key, op, [&](std::span<const std::byte> v) {
     size = v.size();
@@ -690,7 +713,7 @@ std::string Dict::value_size_error(std::string_view key, std::size_t want) const
 
 Result<bool> Dict::contains(std::string_view key) const {
   if (!p_) return no_dict("look in");
-  return p_->read(key, "look for " + quoted(key) + " in", [](std::span<const std::byte>) {});
+  return p_->read(key, detail::Op{"look for", key, "in"}, [](std::span<const std::byte>) {});
 }
 
 std::size_t Dict::size() const noexcept {
@@ -700,7 +723,7 @@ std::size_t Dict::size() const noexcept {
 Result<std::vector<std::pair<std::string, std::string>>> Dict::items() const {
   if (!p_) return no_dict("list");
   using Items = std::vector<std::pair<std::string, std::string>>;
-  const std::string_view op = "list";
+  const detail::Op op{"list"};
   auto* h = p_->h;
   // One pass: every entry copied and checked; nothing changed meanwhile.
   auto pass = [&](Items& out) -> Result<bool> {
@@ -772,7 +795,7 @@ DictStats Dict::stats() const noexcept {
 
 namespace {
 Result<void> check_entry(const Dict::Impl& d, std::string_view key, std::size_t value,
-                         const std::string& op) {
+                         const detail::Op& op) {
   if (key.size() + value > d.h->max_entry)
     return fail(EMSGSIZE, fmt::format("{} {}: a key and value of {} bytes, past its max_entry {}",
                                       op, d.what(), key.size() + value, d.h->max_entry));
@@ -782,7 +805,7 @@ Result<void> check_entry(const Dict::Impl& d, std::string_view key, std::size_t 
 
 Result<void> Dict::set(std::string_view key, std::span<const std::byte> value) {
   if (!p_) return no_dict("set in");
-  const std::string op = "set " + quoted(key) + " in";
+  const detail::Op op{"set", key, "in"};
   if (auto ok = check_entry(*p_, key, value.size(), op); !ok) return ok;
   auto g = p_->locked(op);
   if (!g) return std::unexpected(g.error());
@@ -793,7 +816,7 @@ Result<void> Dict::set(std::string_view key, std::span<const std::byte> value) {
 
 Result<bool> Dict::set_if_absent(std::string_view key, std::span<const std::byte> value) {
   if (!p_) return no_dict("set in");
-  const std::string op = "set " + quoted(key) + " in";
+  const detail::Op op{"set", key, "in"};
   if (auto ok = check_entry(*p_, key, value.size(), op); !ok) return std::unexpected(ok.error());
   auto g = p_->locked(op);
   if (!g) return std::unexpected(g.error());
@@ -802,7 +825,7 @@ Result<bool> Dict::set_if_absent(std::string_view key, std::span<const std::byte
 
 Result<bool> Dict::erase(std::string_view key) {
   if (!p_) return no_dict("erase from");
-  const std::string op = "erase " + quoted(key) + " from";
+  const detail::Op op{"erase", key, "from"};
   auto g = p_->locked(op);
   if (!g) return std::unexpected(g.error());
   auto t = p_->table(op);
@@ -816,7 +839,7 @@ Result<bool> Dict::erase(std::string_view key) {
 
 Result<std::string> Dict::pop(std::string_view key) {
   if (!p_) return no_dict("pop from");
-  const std::string op = "pop " + quoted(key) + " from";
+  const detail::Op op{"pop", key, "from"};
   auto g = p_->locked(op);
   if (!g) return std::unexpected(g.error());
   auto t = p_->table(op);
@@ -834,9 +857,10 @@ Result<std::string> Dict::pop(std::string_view key) {
 
 Result<void> Dict::clear() {
   if (!p_) return no_dict("clear");
-  auto g = p_->locked("clear");
+  const detail::Op op{"clear"};
+  auto g = p_->locked(op);
   if (!g) return std::unexpected(g.error());
-  auto t = p_->table("clear");
+  auto t = p_->table(op);
   if (!t) return std::unexpected(t.error());
   p_->seq_begin();
   for (std::uint64_t i = 0; i <= t->mask; ++i) {
@@ -853,7 +877,7 @@ Result<void> Dict::clear() {
 Result<void> Dict::update(std::string_view key,
                           const std::function<void(std::string& value, bool present)>& change) {
   if (!p_) return no_dict("update in");
-  const std::string op = "update " + quoted(key) + " in";
+  const detail::Op op{"update", key, "in"};
   auto g = p_->locked(op);
   if (!g) return std::unexpected(g.error());
   auto t = p_->table(op);
