@@ -389,6 +389,51 @@ TEST_F(QueueTest, OpeningWhatIsNotAQueueIsAClearError) {
   TT_EXPECT_ERROR(Queue::open(name), std::errc::no_such_file_or_directory);
 }
 
+// Python's JoinableQueue: join() returns once every message put has been
+// got and said done, by consumers in other processes.
+TEST_F(QueueTest, JoinWaitsUntilEveryTaskIsDone) {
+  auto q = must(Queue::anonymous({.max_message = 64, .capacity_messages = 8}));
+  auto finished = must(tether::Value<int>::anonymous(0));
+  EXPECT_TRUE(q.join(1ms).has_value());  // nothing put: nothing to wait for
+  TT_EXPECT_ERROR(q.task_done(), std::errc::invalid_argument);
+  std::vector<tether::Process> consumers;
+  for (int c = 0; c < 3; ++c) {
+    consumers.push_back(must(tether::fork([&] {
+      for (;;) {
+        auto m = q.get_value<int>(30s);
+        if (!m) return m.error() == tether::errc::end_of_stream ? 0 : 2;
+        ::usleep(2000);  // the work
+        finished.fetch_add(1);
+        if (!q.task_done()) return 3;
+      }
+    })));
+  }
+  for (int i = 0; i < 30; ++i) TT_ASSERT_OK(q.put_value(i, 10s));
+  TT_EXPECT_ERROR(q.join(tether::Deadline::immediate()), std::errc::timed_out);
+  TT_ASSERT_OK(q.join(30s));
+  EXPECT_EQ(must(finished.load()), 30);
+  EXPECT_EQ(q.unfinished_tasks(), 0u);
+  EXPECT_TRUE(q.empty());
+  q.close();
+  for (auto& c : consumers) EXPECT_EQ(must(c.wait(60s)).code(), 0);
+}
+
+TEST_F(QueueTest, AConsumerThatDiesBeforeTaskDoneDoesNotHangJoin) {
+  auto q = must(Queue::anonymous({.max_message = 64, .capacity_bytes = 4096}));
+  for (int i = 0; i < 3; ++i) TT_ASSERT_OK(q.put_value(i));
+  EXPECT_TRUE(dies_by_sigkill([&] {
+    if (!q.get_value<int>(5s) || !q.get_value<int>(5s)) return;
+    (void)q.task_done();  // one of its two
+    die();
+  }));
+  EXPECT_EQ(q.unfinished_tasks(), 2u);  // its open one, and the one still queued
+  TT_ASSERT_OK(q.get_value<int>());
+  TT_ASSERT_OK(q.task_done());
+  TT_ASSERT_OK(q.join(10s));  // finds the dead consumer and counts its task done
+  EXPECT_EQ(q.stats().tasks_dropped, 1u);
+  EXPECT_EQ(q.unfinished_tasks(), 0u);
+}
+
 TEST_F(QueueTest, ACorruptHeaderIsRefused) {
   auto name = tether_test::unique_posix_name("q");
   auto q = must(Queue::create(name, {.max_message = 64, .capacity_bytes = 4096}));

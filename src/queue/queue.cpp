@@ -100,6 +100,10 @@ struct alignas(128) QueueSlot {
   // 1 while another participant cleans up after this slot's dead holder
   // (its lease then looks held).
   std::atomic<std::uint32_t> recovering{0};
+  // Tasks (task_done/join): messages this participant got, and task_done
+  // calls it made (both wrap; only their difference counts).
+  std::atomic<std::uint32_t> tasks_taken{0};
+  std::atomic<std::uint32_t> tasks_done{0};
   // The write claim being made (see repair_write).
   std::atomic<std::uint64_t> claim_pos{~std::uint64_t{0}};
   std::atomic<std::uint64_t> claim_total{0};
@@ -109,6 +113,8 @@ struct alignas(128) QueueSlot {
   std::atomic<std::uint64_t> read_pos{~std::uint64_t{0}};
   std::atomic<std::uint64_t> read_gets{0};
 };
+
+static_assert(sizeof(QueueSlot) == 128);
 
 struct QueueHeader {
   // Written once by the creator, before prefix.ready.
@@ -140,6 +146,12 @@ struct QueueHeader {
   std::atomic<std::uint64_t> gets{0};
 
   alignas(64) std::atomic<std::uint64_t> F{0};
+
+  // task_done() calls, plus what dead consumers got and never finished.
+  alignas(64) std::atomic<std::uint64_t> tasks_done{0};
+  std::atomic<std::uint64_t> tasks_dropped{0};  // of those: the dead's
+  std::atomic<std::uint32_t> joiners_sleeping{0};
+  std::atomic<std::uint32_t> join_event{0};
 
   alignas(64) std::atomic<std::uint32_t> readers_sleeping{0};
   std::atomic<std::uint32_t> read_event{0};
@@ -428,6 +440,17 @@ struct Queue::Impl {
       p += span;
     }
     auto& sl = h->slot[s];
+    if (died) {
+      // What it got and never finished is done by nobody: counted done.
+      const std::uint32_t open = sl.tasks_taken.load() - sl.tasks_done.load();
+      if (open != 0 && open < (1u << 31)) {
+        h->tasks_done.fetch_add(open);
+        h->tasks_dropped.fetch_add(open);
+        detail::wake_all(h->join_event);
+      }
+    }
+    sl.tasks_taken.store(0);
+    sl.tasks_done.store(0);
     std::uint32_t sleeping = sl.sleeping.exchange(0);
     if ((sleeping & 1) != 0) h->readers_sleeping.fetch_sub(1);
     if ((sleeping & 2) != 0) h->writers_sleeping.fetch_sub(1);
@@ -662,6 +685,58 @@ struct Queue::Impl {
     return std::nullopt;
   }
 
+  void count_taken() noexcept {
+    auto& t = me().tasks_taken;
+    t.store(t.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  }
+
+  // ------------------------------------------------------------ tasks
+
+  // Messages put (or being put) and not yet task_done()'d.
+  std::int64_t unfinished() const noexcept {
+    const auto done = h->tasks_done.load(std::memory_order_acquire);
+    const auto abandoned = h->abandoned.load(std::memory_order_acquire);
+    const auto puts = h->puts.load(std::memory_order_acquire);
+    return static_cast<std::int64_t>(puts - abandoned - done);
+  }
+
+  Result<void> task_done() {
+    if (auto ok = enter(); !ok) [[unlikely]]
+      return std::unexpected(ok.error());
+    auto& sl = me();
+    const std::uint32_t done = sl.tasks_done.load(std::memory_order_relaxed);
+    if (done == sl.tasks_taken.load(std::memory_order_relaxed))
+      return fail(EINVAL, fmt::format("task_done on {}: called more times than this "
+                                      "participant got messages",
+                                      what()));
+    sl.tasks_done.store(done + 1, std::memory_order_release);
+    h->tasks_done.fetch_add(1, std::memory_order_acq_rel);
+    if (h->joiners_sleeping.load(std::memory_order_acquire) != 0 && unfinished() <= 0)
+      detail::wake_all(h->join_event);
+    return {};
+  }
+
+  Result<void> join(Deadline deadline) {
+    if (auto ok = enter(); !ok) [[unlikely]]
+      return std::unexpected(ok.error());
+    for (;;) {
+      if (unfinished() <= 0) return {};
+      if (deadline.expired())
+        return fail(ETIMEDOUT, fmt::format("join {}: {} messages not yet done at the deadline",
+                                           what(), unfinished()));
+      h->joiners_sleeping.fetch_add(1, std::memory_order_acq_rel);
+      const std::uint32_t seen = h->join_event.load(std::memory_order_acquire);
+      if (unfinished() > 0) {
+        // A dead consumer's tasks are found by looking for it: every 100 ms.
+        auto until = std::min(deadline.time_point(),
+                              Deadline::clock::now() + std::chrono::milliseconds(100));
+        (void)detail::futex_wait(h->join_event, seen, Deadline::at(until));
+      }
+      h->joiners_sleeping.fetch_sub(1, std::memory_order_acq_rel);
+      if (unfinished() > 0) (void)recover_all();
+    }
+  }
+
   // With one producer, an empty queue waits on it: its death wakes us.
   void note_producer() {
     std::uint32_t p = h->producer_role.load(std::memory_order_relaxed);
@@ -672,8 +747,10 @@ struct Queue::Impl {
       blocker = static_cast<int>(p - 1);
   }
 
-  void release(std::uint64_t rec) {
+  // `copied`: the end of a copying get, whose message is now the caller's.
+  void release(std::uint64_t rec, bool copied = false) {
     at(rec).tag.exchange(make_tag(rec, 0, detail::kReleased));
+    if (copied) count_taken();
     advance_free();
     if (h->writers_sleeping.load(std::memory_order_relaxed) != 0) [[unlikely]]
       detail::wake_all(h->write_event);
@@ -853,7 +930,7 @@ Result<Queue> make(const std::string& name, const QueueOptions& options) {
   return Queue(std::move(*impl));
 }
 
-Result<Queue> join(Result<std::shared_ptr<detail::Segment>> seg) {
+Result<Queue> joined(Result<std::shared_ptr<detail::Segment>> seg) {
   if (!seg) return std::unexpected(seg.error());
   if (auto ok = validate(**seg); !ok) return std::unexpected(ok.error());
   auto impl = attach(std::move(*seg));
@@ -875,7 +952,7 @@ Result<Queue> Queue::create(const std::string& name, QueueOptions options) {
 }
 
 Result<Queue> Queue::open(const std::string& name, Deadline ready) {
-  return join(detail::open_segment(detail::kQueueKind, name, sizeof(QueueHeader), ready));
+  return joined(detail::open_segment(detail::kQueueKind, name, sizeof(QueueHeader), ready));
 }
 
 Result<Queue> Queue::anonymous(QueueOptions options) {
@@ -883,7 +960,7 @@ Result<Queue> Queue::anonymous(QueueOptions options) {
 }
 
 Result<Queue> Queue::adopt(Fd memory) {
-  return join(detail::adopt_segment(detail::kQueueKind, std::move(memory), sizeof(QueueHeader)));
+  return joined(detail::adopt_segment(detail::kQueueKind, std::move(memory), sizeof(QueueHeader)));
 }
 
 Result<Queue> Queue::another() const {
@@ -925,7 +1002,7 @@ Result<std::size_t> Queue::get(std::span<std::byte> into, Deadline deadline) {
   auto t = p_->take(false, into.size(), deadline);
   if (!t) return std::unexpected(t.error());
   if (t->len != 0) std::memcpy(into.data(), p_->payload(t->pos), t->len);
-  p_->release(t->pos);
+  p_->release(t->pos, true);
   return t->len;
 }
 
@@ -934,7 +1011,7 @@ Result<void> Queue::get_exactly(std::span<std::byte> into, Deadline deadline) {
   auto t = p_->take(false, into.size(), deadline, true);
   if (!t) return std::unexpected(t.error());
   if (t->len != 0) std::memcpy(into.data(), p_->payload(t->pos), t->len);
-  p_->release(t->pos);
+  p_->release(t->pos, true);
   return {};
 }
 
@@ -944,7 +1021,7 @@ Result<void> Queue::get_into(std::vector<std::byte>& into, Deadline deadline) {
   if (!t) return std::unexpected(t.error());
   into.resize(t->len);
   if (t->len != 0) std::memcpy(into.data(), p_->payload(t->pos), t->len);
-  p_->release(t->pos);
+  p_->release(t->pos, true);
   return {};
 }
 
@@ -959,7 +1036,7 @@ Result<std::string> Queue::get_string(Deadline deadline) {
   auto t = p_->take(false, p_->max_message, deadline);
   if (!t) return std::unexpected(t.error());
   std::string out(reinterpret_cast<const char*>(p_->payload(t->pos)), t->len);
-  p_->release(t->pos);
+  p_->release(t->pos, true);
   return out;
 }
 
@@ -974,6 +1051,7 @@ Result<Queue::View> Queue::get_view(Deadline deadline) {
   if (!p_) return no_queue("get from");
   auto t = p_->take(true, p_->max_message, deadline);
   if (!t) return std::unexpected(t.error());
+  p_->count_taken();
   return View(p_.get(), t->pos, std::span<const std::byte>(p_->payload(t->pos), t->len));
 }
 
@@ -1078,7 +1156,24 @@ QueueStats Queue::stats() const noexcept {
   s.redelivered = h->redelivered.load();
   s.reclaimed_views = h->reclaimed.load();
   s.dead_participants = h->dead.load();
+  s.tasks_dropped = h->tasks_dropped.load();
   return s;
+}
+
+Result<void> Queue::task_done() {
+  if (!p_) return no_queue("task_done on");
+  return p_->task_done();
+}
+
+Result<void> Queue::join(Deadline deadline) {
+  if (!p_) return no_queue("join");
+  return p_->join(deadline);
+}
+
+std::size_t Queue::unfinished_tasks() const noexcept {
+  if (!p_) return 0;
+  auto n = p_->unfinished();
+  return n > 0 ? static_cast<std::size_t>(n) : 0;
 }
 
 Result<unsigned> Queue::recover() {

@@ -88,6 +88,7 @@ struct QueueStats {
   std::uint64_t redelivered = 0;        // reader died mid-copy: put back, delivered again
   std::uint64_t reclaimed_views = 0;    // reader died holding a View: released
   std::uint64_t dead_participants = 0;  // participants found dead and cleaned up
+  std::uint64_t tasks_dropped = 0;      // got by a consumer that died before task_done
 };
 
 namespace detail {
@@ -188,6 +189,17 @@ class Queue {
   void close() noexcept;
   bool closed() const noexcept;
 
+  // Python's JoinableQueue (every Queue is one): each message put is a
+  // task; task_done() says one this participant got is finished (EINVAL
+  // if it got no more than it has said done); join() waits until every
+  // message put has been got and said done (timed_out at the deadline).
+  // Call task_done on the participant that got the message: a consumer
+  // that dies leaves its unfinished ones counted done, so that join()
+  // does not wait for them forever (stats().tasks_dropped).
+  Result<void> task_done();
+  Result<void> join(Deadline deadline = Deadline::never());
+  std::size_t unfinished_tasks() const noexcept;
+
   QueueStats stats() const noexcept;
   // Looks for dead participants now and undoes what they left (a wait that
   // they block does this by itself). Returns how many were found.
@@ -202,6 +214,9 @@ class Queue {
   friend class View;
   std::unique_ptr<Impl> p_;
 };
+
+// Python's name for a queue with task_done() and join(): every Queue is one.
+using JoinableQueue = Queue;
 
 // Space in the ring for one message, being written. commit() makes it a
 // message; dropping it uncommitted (or cancel()) leaves nothing. It must
