@@ -1,5 +1,6 @@
 // The shared-memory queue: every form of put and get, zero-copy, close,
 // named and anonymous, many to many, and participants killed -9.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -432,6 +433,19 @@ TEST_F(QueueTest, AConsumerThatDiesBeforeTaskDoneDoesNotHangJoin) {
   TT_ASSERT_OK(q.join(10s));  // finds the dead consumer and counts its task done
   EXPECT_EQ(q.stats().tasks_dropped, 1u);
   EXPECT_EQ(q.unfinished_tasks(), 0u);
+}
+
+// A name whose segment its maker has not sized yet is one being made:
+// waited for (up to `ready`), not refused as too small.
+TEST_F(QueueTest, AnEmptySegmentIsWaitedForThenTimesOut) {
+  auto name = tether_test::unique_posix_name("q");
+  int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  auto t0 = std::chrono::steady_clock::now();
+  TT_EXPECT_ERROR(Queue::open(name, 50ms), std::errc::timed_out);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 50ms);
+  ::close(fd);
+  ::shm_unlink(name.c_str());
 }
 
 TEST_F(QueueTest, ACorruptHeaderIsRefused) {

@@ -46,8 +46,13 @@ Result<void> check_prefix(const Mapping& map, std::size_t size, const SegmentKin
 // Maps what an opener was handed, checked; `file` is the segment's.
 Result<void> map_checked(Segment& seg, const detail::MemoryFd& file, const SegmentKind& kind,
                          std::uint32_t header_bytes, Deadline ready) {
+  // Its maker sizes it (all at once) just after creating the name: an
+  // empty segment may be one being made, and is waited for.
   auto size = file.size();
+  for (; size && *size == 0 && !ready.expired(); size = file.size()) ::usleep(1000);
   if (!size) return std::unexpected(size.error());
+  if (*size == 0)
+    return fail(ETIMEDOUT, fmt::format("open {}: still being made at the deadline", seg.what));
   if (*size < header_bytes)
     return fail(EINVAL, fmt::format("open {}: {} bytes is too small to be a {}", seg.what, *size,
                                     kind.noun));
