@@ -75,6 +75,19 @@ Ends connect_over(const std::string& transport, ChannelOptions options = {}) {
     e.listener = std::move(listener);
     return e;
   }
+  if (transport == "shm") {
+    // A shared-memory ring must hold two of the largest messages: keep
+    // them at 5 MiB (the largest test message is 4 MiB). Connected from
+    // this thread: a queue's participant belongs to the thread that made it.
+    options.max_message = std::min<std::size_t>(options.max_message, 5u << 20);
+    const std::string address = "shm:" + tether_test::unique_posix_name("ch");
+    auto listener = must(ChannelListener::listen(address, options));
+    auto client = must(Channel::connect(address, 10s, options));
+    auto server = must(listener.accept(10s));
+    Ends e{std::move(client), std::move(server), false, false, std::nullopt};
+    e.listener = std::move(listener);
+    return e;
+  }
   if (transport == "udp") {
     // A UDP listener learns of its peer from the first datagram: the client
     // speaks first, and the server takes that greeting before the test.
@@ -238,7 +251,7 @@ TEST_P(ChannelTest, TypedValues) {
 INSTANTIATE_TEST_SUITE_P(Transports, ChannelTest,
                          ::testing::Values("pipes", "socketpair", "socketpair-seqpacket", "unix",
                                            "unix-seqpacket", "unix-abstract", "tcp", "udp", "fifo",
-                                           "mq", "sysv"),
+                                           "mq", "sysv", "shm"),
                          [](const auto& param_info) {
                            std::string name = param_info.param;
                            std::replace(name.begin(), name.end(), '-', '_');
@@ -895,3 +908,36 @@ TEST_F(ChannelBackoff, DoublesUpToTheCapAndGivesUpAtTheDeadline) {
   EXPECT_TRUE(tiny.wait(tether::Deadline::never()));
   EXPECT_TRUE(tiny.wait(10s));
 }
+
+namespace {
+
+// shm: has the end of stream of a connection: a peer killed -9 closes it.
+class ChannelShm : public Clean {};
+
+TEST_F(ChannelShm, APeerKilledIsEndOfStreamAndBrokenPipe) {
+  const std::string address = "shm:" + tether_test::unique_posix_name("ch");
+  ChannelOptions options{.max_message = 4096};
+  auto listener = must(ChannelListener::listen(address, options));
+  auto server = must(listener.accept(10s));
+  auto child = must(tether::fork([&] {
+    auto client = Channel::connect(address, 10s, options);
+    if (!client || !client->send("hello from the child", 10s)) return 2;
+    ::raise(SIGKILL);
+    return 3;
+  }));
+  EXPECT_EQ(must(server.recv_string(10s)), "hello from the child");
+  auto eos = server.recv(10s);  // woken by the death, not the deadline
+  ASSERT_FALSE(eos);
+  EXPECT_EQ(eos.error(), tether::errc::end_of_stream) << eos.error().message();
+  auto sent = server.send("anyone?", 10s);
+  ASSERT_FALSE(sent);
+  EXPECT_EQ(sent.error(), std::errc::broken_pipe) << sent.error().message();
+  EXPECT_EQ(must(child.wait(10s)).signal(), SIGKILL);
+  // The next conversation gets fresh queues.
+  auto next = must(listener.accept(10s));
+  auto client = must(Channel::connect(address, 10s, options));
+  TT_ASSERT_OK(client.send("second", 10s));
+  EXPECT_EQ(must(next.recv_string(10s)), "second");
+}
+
+}  // namespace

@@ -28,7 +28,8 @@ struct Address {
     udp,
     fifo,
     posix_mq,
-    sysv
+    sysv,
+    shm
   } scheme;
   std::string where;  // path, abstract name, or host
   std::uint16_t port = 0;
@@ -36,7 +37,7 @@ struct Address {
 
 constexpr std::string_view kForms =
     "unix:/path, unix-seqpacket:/path, unix-abstract:name, tcp://host:port, udp://host:port, "
-    "fifo:/path, mq:/name or sysv:KEY";
+    "fifo:/path, mq:/name, sysv:KEY or shm:/name";
 
 Result<Address> parse_address(std::string_view text) {
   auto bad = [&](std::string_view why) {
@@ -50,6 +51,7 @@ Result<Address> parse_address(std::string_view text) {
   if (starts("unix:")) return Address{Address::Scheme::unix_stream, std::string(text.substr(5))};
   if (starts("fifo:")) return Address{Address::Scheme::fifo, std::string(text.substr(5))};
   if (starts("mq:")) return Address{Address::Scheme::posix_mq, std::string(text.substr(3))};
+  if (starts("shm:")) return Address{Address::Scheme::shm, std::string(text.substr(4))};
   if (starts("sysv:")) return Address{Address::Scheme::sysv, std::string(text.substr(5))};
   if (starts("tcp://") || starts("udp://")) {
     auto scheme = starts("tcp://") ? Address::Scheme::tcp : Address::Scheme::udp;
@@ -230,6 +232,8 @@ Result<Channel> Channel::connect(std::string_view address, Deadline deadline,
       if (!in) return fail(in.error(), "connect to mq:" + a->where);
       return queue_channel(std::move(*in), std::move(*out), "mq:" + a->where, options);
     }
+    case S::shm:
+      return detail::shm_connect(a->where, deadline, options);
     case S::sysv: {
       auto key = sysv_key(a->where);
       if (!key) return std::unexpected(key.error());
@@ -329,18 +333,6 @@ Result<void> Channel::close() noexcept {
 }
 
 // ---------------------------------------------------------------- listener
-
-namespace detail {
-
-// What a ChannelListener listens with: one kind per transport.
-class ListenPort {
- public:
-  virtual ~ListenPort() = default;
-  virtual Result<Channel> accept(Deadline deadline, const ChannelOptions& options) = 0;
-  virtual int fd() const noexcept = 0;
-};
-
-}  // namespace detail
 
 namespace {
 
@@ -517,6 +509,12 @@ Result<ChannelListener> ChannelListener::listen(std::string_view address, Channe
       auto s2c = Fifo::create(a->where + ".s2c");
       if (!s2c) return fail(s2c.error(), listening(address));
       l.port_ = std::make_unique<FifoPort>(std::move(*c2s), std::move(*s2c), "fifo:" + a->where);
+      return l;
+    }
+    case S::shm: {
+      auto port = detail::shm_listen(a->where, options);
+      if (!port) return fail(port.error(), listening(address));
+      l.port_ = std::move(*port);
       return l;
     }
     case S::posix_mq: {

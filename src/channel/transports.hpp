@@ -21,6 +21,22 @@
 
 namespace tether::detail {
 
+// What a ChannelListener listens with: one kind per transport.
+class ListenPort {
+ public:
+  virtual ~ListenPort() = default;
+  virtual Result<Channel> accept(Deadline deadline, const ChannelOptions& options) = 0;
+  virtual int fd() const noexcept = 0;
+};
+
+// shm:/name, from the queue layer (src/queue/shm_channel.cpp): the one
+// place where the channel layer calls a layer below it, because its
+// address table names every transport.
+Result<Channel> shm_connect(const std::string& name, Deadline deadline,
+                            const ChannelOptions& options);
+Result<std::unique_ptr<ListenPort>> shm_listen(const std::string& name,
+                                               const ChannelOptions& options);
+
 // Asks for kernel buffers of options.buffer_size on a socket: a request,
 // not a requirement (the kernel caps it at net.core.[rw]mem_max).
 void tune_socket_buffers(int fd, const ChannelOptions& options);

@@ -53,6 +53,7 @@ constexpr unsigned kSlots = 64;
 constexpr std::uint64_t kAlign = 64;
 constexpr std::uint64_t kRecordHeader = 16;
 constexpr std::uint64_t kMinRing = 4096;
+constexpr std::uint32_t kPutter = 0x100, kGetter = 0x200;
 
 enum State : std::uint32_t {
   kEmpty = 0,
@@ -96,7 +97,10 @@ static_assert(sizeof(Record) == kRecordHeader);
 struct alignas(128) QueueSlot {
   Mutex lease;
   std::atomic<std::uint32_t> pid{0};
-  std::atomic<std::uint32_t> sleeping{0};  // 1: counted in readers_sleeping; 2: writers_
+  // 1: counted in readers_sleeping; 2: in writers_sleeping; kPutter,
+  // kGetter: it has put / got (a side whose last one's death closes a
+  // close_on_death queue).
+  std::atomic<std::uint32_t> sleeping{0};
   // 1 while another participant cleans up after this slot's dead holder
   // (its lease then looks held).
   std::atomic<std::uint32_t> recovering{0};
@@ -127,6 +131,7 @@ struct QueueHeader {
   std::uint32_t one_producer = 0;
   std::uint32_t one_consumer = 0;
   std::uint32_t slots = 0;
+  std::uint32_t close_on_death = 0;
 
   alignas(64) std::atomic<std::uint32_t> closed{0};
   std::atomic<std::uint32_t> returned{0};  // non-zero: Committed records below R, to take first
@@ -204,6 +209,9 @@ struct Queue::Impl {
   std::byte* ring = nullptr;
   std::uint64_t cap = 0, mask = 0, max_message = 0, capacity_messages = 0;
   bool one_producer = false, one_consumer = false;
+  bool close_on_death = false;
+  std::uint32_t side_bits = 0;  // kPutter / kGetter once said (close_on_death)
+  int watch = -1;               // a participant of the other side (close_on_death)
   unsigned spin = 512;
   int slot = -1;
   std::uint32_t generation = 0;
@@ -246,6 +254,8 @@ struct Queue::Impl {
     // New, or inherited across fork: the parent's lease is not ours.
     slot = -1;
     producer = consumer = false;
+    side_bits = 0;
+    watch = -1;
     generation = detail::fork_generation();
     thread = ::pthread_self();
     return join();
@@ -454,6 +464,10 @@ struct Queue::Impl {
     std::uint32_t sleeping = sl.sleeping.exchange(0);
     if ((sleeping & 1) != 0) h->readers_sleeping.fetch_sub(1);
     if ((sleeping & 2) != 0) h->writers_sleeping.fetch_sub(1);
+    if (died && close_on_death) {
+      for (std::uint32_t side : {detail::kPutter, detail::kGetter})
+        if ((sleeping & side) != 0 && find_side(side, s) < 0) close_queue();
+    }
     sl.claim_pos.store(~std::uint64_t{0});
     sl.read_pos.store(~std::uint64_t{0});
     std::uint32_t expect = s + 1;
@@ -685,6 +699,53 @@ struct Queue::Impl {
     return std::nullopt;
   }
 
+  // ------------------------------------------------------------ sides (close_on_death)
+
+  void close_queue() noexcept {
+    h->closed.store(1, std::memory_order_release);
+    detail::wake_all(h->read_event);
+    detail::wake_all(h->write_event);
+  }
+
+  // A live participant other than `except` that has put (kPutter) or got
+  // (kGetter): its slot, or -1.
+  int find_side(std::uint32_t side, unsigned except) const noexcept {
+    for (unsigned i = 0; i < detail::kSlots; ++i) {
+      if (i == except) continue;
+      const auto& sl = h->slot[i];
+      if ((sl.sleeping.load(std::memory_order_acquire) & side) != 0 &&
+          !lease_dead(const_cast<Mutex&>(sl.lease)) && sl.recovering.load() == 0)
+        return static_cast<int>(i);
+    }
+    return -1;
+  }
+
+  // On a close_on_death queue: says which side this participant is on, and
+  // keeps an eye on one participant of the other side (`watch`), cleaning
+  // up after it if it died (which closes the queue if it was the last).
+  void watch_peers(std::uint32_t mine, std::uint32_t theirs) {
+    if ((side_bits & mine) == 0) {
+      me().sleeping.fetch_or(mine);
+      side_bits |= mine;
+    }
+    if (watch >= 0) {
+      auto& sl = h->slot[watch];
+      if ((sl.sleeping.load(std::memory_order_relaxed) & theirs) != 0 && !lease_dead(sl.lease))
+          [[likely]]
+        return;
+    }
+    // Lost sight of it: any of that side dead is cleaned up, then another
+    // live one is watched.
+    for (unsigned i = 0; i < detail::kSlots; ++i) {
+      auto& sl = h->slot[i];
+      if (static_cast<int>(i) == slot ||
+          (sl.sleeping.load(std::memory_order_acquire) & theirs) == 0)
+        continue;
+      if (lease_dead(sl.lease) && sl.recovering.load() == 0) try_recover(i);
+    }
+    watch = find_side(theirs, static_cast<unsigned>(slot));
+  }
+
   void count_taken() noexcept {
     auto& t = me().tasks_taken;
     t.store(t.load(std::memory_order_relaxed) + 1, std::memory_order_release);
@@ -791,8 +852,9 @@ struct Queue::Impl {
       if (!done && !deadline.expired()) {
         // A safety net of 100 ms: deaths are normally seen through the lease.
         Deadline nap = min(deadline, Deadline(std::chrono::milliseconds(100)));
-        if (blocker >= 0 && blocker < static_cast<int>(detail::kSlots)) {
-          Mutex* lease = &h->slot[blocker].lease;
+        const int b = blocker >= 0 ? blocker : watch;
+        if (b >= 0 && b < static_cast<int>(detail::kSlots)) {
+          Mutex* lease = &h->slot[b].lease;
           (void)detail::wait_for_leases(std::span(&lease, 1), &event, ev, true, nap);
         } else {
           (void)detail::futex_wait(event, ev, nap);
@@ -821,6 +883,11 @@ struct Queue::Impl {
       if (auto ok = take_role(h->producer_role, producer, "be the producer of"); !ok)
         return std::unexpected(ok.error());
     }
+    if (close_on_death) [[unlikely]]
+      return wait(false, deadline, [&] {
+        watch_peers(detail::kPutter, detail::kGetter);
+        return try_claim(len);
+      });
     return wait(false, deadline, [&] { return try_claim(len); });
   }
 
@@ -831,6 +898,11 @@ struct Queue::Impl {
       if (auto ok = take_role(h->consumer_role, consumer, "be the consumer of"); !ok)
         return std::unexpected(ok.error());
     }
+    if (close_on_death) [[unlikely]]
+      return wait(true, deadline, [&] {
+        watch_peers(detail::kGetter, detail::kPutter);
+        return try_take(view, room, exact);
+      });
     return wait(true, deadline, [&] { return try_take(view, room, exact); });
   }
 };
@@ -850,6 +922,7 @@ Result<std::unique_ptr<Queue::Impl>> attach(std::shared_ptr<detail::Segment> sh)
   impl->capacity_messages = h->capacity_messages;
   impl->one_producer = h->one_producer != 0;
   impl->one_consumer = h->one_consumer != 0;
+  impl->close_on_death = h->close_on_death != 0;
   impl->sh = std::move(sh);
   if (auto ok = impl->enter(); !ok) {
     impl->h = nullptr;  // nothing to leave
@@ -888,6 +961,7 @@ void initialise(const detail::Segment& seg, const QueueOptions& o, std::uint64_t
   h->one_producer = o.producers == Ends::one ? 1 : 0;
   h->one_consumer = o.consumers == Ends::one ? 1 : 0;
   h->slots = detail::kSlots;
+  h->close_on_death = o.close_on_death ? 1 : 0;
   h->prefix.magic = detail::kMagic;
   h->prefix.version = detail::kVersion;
   h->prefix.header_bytes = sizeof(QueueHeader);
@@ -913,6 +987,7 @@ Result<void> validate(const detail::Segment& seg) {
       2 * round_up(kRecordHeader + h->max_message, kAlign) + kAlign > h->ring_bytes)
     return bad(fmt::format("max_message {} does not fit its ring", h->max_message));
   if (h->one_producer > 1 || h->one_consumer > 1) return bad("its ends are neither one nor many");
+  if (h->close_on_death > 1) return bad("its close_on_death is neither 0 nor 1");
   return {};
 }
 
@@ -969,6 +1044,12 @@ Result<Queue> Queue::another() const {
   if (!impl) return std::unexpected(impl.error());
   (*impl)->spin = p_->spin;
   return Queue(std::move(*impl));
+}
+
+Result<void> Queue::remove() {
+  if (!p_) return fail(EINVAL, "remove a queue: none held");
+  if (!p_->sh->named || !p_->sh->named->owns()) return {};
+  return p_->sh->named->remove();
 }
 
 int Queue::memory_fd() const noexcept {
@@ -1137,9 +1218,21 @@ std::size_t Queue::memory_bytes() const noexcept {
 
 void Queue::close() noexcept {
   if (!p_) return;
-  p_->h->closed.store(1, std::memory_order_release);
-  detail::wake_all(p_->h->read_event);
-  detail::wake_all(p_->h->write_event);
+  p_->close_queue();
+}
+
+Result<void> Queue::announce_producer() {
+  if (!p_) return no_queue("announce a producer of");
+  if (auto ok = p_->enter(); !ok) return ok;
+  if (p_->close_on_death) p_->watch_peers(detail::kPutter, detail::kGetter);
+  return {};
+}
+
+Result<void> Queue::announce_consumer() {
+  if (!p_) return no_queue("announce a consumer of");
+  if (auto ok = p_->enter(); !ok) return ok;
+  if (p_->close_on_death) p_->watch_peers(detail::kGetter, detail::kPutter);
+  return {};
 }
 
 bool Queue::closed() const noexcept {

@@ -20,10 +20,20 @@
 //   mq:/name                two POSIX queues, /name.c2s and /name.s2c
 //   sysv:KEY                one System V queue (KEY in decimal or 0x hex, or a
 //                           path for ftok); type 1 to the server, 2 back
+//   shm:/name               two shared-memory queues (tether/queue.hpp), /name.c2s
+//                           and /name.s2c: no system call per message
 //
-// FIFO, mq and sysv channels are one conversation at a time: the listener
-// creates (and removes) the named objects, accept() hands out the server's
-// end. Queues have no end of stream: their recv only ever times out. A
+// FIFO, mq, sysv and shm channels are one conversation at a time: the
+// listener creates (and removes) the named objects, accept() hands out the
+// server's end (for shm:, a new pair of queues once the last conversation
+// ended). An shm: channel has a connection's end of stream: close() on
+// either side, or its process's death, ends it for the other (recv drains,
+// then end_of_stream; send gets broken_pipe). Each direction's ring holds
+// two of the largest messages at least, so shm: reserves about 4 x
+// max_message of shared memory per direction: lower max_message for many
+// channels. A shm: channel's end belongs to the thread that made it (a
+// queue participant, see queue.hpp), and it has no descriptor yet (fd()
+// is -1). Queues have no end of stream: their recv only ever times out. A
 // sysv channel has no descriptor (fd() is -1): its waits poll with backoff.
 // sysv:0 (IPC_PRIVATE) and keys beyond 32 bits are refused.
 //
@@ -183,7 +193,7 @@ class ChannelListener {
   static Result<ChannelListener> listen(std::string_view address, ChannelOptions options = {},
                                         PeerPolicy policy = PeerPolicy::same_user());
   Result<Channel> accept(Deadline deadline = Deadline::never()) const;
-  // Readable when a peer waits; -1 for fifo:, mq: and sysv: (their accept
+  // Readable when a peer waits; -1 for fifo:, mq:, sysv: and shm: (their accept
   // only hands out the listener's end).
   int fd() const noexcept;
   // The address, with the real port for tcp://host:0 and udp://host:0.

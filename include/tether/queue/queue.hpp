@@ -79,6 +79,12 @@ struct QueueOptions {
   mode_t mode = 0600;
   // How many times a wait looks again before it sleeps.
   unsigned spin = 512;
+  // Closes the queue when the last live participant that has put on it
+  // dies (or the last that has got from it): its consumers then drain it
+  // and see end_of_stream, its producers get broken_pipe. This is a
+  // conversation's end of stream; Channel's shm: transport is made so. A
+  // participant counts from its first put or get, or announce_*().
+  bool close_on_death = false;
 };
 
 struct QueueStats {
@@ -123,6 +129,9 @@ class Queue {
   Result<Queue> another() const;
 
   bool valid() const noexcept { return p_ != nullptr; }
+  // A named queue's creator removes the name now (if it still holds this
+  // queue); everyone who has it goes on using it. Nothing for others.
+  Result<void> remove();
   // The segment's descriptor (to pass to another process).
   int memory_fd() const noexcept;
   // "queue /jobs", "anonymous queue".
@@ -187,6 +196,10 @@ class Queue {
   // No more puts (theirs fail with broken_pipe); gets drain what is queued,
   // then see end_of_stream. Wakes everyone waiting. For every participant.
   void close() noexcept;
+  // On a close_on_death queue: count this participant as a producer (or a
+  // consumer) now, before its first put (or get).
+  Result<void> announce_producer();
+  Result<void> announce_consumer();
   bool closed() const noexcept;
 
   // Python's JoinableQueue (every Queue is one): each message put is a
