@@ -1,6 +1,7 @@
 // The shared-memory queue: every form of put and get, zero-copy, close,
 // named and anonymous, many to many, and participants killed -9.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -446,6 +447,59 @@ TEST_F(QueueTest, AnEmptySegmentIsWaitedForThenTimesOut) {
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 50ms);
   ::close(fd);
   ::shm_unlink(name.c_str());
+}
+
+bool readable(int fd, int ms) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, ms) == 1 && (p.revents & POLLIN) != 0;
+}
+
+// The pollable descriptor: readable once a get (or put) that would have
+// blocked may succeed, from another process's put (or get), or a close.
+TEST_F(QueueTest, ThePollableDescriptorTellsAPollLoop) {
+  auto q = must(Queue::anonymous({.max_message = 64, .capacity_messages = 1}));
+  int fd = must(q.fd());
+  EXPECT_EQ(must(q.fd()), fd);  // one per participant
+  EXPECT_FALSE(readable(fd, 0));
+  TT_EXPECT_ERROR(q.try_get(), std::errc::resource_unavailable_try_again);  // arms it
+  auto child = must(tether::fork([&] {
+    ::usleep(50000);
+    if (!q.put("ping")) return 2;
+    ::usleep(50000);
+    q.close();
+    return 0;
+  }));
+  ASSERT_TRUE(readable(fd, 10000));
+  auto got = must(q.try_get());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(got.data()), got.size()), "ping");
+  EXPECT_FALSE(readable(fd, 0));  // drained by the get
+  TT_EXPECT_ERROR(q.try_get(), std::errc::resource_unavailable_try_again);
+  ASSERT_TRUE(readable(fd, 10000));  // the close
+  TT_EXPECT_ERROR(q.try_get(), tether::errc::end_of_stream);
+  EXPECT_EQ(must(child.wait(10s)).code(), 0);
+
+  // Writable: a full queue's try_put arms it; a get elsewhere wakes it.
+  auto w = must(Queue::anonymous({.max_message = 64, .capacity_messages = 1}));
+  int wfd = must(w.fd());
+  TT_ASSERT_OK(w.try_put(bytes("one")));
+  TT_EXPECT_ERROR(w.try_put(bytes("two")), std::errc::resource_unavailable_try_again);
+  auto getter = must(tether::fork([&] {
+    ::usleep(50000);
+    return w.get(5s) ? 0 : 2;
+  }));
+  // One descriptor says "something changed": poll, try, and poll again on
+  // would-block (its own put woke it once already).
+  bool put = false;
+  for (int i = 0; i < 10 && !put; ++i) {
+    ASSERT_TRUE(readable(wfd, 10000));
+    auto r = w.try_put(bytes("two"));
+    if (!r) {
+      ASSERT_EQ(r.error(), std::errc::resource_unavailable_try_again);
+    }
+    put = r.has_value();
+  }
+  EXPECT_TRUE(put);
+  EXPECT_EQ(must(getter.wait(10s)).code(), 0);
 }
 
 TEST_F(QueueTest, ACorruptHeaderIsRefused) {

@@ -28,6 +28,9 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,6 +57,9 @@ constexpr std::uint64_t kAlign = 64;
 constexpr std::uint64_t kRecordHeader = 16;
 constexpr std::uint64_t kMinRing = 4096;
 constexpr std::uint32_t kPutter = 0x100, kGetter = 0x200;
+// In a slot's flags: its descriptor is armed, to be told when a get (a
+// put) may succeed.
+constexpr std::uint32_t kPollGet = 0x400, kPollPut = 0x800;
 
 enum State : std::uint32_t {
   kEmpty = 0,
@@ -128,6 +134,7 @@ struct QueueHeader {
   std::uint64_t max_message = 0;
   std::uint64_t capacity_messages = 0;
   std::uint64_t total_bytes = 0;
+  std::uint64_t id = 0;  // random: names the participants' descriptors
   std::uint32_t one_producer = 0;
   std::uint32_t one_consumer = 0;
   std::uint32_t slots = 0;
@@ -160,8 +167,10 @@ struct QueueHeader {
 
   alignas(64) std::atomic<std::uint32_t> readers_sleeping{0};
   std::atomic<std::uint32_t> read_event{0};
+  std::atomic<std::uint32_t> readers_polling{0};  // slots with kPollGet
   alignas(64) std::atomic<std::uint32_t> writers_sleeping{0};
   std::atomic<std::uint32_t> write_event{0};
+  std::atomic<std::uint32_t> writers_polling{0};  // slots with kPollPut
 
   alignas(128) QueueSlot slot[kSlots];
 };
@@ -464,6 +473,8 @@ struct Queue::Impl {
     std::uint32_t sleeping = sl.sleeping.exchange(0);
     if ((sleeping & 1) != 0) h->readers_sleeping.fetch_sub(1);
     if ((sleeping & 2) != 0) h->writers_sleeping.fetch_sub(1);
+    if ((sleeping & detail::kPollGet) != 0) h->readers_polling.fetch_sub(1);
+    if ((sleeping & detail::kPollPut) != 0) h->writers_polling.fetch_sub(1);
     if (died && close_on_death) {
       for (std::uint32_t side : {detail::kPutter, detail::kGetter})
         if ((sleeping & side) != 0 && find_side(side, s) < 0) close_queue();
@@ -582,6 +593,8 @@ struct Queue::Impl {
     r.tag.exchange(make_tag(rec, static_cast<unsigned>(slot), detail::kCommitted));
     if (h->readers_sleeping.load(std::memory_order_relaxed) != 0) [[unlikely]]
       detail::wake_all(h->read_event);
+    if (h->readers_polling.load(std::memory_order_relaxed) != 0) [[unlikely]]
+      notify_pollers(detail::kPollGet);
   }
 
   void cancel(std::uint64_t rec) {
@@ -705,6 +718,100 @@ struct Queue::Impl {
     h->closed.store(1, std::memory_order_release);
     detail::wake_all(h->read_event);
     detail::wake_all(h->write_event);
+    notify_pollers(detail::kPollGet);
+    notify_pollers(detail::kPollPut);
+  }
+
+  // ------------------------------------------------------------ the pollable descriptor
+  //
+  // Each participant that asks for fd() binds a datagram socket in the
+  // abstract namespace, named by the queue's id and its slot. A try_get
+  // (try_put) that would block arms it: sets kPollGet (kPollPut) in its
+  // slot and counts it in readers_polling (writers_polling), then looks
+  // again, so that a put made meanwhile is not missed. Whoever commits
+  // (releases) a message and sees the count clears the bit and sends the
+  // socket one byte: one system call per arming, none while nobody polls.
+
+  Fd poll_socket;      // ours, bound (fd())
+  Fd poll_sender;      // unbound, to wake others
+  int poll_slot = -1;  // the slot poll_socket is named for
+  std::uint32_t armed = 0;
+
+  static sockaddr_un poll_address(std::uint64_t id, unsigned s, socklen_t& len) noexcept {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    int n = std::snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "tether-queue/%016llx/%u",
+                          static_cast<unsigned long long>(id), s);
+    len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + static_cast<std::size_t>(n));
+    return a;
+  }
+
+  Result<int> descriptor() {
+    if (auto ok = enter(); !ok) return std::unexpected(ok.error());
+    if (poll_socket && poll_slot == slot) return poll_socket.get();
+    Fd s(::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!s) return fail(errno, "make the descriptor of " + what());
+    socklen_t len = 0;
+    sockaddr_un a = poll_address(h->id, static_cast<unsigned>(slot), len);
+    if (::bind(s.get(), reinterpret_cast<sockaddr*>(&a), len) != 0)
+      return fail(errno, fmt::format("bind the descriptor of {} (@{})", what(), a.sun_path + 1));
+    poll_socket = std::move(s);
+    poll_slot = slot;
+    // Armed from the start, so that a message already queued shows.
+    arm(detail::kPollGet);
+    if (h->W.load(std::memory_order_acquire) != h->R.load(std::memory_order_acquire) ||
+        h->closed.load(std::memory_order_acquire) != 0) {
+      const char one = 1;
+      (void)::sendto(poll_socket.get(), &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL,
+                     reinterpret_cast<sockaddr*>(&a), len);
+    }
+    return poll_socket.get();
+  }
+
+  // After a try_ form would block: arm (if fd() was asked for) and look
+  // again; true if the caller should try once more.
+  bool arm(std::uint32_t bit) {
+    if (!poll_socket || poll_slot != slot) return false;
+    // What woke it before is spent: it must not stay readable.
+    drain();
+    auto& count = bit == detail::kPollGet ? h->readers_polling : h->writers_polling;
+    if ((me().sleeping.fetch_or(bit) & bit) == 0) count.fetch_add(1);
+    armed |= bit;
+    return true;
+  }
+
+  // After a success: no longer armed; what the socket holds is drained.
+  void disarm(std::uint32_t bit) {
+    if ((armed & bit) == 0) [[likely]]
+      return;
+    armed &= ~bit;
+    auto& count = bit == detail::kPollGet ? h->readers_polling : h->writers_polling;
+    if ((me().sleeping.fetch_and(~bit) & bit) != 0) count.fetch_sub(1);
+    drain();
+  }
+
+  void drain() noexcept {
+    char buf[64];
+    while (::recv(poll_socket.get(), buf, sizeof buf, MSG_DONTWAIT) > 0) {
+    }
+  }
+
+  void notify_pollers(std::uint32_t bit) noexcept {
+    auto& count = bit == detail::kPollGet ? h->readers_polling : h->writers_polling;
+    for (unsigned i = 0; i < detail::kSlots && count.load(std::memory_order_relaxed) != 0; ++i) {
+      auto& sl = h->slot[i];
+      if ((sl.sleeping.load(std::memory_order_relaxed) & bit) == 0) continue;
+      if ((sl.sleeping.fetch_and(~bit) & bit) == 0) continue;  // another waker was first
+      count.fetch_sub(1);
+      if (!poll_sender)
+        poll_sender.reset(::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      socklen_t len = 0;
+      sockaddr_un a = poll_address(h->id, i, len);
+      const char one = 1;
+      // A full socket is already readable; a gone one has nobody to tell.
+      (void)::sendto(poll_sender.get(), &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL,
+                     reinterpret_cast<sockaddr*>(&a), len);
+    }
   }
 
   // A live participant other than `except` that has put (kPutter) or got
@@ -815,6 +922,8 @@ struct Queue::Impl {
     advance_free();
     if (h->writers_sleeping.load(std::memory_order_relaxed) != 0) [[unlikely]]
       detail::wake_all(h->write_event);
+    if (h->writers_polling.load(std::memory_order_relaxed) != 0) [[unlikely]]
+      notify_pollers(detail::kPollPut);
   }
 
   void advance_free() {
@@ -834,7 +943,19 @@ struct Queue::Impl {
   template <class Attempt>
   auto wait(bool reader, Deadline deadline, Attempt attempt) -> decltype(attempt()) {
     auto r = attempt();
-    if (r || !would_block(r.error()) || deadline.expired()) return r;
+    if (r) [[likely]] {
+      if (armed != 0) [[unlikely]]
+        disarm(reader ? detail::kPollGet : detail::kPollPut);
+      return r;
+    }
+    if (!would_block(r.error())) return r;
+    if (deadline.expired()) {
+      if (arm(reader ? detail::kPollGet : detail::kPollPut)) {
+        r = attempt();  // a message put meanwhile is not missed
+        if (r) disarm(reader ? detail::kPollGet : detail::kPollPut);
+      }
+      return r;
+    }
     for (unsigned i = 0; i < spin; ++i) {
       detail::cpu_relax();
       r = attempt();
@@ -962,6 +1083,9 @@ void initialise(const detail::Segment& seg, const QueueOptions& o, std::uint64_t
   h->one_consumer = o.consumers == Ends::one ? 1 : 0;
   h->slots = detail::kSlots;
   h->close_on_death = o.close_on_death ? 1 : 0;
+  if (::getrandom(&h->id, sizeof h->id, 0) != static_cast<ssize_t>(sizeof h->id))
+    h->id = (static_cast<std::uint64_t>(::getpid()) << 32) ^
+            static_cast<std::uint64_t>(::time(nullptr));
   h->prefix.magic = detail::kMagic;
   h->prefix.version = detail::kVersion;
   h->prefix.header_bytes = sizeof(QueueHeader);
@@ -1219,6 +1343,11 @@ std::size_t Queue::memory_bytes() const noexcept {
 void Queue::close() noexcept {
   if (!p_) return;
   p_->close_queue();
+}
+
+Result<int> Queue::fd() {
+  if (!p_) return no_queue("make the descriptor of");
+  return p_->descriptor();
 }
 
 Result<void> Queue::announce_producer() {

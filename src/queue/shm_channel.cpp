@@ -27,7 +27,10 @@ QueueOptions queue_options(const ChannelOptions& o) {
 class ShmTransport final : public Transport {
  public:
   ShmTransport(Queue in, Queue out, std::string what)
-      : Transport(std::move(what)), in_(std::move(in)), out_(std::move(out)) {}
+      : Transport(std::move(what)), in_(std::move(in)), out_(std::move(out)) {
+    // Readable when a message waits, or the peer has gone (see Queue::fd).
+    fd_ = in_.fd().value_or(-1);
+  }
   Result<void> send(std::span<const std::byte> message, Deadline deadline) override {
     return out_.put(message, deadline);
   }
@@ -35,8 +38,9 @@ class ShmTransport final : public Transport {
   Result<void> recv_into(std::vector<std::byte>& into, Deadline deadline) override {
     return in_.get_into(into, deadline);
   }
-  int fd() const noexcept override { return -1; }
+  int fd() const noexcept override { return fd_; }
   Result<void> close() noexcept override {
+    fd_ = -1;
     in_.close();
     out_.close();
     in_ = Queue();
@@ -46,6 +50,7 @@ class ShmTransport final : public Transport {
 
  private:
   Queue in_, out_;
+  int fd_ = -1;
 };
 
 Result<Channel> channel_over(Queue in, Queue out, std::string what, const ChannelOptions& options) {

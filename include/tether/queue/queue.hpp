@@ -193,6 +193,15 @@ class Queue {
   // Bytes of shared memory the queue takes: header, participants, ring.
   std::size_t memory_bytes() const noexcept;
 
+  // A descriptor for poll/epoll, this participant's (a datagram socket in
+  // the abstract namespace, made on the first call): it becomes readable
+  // when a try_get() or try_put() of this participant that found the queue
+  // empty (full) may now succeed, or the queue closed; and, from the start,
+  // when a message is queued. Use: poll for POLLIN, then try_ until
+  // would-block (each would-block arms it again; a success drains it). No
+  // system call is made for it while nobody polls.
+  Result<int> fd();
+
   // No more puts (theirs fail with broken_pipe); gets drain what is queued,
   // then see end_of_stream. Wakes everyone waiting. For every participant.
   void close() noexcept;
