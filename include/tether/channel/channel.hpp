@@ -32,8 +32,8 @@
 // two of the largest messages at least, so shm: reserves about 4 x
 // max_message of shared memory per direction: lower max_message for many
 // channels. A shm: channel's end belongs to the thread that made it (a
-// queue participant, see queue.hpp), and it has no descriptor yet (fd()
-// is -1). Queues have no end of stream: their recv only ever times out. A
+// queue participant, see queue.hpp); its fd() is the incoming queue's
+// (Queue::fd(): poll, then try_recv until would-block). Queues have no end of stream: their recv only ever times out. A
 // sysv channel has no descriptor (fd() is -1): its waits poll with backoff.
 // sysv:0 (IPC_PRIVATE) and keys beyond 32 bits are refused.
 //
