@@ -120,6 +120,8 @@ TEST_F(DictTest, AFixedCapacitySaysWhenFull) {
   EXPECT_NE(full.error().message().find("full"), std::string::npos) << full.error().message();
   TT_EXPECT_ERROR(d.get("k4"), tether::errc::no_such_key);  // nothing half made
   TT_ASSERT_OK(d.set("k0", "replaced"));                    // a key held: fine
+  TT_ASSERT_OK(d.set("k1", std::string(30, 'r')));          // and again, full
+  TT_EXPECT_ERROR(d.update_value<long>("k2", [](long& n) { ++n; }), std::errc::bad_message);
   EXPECT_TRUE(must(d.erase("k1")));
   TT_ASSERT_OK(d.set("k4", "v"));
   EXPECT_EQ(d.size(), 4u);
@@ -268,6 +270,40 @@ TEST_F(DictTest, HostileSegmentsAreErrorsNotCrashes) {
   TT_EXPECT_ERROR(d.items(), tether::errc::bad_record);
   std::memcpy(map.data() + 120, &table, 8);
   EXPECT_EQ(must(d.get("a")), "1");
+  // A size past the file's end is not believed (no SIGBUS).
+  std::memcpy(map.data() + 128, &huge, 8);
+  EXPECT_EQ(must(d.get("a")), "1");
+  std::memcpy(map.data() + 128, &bytes, 8);
+  // The next block (bump, at 136) and a free list (at 160) pointing
+  // anywhere: bad_record, never a write outside the segment.
+  std::uint64_t bump = 0;
+  std::memcpy(&bump, map.data() + 136, 8);
+  for (std::uint64_t bad : {~std::uint64_t{0} - 63, ~std::uint64_t{0} - 7, std::uint64_t{8}}) {
+    std::memcpy(map.data() + 136, &bad, 8);
+    TT_EXPECT_ERROR(d.set("new-key", "v"), tether::errc::bad_record);
+  }
+  std::memcpy(map.data() + 136, &bump, 8);
+  std::uint64_t head = ~std::uint64_t{0} - 31;
+  std::memcpy(map.data() + 160, &head, 8);  // class 64 B
+  TT_EXPECT_ERROR(d.set("b", "2"), tether::errc::bad_record);
+  std::uint64_t zero = 0;
+  std::memcpy(map.data() + 160, &zero, 8);
+  // A garbage word beside a real one: erase and clear refuse or drop it.
+  TT_ASSERT_OK(d.set("b", "2"));
+  auto* slots = map.data() + (table & ~std::uint64_t{63}) + 64;
+  std::uint64_t garbage = (std::uint64_t{1} << 47) | 0x123;
+  for (int i = 0; i < 32; ++i) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, slots + 8 * i, 8);
+    if (w == 0) {
+      std::memcpy(slots + 8 * i, &garbage, 8);
+      break;
+    }
+  }
+  (void)d.erase("a");       // bad_record if the garbage is in its run; never a crash
+  TT_ASSERT_OK(d.clear());  // the garbage is dropped, not freed
+  TT_ASSERT_OK(d.set("c", "3"));
+  EXPECT_EQ(must(d.get("c")), "3");
   // Not a dict at all.
   auto qname = tether_test::unique_posix_name("q");
   auto q = must(tether::Queue::create(qname, {.max_message = 64, .capacity_bytes = 4096}));

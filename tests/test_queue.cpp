@@ -420,6 +420,32 @@ TEST_F(QueueTest, JoinWaitsUntilEveryTaskIsDone) {
   for (auto& c : consumers) EXPECT_EQ(must(c.wait(60s)).code(), 0);
 }
 
+// A loan given back, or dropped, is no task and no message.
+TEST_F(QueueTest, ACancelledLoanIsNoTaskAndNoMessage) {
+  auto q = must(Queue::anonymous({.max_message = 64, .capacity_bytes = 4096}));
+  {
+    auto l = must(q.loan(10));
+    l.cancel();
+  }
+  { auto dropped = must(q.loan(10)); }
+  TT_ASSERT_OK(q.join(1s));
+  EXPECT_EQ(q.unfinished_tasks(), 0u);
+  EXPECT_EQ(q.stats().cancelled_loans, 2u);
+  // Until a get has skipped them, size() still counts them (as it counts
+  // a message being written).
+  TT_EXPECT_ERROR(q.try_get(), std::errc::resource_unavailable_try_again);
+  EXPECT_EQ(q.size(), 0u);
+  // A participant that goes away with tasks open leaves none behind.
+  TT_ASSERT_OK(q.put("job"));
+  {
+    auto other = must(q.another());
+    TT_ASSERT_OK(other.get());
+  }
+  TT_ASSERT_OK(q.join(1s));
+  EXPECT_EQ(q.stats().tasks_dropped, 1u);
+  TT_EXPECT_ERROR(q.task_done(), std::errc::invalid_argument);  // this one got nothing
+}
+
 TEST_F(QueueTest, AConsumerThatDiesBeforeTaskDoneDoesNotHangJoin) {
   auto q = must(Queue::anonymous({.max_message = 64, .capacity_bytes = 4096}));
   for (int i = 0; i < 3; ++i) TT_ASSERT_OK(q.put_value(i));

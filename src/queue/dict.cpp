@@ -157,13 +157,39 @@ struct Dict::Impl {
   DictHeader* h = nullptr;
   std::byte* base = nullptr;
   std::uint64_t reserved_bytes = 0;  // of address space mapped
+  // The segment's size as this process last saw it (fstat): h->bytes is
+  // trusted only up to it, so a lying header cannot make us touch a page
+  // past the file's end.
+  mutable std::atomic<std::uint64_t> known_file{0};
   mutable std::atomic<std::uint64_t> read_retries{0};
 
   const std::string& what() const noexcept { return seg->what; }
 
   // Bytes that may be touched now.
   std::uint64_t limit() const noexcept {
-    return std::min(h->bytes.load(std::memory_order_acquire), reserved_bytes);
+    const std::uint64_t b = std::min(h->bytes.load(std::memory_order_acquire), reserved_bytes);
+    std::uint64_t k = known_file.load(std::memory_order_relaxed);
+    if (b > k) [[unlikely]] {  // grown by another process (or a lie): look
+      if (auto size = seg->file().size()) {
+        k = *size;
+        known_file.store(k, std::memory_order_relaxed);
+      }
+    }
+    return std::min(b, k);
+  }
+  // [off, off + size) lies in what may be touched, 64-byte aligned, past
+  // the header page: every offset read from the segment passes this first.
+  bool fits(std::uint64_t off, std::uint64_t size) const noexcept {
+    const std::uint64_t lim = limit();
+    return off >= detail::kArena && off % 64 == 0 && off <= lim && size <= lim - off;
+  }
+  // A table word that names a whole entry block.
+  bool word_ok(std::uint64_t w) const noexcept {
+    const std::uint64_t off = offset_of(w);
+    if (!fits(off, kBlockHeader)) return false;
+    const std::uint32_t cls = block(off)->cls.load(std::memory_order_relaxed);
+    return cls >= detail::kMinClass && cls <= detail::kMaxClass &&
+           fits(off, std::uint64_t{1} << cls);
   }
   Block* block(std::uint64_t off) const noexcept {
     return std::launder(reinterpret_cast<Block*>(base + off));
@@ -185,8 +211,7 @@ struct Dict::Impl {
     t.word = h->table.load(std::memory_order_acquire);
     const std::uint64_t off = t.word & ~std::uint64_t{63};
     const unsigned lg = static_cast<unsigned>(t.word & 63);
-    if (lg < 3 || lg > 32 || off < detail::kArena ||
-        off + kBlockHeader + 16 + (std::uint64_t{8} << lg) > limit())
+    if (lg < 3 || lg > 32 || !fits(off, kBlockHeader + 16 + (std::uint64_t{8} << lg)))
       return corrupt(op, fmt::format("its table ({:#x}) lies outside it", t.word));
     t.slot =
         std::launder(reinterpret_cast<std::atomic<std::uint64_t>*>(base + off + kBlockHeader + 16));
@@ -205,9 +230,9 @@ struct Dict::Impl {
   // An entry's bounds, checked against what may be touched.
   bool entry_fits(std::uint64_t off, std::uint32_t key_len, std::uint32_t value_len,
                   std::uint32_t cls) const noexcept {
-    if (off < detail::kArena || cls < detail::kMinClass || cls > detail::kMaxClass) return false;
+    if (cls < detail::kMinClass || cls > detail::kMaxClass) return false;
     const std::uint64_t size = std::uint64_t{1} << cls;
-    return off + size <= limit() && kBlockHeader + std::uint64_t{key_len} + value_len <= size;
+    return fits(off, size) && kBlockHeader + std::uint64_t{key_len} + value_len <= size;
   }
 
   enum class Read { found, absent, retry };
@@ -226,7 +251,7 @@ struct Dict::Impl {
       if (w == 0) break;
       if ((w & ~detail::kOffsetMask) != tag(hash)) continue;
       const std::uint64_t off = offset_of(w);
-      if (off < detail::kArena || off + kBlockHeader > limit())
+      if (!fits(off, kBlockHeader))
         return corrupt(op, fmt::format("a table word ({:#x}) points outside it", w));
       Block* b = block(off);
       const std::uint32_t g1 = b->gen.load(std::memory_order_acquire);
@@ -301,7 +326,7 @@ struct Dict::Impl {
       if (w == 0) return Place{i, 0};
       if ((w & ~detail::kOffsetMask) != tag(hash)) continue;
       const std::uint64_t off = offset_of(w);
-      if (off < detail::kArena || off + kBlockHeader > limit())
+      if (!fits(off, kBlockHeader))
         return corrupt(op, fmt::format("a table word ({:#x}) points outside it", w));
       Block* b = block(off);
       const std::uint32_t kl = b->key_len.load(std::memory_order_relaxed);
@@ -326,9 +351,11 @@ struct Dict::Impl {
     if (auto ok = seg->file().resize(want); !ok) {
       if (want == end) return fail(ok.error(), op.str());
       if (auto again = seg->file().resize(end); !again) return fail(again.error(), op.str());
+      known_file.store(end, std::memory_order_relaxed);
       h->bytes.store(end, std::memory_order_release);
       return {};
     }
+    known_file.store(want, std::memory_order_relaxed);
     h->bytes.store(want, std::memory_order_release);
     return {};
   }
@@ -338,17 +365,30 @@ struct Dict::Impl {
     auto& head = h->free_head[cls - detail::kMinClass];
     const std::uint64_t f = head.load(std::memory_order_relaxed);
     if (f != 0) {
-      if (f < detail::kArena || f + (std::uint64_t{1} << cls) > limit())
+      if (!fits(f, std::uint64_t{1} << cls) || block(f)->cls.load(std::memory_order_relaxed) != cls)
         return corrupt(op, fmt::format("a free list points outside it ({})", f));
       head.store(block(f)->next_free.load(std::memory_order_relaxed), std::memory_order_relaxed);
       return f;
     }
     const std::uint64_t size = std::uint64_t{1} << cls;
-    const std::uint64_t at = round_up(h->bump.load(std::memory_order_relaxed), 64);
-    if (auto ok = grow_to(at + size, op); !ok) return std::unexpected(ok.error());
+    auto at = bump(op);
+    if (!at) return std::unexpected(at.error());
+    if (auto ok = grow_to(*at + size, op); !ok) return std::unexpected(ok.error());
+    return new_block(*at, size, detail::kEntry, cls);
+  }
+
+  // Where the next new block goes, checked.
+  Result<std::uint64_t> bump(const detail::Op& op) const {
+    const std::uint64_t at = h->bump.load(std::memory_order_relaxed);
+    if (!fits(at, 0)) return corrupt(op, fmt::format("its next block ({}) lies outside it", at));
+    return at;
+  }
+
+  std::uint64_t new_block(std::uint64_t at, std::uint64_t size, std::uint32_t kind,
+                          std::uint32_t cls) {
     Block* b = block(at);
     b->gen.store(0, std::memory_order_relaxed);
-    b->kind.store(detail::kEntry, std::memory_order_relaxed);
+    b->kind.store(kind, std::memory_order_relaxed);
     b->cls.store(cls, std::memory_order_relaxed);
     b->bytes.store(size, std::memory_order_relaxed);
     h->bump.store(at + size, std::memory_order_relaxed);
@@ -390,18 +430,19 @@ struct Dict::Impl {
   Result<void> rehash(unsigned lg, const detail::Op& op) {
     auto old = table(op);
     if (!old) return std::unexpected(old.error());
+    for (std::uint64_t i = 0; i <= old->mask; ++i) {
+      const std::uint64_t w = old->slot[i].load(std::memory_order_relaxed);
+      if (w != 0 && !word_ok(w))
+        return corrupt(op, fmt::format("a table word ({:#x}) points outside it", w));
+    }
     const std::uint64_t bytes = kBlockHeader + 16 + (std::uint64_t{8} << lg);
-    const std::uint64_t at = round_up(h->bump.load(std::memory_order_relaxed), 64);
-    if (auto ok = grow_to(at + bytes, op); !ok) return std::unexpected(ok.error());
-    Block* b = block(at);
-    b->gen.store(0, std::memory_order_relaxed);
-    b->kind.store(detail::kTable, std::memory_order_relaxed);
-    b->cls.store(0, std::memory_order_relaxed);
-    b->bytes.store(bytes, std::memory_order_relaxed);
+    auto at0 = bump(op);
+    if (!at0) return std::unexpected(at0.error());
+    if (auto ok = grow_to(*at0 + bytes, op); !ok) return std::unexpected(ok.error());
+    const std::uint64_t at = new_block(*at0, bytes, detail::kTable, 0);
     auto* slot =
         std::launder(reinterpret_cast<std::atomic<std::uint64_t>*>(base + at + kBlockHeader + 16));
     std::memset(static_cast<void*>(slot), 0, std::uint64_t{8} << lg);
-    h->bump.store(at + bytes, std::memory_order_relaxed);
     const std::uint64_t mask = (std::uint64_t{1} << lg) - 1;
     for (std::uint64_t i = 0; i <= old->mask; ++i) {
       const std::uint64_t w = old->slot[i].load(std::memory_order_relaxed);
@@ -467,7 +508,13 @@ struct Dict::Impl {
 
   // Under the lock: removes the word at `index`, moving later words of the
   // same run back into the gap (so no lookup needs a tombstone).
-  void remove_at(const Table& t, std::uint64_t index) noexcept {
+  Result<void> remove_at(const Table& t, std::uint64_t index, const detail::Op& op) {
+    // Every word it may move is checked before anything changes.
+    for (std::uint64_t j = index, n = 0; n <= t.mask; j = (j + 1) & t.mask, ++n) {
+      const std::uint64_t w = t.slot[j].load(std::memory_order_relaxed);
+      if (w == 0) break;
+      if (!word_ok(w)) return corrupt(op, fmt::format("a table word ({:#x}) points outside it", w));
+    }
     const std::uint64_t off = offset_of(t.slot[index].load(std::memory_order_relaxed));
     seq_begin();
     std::uint64_t gap = index;
@@ -486,27 +533,30 @@ struct Dict::Impl {
     free_entry(off);
     h->count.store(h->count.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
     seq_end();
+    return {};
   }
 
   // After a writer's death, under the lock: the table's words deduplicated
   // and each made reachable from its home again, the free lists and the
   // count rebuilt from a walk of every block.
   Result<void> repair(const detail::Op& op) const {
-    auto* self = const_cast<Impl*>(this);
     auto t = table(op);
     if (!t) return std::unexpected(t.error());
     // In place, and so that a death in the middle of it (the next locker
     // repairs again) loses nothing: no word is cleared unless another copy
     // of it is in the table. First the duplicates a half-done move left...
     std::unordered_set<std::uint64_t> live;
-    self->seq_begin();
+    // Odd from here on, whatever it was (a dead writer may have left it odd
+    // already: adding one would make it even, and readers would trust the
+    // table while it is being put right).
+    h->seq.store(h->seq.load(std::memory_order_relaxed) | 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
     std::uint64_t count = 0;
     for (std::uint64_t i = 0; i <= t->mask; ++i) {
       const std::uint64_t w = t->slot[i].load(std::memory_order_relaxed);
       if (w == 0) continue;
       const std::uint64_t off = offset_of(w);
-      if (off < detail::kArena || off + kBlockHeader > limit())
-        return corrupt(op, fmt::format("a table word ({:#x}) points outside it", w));
+      if (!word_ok(w)) return corrupt(op, fmt::format("a table word ({:#x}) points outside it", w));
       if (live.insert(off).second) {
         ++count;
       } else {
@@ -531,7 +581,7 @@ struct Dict::Impl {
     }
     for (auto& head : h->free_head) head.store(0, std::memory_order_relaxed);
     const std::uint64_t end = h->bump.load(std::memory_order_relaxed);
-    if (end > limit()) return corrupt(op, "its blocks run past its end");
+    if (!fits(end, 0)) return corrupt(op, "its blocks run past its end");
     for (std::uint64_t at = detail::kArena; at < end;) {
       Block* b = block(at);
       const std::uint64_t bytes = b->bytes.load(std::memory_order_relaxed);
@@ -566,6 +616,7 @@ Result<Dict> made(std::shared_ptr<detail::Segment> seg) {
   impl->h = std::launder(reinterpret_cast<DictHeader*>(seg->data()));
   impl->base = seg->data();
   impl->reserved_bytes = seg->map.size();
+  if (auto size = seg->file().size()) impl->known_file.store(*size);
   impl->seg = std::move(seg);
   return Dict(std::move(impl));
 }
@@ -575,13 +626,15 @@ Result<Dict> make(const std::string& name, const DictOptions& o) {
       name.empty() ? std::string("make an anonymous dict") : "create dict " + name;
   if (o.capacity == 0 || o.capacity > (std::size_t{1} << 32))
     return fail(EINVAL, fmt::format("{}: a capacity of {} is not 1 to 2^32", op, o.capacity));
-  if (o.max_entry == 0 || o.max_entry > (std::size_t{1} << 32))
-    return fail(EINVAL, fmt::format("{}: max_entry {} is not 1 to 4 GiB", op, o.max_entry));
+  if (o.max_entry == 0 || o.max_entry > (std::size_t{1} << 30))
+    return fail(EINVAL, fmt::format("{}: max_entry {} is not 1 to 1 GiB", op, o.max_entry));
   const unsigned lg = std::max(3u, static_cast<unsigned>(std::bit_width((o.capacity * 4 + 2) / 3)));
   const std::uint64_t table = round_up(kBlockHeader + 16 + (std::uint64_t{8} << lg), 64);
   const std::uint64_t entry =
       std::bit_ceil(kBlockHeader + std::max<std::size_t>(o.typical_entry, 1));
-  const std::uint64_t size = detail::kArena + table + o.capacity * entry;
+  // One block more than the capacity: a replace writes the new entry
+  // before it frees the old one, which a full fixed dict must also do.
+  const std::uint64_t size = detail::kArena + table + (o.capacity + 1) * entry;
   if (size > o.max_bytes)
     return fail(EINVAL, fmt::format("{}: {} entries of about {} bytes take {} bytes, past "
                                     "max_bytes {}",
@@ -622,7 +675,9 @@ Result<Dict> join(Result<std::shared_ptr<detail::Segment>> seg) {
   if (!size) return std::unexpected(size.error());
   if (bytes < detail::kArena || bytes > *size || bytes > (*seg)->map.size())
     return bad(fmt::format("it says it holds {} bytes, but its file has {}", bytes, *size));
-  if (h->fixed > 1 || h->max_entry == 0 || h->capacity == 0) return bad("its options are corrupt");
+  if (h->fixed > 1 || h->max_entry == 0 || h->max_entry > (std::uint64_t{1} << 30) ||
+      h->capacity == 0)
+    return bad("its options are corrupt");
   // Every other field is checked where it is used (table(), entry_fits()).
   return made(std::move(*seg));
 }
@@ -736,7 +791,7 @@ Result<std::vector<std::pair<std::string, std::string>>> Dict::items() const {
       const std::uint64_t w = t->slot[i].load(std::memory_order_acquire);
       if (w == 0) continue;
       const std::uint64_t off = Impl::offset_of(w);
-      if (off < detail::kArena || off + kBlockHeader > p_->limit())
+      if (!p_->fits(off, kBlockHeader))
         return p_->corrupt(op, fmt::format("a table word ({:#x}) points outside it", w));
       Block* b = p_->block(off);
       const std::uint32_t g1 = b->gen.load(std::memory_order_acquire);
@@ -833,7 +888,7 @@ Result<bool> Dict::erase(std::string_view key) {
   auto at = p_->find(*t, key, p_->hash_key(key), op);
   if (!at) return std::unexpected(at.error());
   if (at->word == 0) return false;
-  p_->remove_at(*t, at->index);
+  if (auto ok = p_->remove_at(*t, at->index, op); !ok) return std::unexpected(ok.error());
   return true;
 }
 
@@ -851,7 +906,7 @@ Result<std::string> Dict::pop(std::string_view key) {
   const Block* b = p_->block(off);
   const char* v = reinterpret_cast<const char*>(p_->payload(off)) + b->key_len.load();
   std::string out(v, b->value_len.load());
-  p_->remove_at(*t, at->index);
+  if (auto ok = p_->remove_at(*t, at->index, op); !ok) return std::unexpected(ok.error());
   return out;
 }
 
@@ -867,7 +922,7 @@ Result<void> Dict::clear() {
     const std::uint64_t w = t->slot[i].load(std::memory_order_relaxed);
     if (w == 0) continue;
     t->slot[i].store(0, std::memory_order_release);
-    p_->free_entry(Impl::offset_of(w));
+    if (p_->word_ok(w)) p_->free_entry(Impl::offset_of(w));  // a corrupt one is only dropped
   }
   p_->h->count.store(0, std::memory_order_relaxed);
   p_->seq_end();
@@ -876,6 +931,14 @@ Result<void> Dict::clear() {
 
 Result<void> Dict::update(std::string_view key,
                           const std::function<void(std::string& value, bool present)>& change) {
+  return update_if(key, [&](std::string& value, bool present) {
+    change(value, present);
+    return true;
+  });
+}
+
+Result<void> Dict::update_if(std::string_view key,
+                             const std::function<bool(std::string& value, bool present)>& change) {
   if (!p_) return no_dict("update in");
   const detail::Op op{"update", key, "in"};
   auto g = p_->locked(op);
@@ -891,7 +954,7 @@ Result<void> Dict::update(std::string_view key,
     value.assign(reinterpret_cast<const char*>(p_->payload(off)) + b->key_len.load(),
                  b->value_len.load());
   }
-  change(value, at->word != 0);
+  if (!change(value, at->word != 0)) return {};  // nothing to write
   if (auto ok = check_entry(*p_, key, value.size(), op); !ok) return ok;
   auto ok = p_->put(key, std::as_bytes(std::span(value)), false, op);
   if (!ok) return std::unexpected(ok.error());

@@ -145,6 +145,7 @@ struct QueueHeader {
   std::atomic<std::uint32_t> producer_role{0};  // slot + 1 (Ends::one)
   std::atomic<std::uint32_t> consumer_role{0};
   std::atomic<std::uint64_t> abandoned{0};
+  std::atomic<std::uint64_t> cancelled{0};  // loans cancelled (or dropped uncommitted)
   std::atomic<std::uint64_t> redelivered{0};
   std::atomic<std::uint64_t> reclaimed{0};
   std::atomic<std::uint64_t> dead{0};
@@ -286,6 +287,7 @@ struct Queue::Impl {
       s.claim_pos.store(~std::uint64_t{0}, std::memory_order_relaxed);
       s.read_pos.store(~std::uint64_t{0}, std::memory_order_relaxed);
       s.sleeping.store(0, std::memory_order_relaxed);
+      if (r != EOWNERDEAD) drop_tasks(s);  // a participant that left with some open
       s.pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed);
       slot = static_cast<int>(i);
       return {};
@@ -303,6 +305,7 @@ struct Queue::Impl {
     h->producer_role.compare_exchange_strong(expect, 0);
     expect = me1;
     h->consumer_role.compare_exchange_strong(expect, 0);
+    drop_tasks(me());  // what it got and never said done: nobody will
     ::pthread_mutex_unlock(me().lease.native());
     slot = -1;
   }
@@ -459,17 +462,7 @@ struct Queue::Impl {
       p += span;
     }
     auto& sl = h->slot[s];
-    if (died) {
-      // What it got and never finished is done by nobody: counted done.
-      const std::uint32_t open = sl.tasks_taken.load() - sl.tasks_done.load();
-      if (open != 0 && open < (1u << 31)) {
-        h->tasks_done.fetch_add(open);
-        h->tasks_dropped.fetch_add(open);
-        detail::wake_all(h->join_event);
-      }
-    }
-    sl.tasks_taken.store(0);
-    sl.tasks_done.store(0);
+    drop_tasks(sl);
     std::uint32_t sleeping = sl.sleeping.exchange(0);
     if ((sleeping & 1) != 0) h->readers_sleeping.fetch_sub(1);
     if ((sleeping & 2) != 0) h->writers_sleeping.fetch_sub(1);
@@ -597,8 +590,11 @@ struct Queue::Impl {
       notify_pollers(detail::kPollGet);
   }
 
+  // A loan given back: the record is skipped like a dead writer's (and
+  // counted as taken, so that size() and the tasks stay right).
   void cancel(std::uint64_t rec) {
-    at(rec).tag.exchange(make_tag(rec, static_cast<unsigned>(slot), detail::kPad));
+    h->cancelled.fetch_add(1, std::memory_order_relaxed);
+    at(rec).tag.exchange(make_tag(rec, static_cast<unsigned>(slot), detail::kAbandoned));
     if (h->readers_sleeping.load(std::memory_order_relaxed) != 0) detail::wake_all(h->read_event);
   }
 
@@ -676,6 +672,7 @@ struct Queue::Impl {
           sl.read_gets.store(gets + 1, std::memory_order_relaxed);
           sl.read_pos.store(r, std::memory_order_release);
           rec.tag.store(make_tag(r, me1, state), std::memory_order_release);
+          if (view) count_taken();  // a view is the caller's from here
           h->gets.store(gets + 1, std::memory_order_relaxed);
           h->R.store(r + span, std::memory_order_release);
           return Taken{r, len};
@@ -701,8 +698,10 @@ struct Queue::Impl {
         const std::uint64_t len = rec.len.load(std::memory_order_relaxed);
         if (len > max_message || len + kRecordHeader > span || len > room || (exact && len != room))
           return std::nullopt;
-        if (rec.tag.compare_exchange_strong(tag, make_tag(p, static_cast<unsigned>(slot), state)))
+        if (rec.tag.compare_exchange_strong(tag, make_tag(p, static_cast<unsigned>(slot), state))) {
+          if (state == detail::kHeld) count_taken();
           return Taken{p, len};
+        }
       }
       p += span;
     }
@@ -853,6 +852,22 @@ struct Queue::Impl {
     watch = find_side(theirs, static_cast<unsigned>(slot));
   }
 
+  // What a participant got and never said done is done by nobody: counted
+  // done (and dropped). The slot is cleared first, so that a death in
+  // between loses the count (join waits to its deadline) rather than
+  // counting it twice (join would return early).
+  void drop_tasks(detail::QueueSlot& sl) noexcept {
+    const std::uint32_t taken = sl.tasks_taken.load(), done = sl.tasks_done.load();
+    sl.tasks_taken.store(0);
+    sl.tasks_done.store(0);
+    const std::uint32_t open = taken - done;
+    if (open != 0 && open < (1u << 31)) {
+      h->tasks_done.fetch_add(open);
+      h->tasks_dropped.fetch_add(open);
+      detail::wake_all(h->join_event);
+    }
+  }
+
   void count_taken() noexcept {
     auto& t = me().tasks_taken;
     t.store(t.load(std::memory_order_relaxed) + 1, std::memory_order_release);
@@ -864,8 +879,9 @@ struct Queue::Impl {
   std::int64_t unfinished() const noexcept {
     const auto done = h->tasks_done.load(std::memory_order_acquire);
     const auto abandoned = h->abandoned.load(std::memory_order_acquire);
+    const auto cancelled = h->cancelled.load(std::memory_order_acquire);
     const auto puts = h->puts.load(std::memory_order_acquire);
-    return static_cast<std::int64_t>(puts - abandoned - done);
+    return static_cast<std::int64_t>(puts - abandoned - cancelled - done);
   }
 
   Result<void> task_done() {
@@ -1256,7 +1272,6 @@ Result<Queue::View> Queue::get_view(Deadline deadline) {
   if (!p_) return no_queue("get from");
   auto t = p_->take(true, p_->max_message, deadline);
   if (!t) return std::unexpected(t.error());
-  p_->count_taken();
   return View(p_.get(), t->pos, std::span<const std::byte>(p_->payload(t->pos), t->len));
 }
 
@@ -1379,6 +1394,7 @@ QueueStats Queue::stats() const noexcept {
   s.reclaimed_views = h->reclaimed.load();
   s.dead_participants = h->dead.load();
   s.tasks_dropped = h->tasks_dropped.load();
+  s.cancelled_loans = h->cancelled.load();
   return s;
 }
 

@@ -123,7 +123,14 @@ Result<SharedBlock::Type> checked(const Segment& seg, const SharedBlock::Type& w
                                     "{}, aligned {})",
                                     seg.what, type_name(have), have.size, have.align,
                                     type_name(want), want.size, want.align));
-  if (h->copies != copies) return bad("it is not a shared object of this kind");
+  if (h->copies != copies) {
+    if (h->copies == 1 && copies == 2)
+      return fail(EINVAL, fmt::format("open {}: it is a shared array (of {}), not a value",
+                                      seg.what, h->count));
+    if (h->copies == 2 && copies == 1)
+      return fail(EINVAL, fmt::format("open {}: it is a shared value, not an array", seg.what));
+    return bad("it is neither a shared value nor an array");
+  }
   auto l = layout(have, h->count, copies, "open " + seg.what);
   if (!l) return bad(fmt::format("{} elements of {} bytes", h->count, have.size));
   if (h->data_offset != l->data_offset || h->stride != l->stride || h->total != l->total ||

@@ -137,23 +137,28 @@ class Dict {
   // new key. Readers see the old value or the new one.
   Result<void> update(std::string_view key,
                       const std::function<void(std::string& value, bool present)>& change);
+  // As update(), but `change` returns false to leave the value as it was
+  // (nothing is written).
+  Result<void> update_if(std::string_view key,
+                         const std::function<bool(std::string& value, bool present)>& change);
   // The same for a T (EBADMSG if the value held is not sizeof(T) bytes);
   // a new key starts as `initial`.
   template <class T>
   requires std::is_trivially_copyable_v<T> && std::is_default_constructible_v<T> Result<void>
   update_value(std::string_view key, const std::function<void(T&)>& change, T initial = T{}) {
     bool wrong = false;
-    auto ok = update(key, [&](std::string& v, bool present) {
+    auto ok = update_if(key, [&](std::string& v, bool present) {
       T t = initial;
       if (present) {
         if (v.size() != sizeof(T)) {
           wrong = true;
-          return;
+          return false;  // left as it is
         }
         std::memcpy(&t, v.data(), sizeof(T));
       }
       change(t);
       v.assign(reinterpret_cast<const char*>(&t), sizeof(T));
+      return true;
     });
     if (!ok) return ok;
     if (wrong) return fail(EBADMSG, value_size_error(key, sizeof(T)));

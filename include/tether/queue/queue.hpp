@@ -94,7 +94,8 @@ struct QueueStats {
   std::uint64_t redelivered = 0;        // reader died mid-copy: put back, delivered again
   std::uint64_t reclaimed_views = 0;    // reader died holding a View: released
   std::uint64_t dead_participants = 0;  // participants found dead and cleaned up
-  std::uint64_t tasks_dropped = 0;      // got by a consumer that died before task_done
+  std::uint64_t tasks_dropped = 0;      // got by a consumer that died (or left) before task_done
+  std::uint64_t cancelled_loans = 0;    // loans cancelled or dropped uncommitted
 };
 
 namespace detail {
