@@ -292,7 +292,7 @@ TEST_F(DictTest, HostileSegmentsAreErrorsNotCrashes) {
   TT_ASSERT_OK(d.set("b", "2"));
   auto* slots = map.data() + (table & ~std::uint64_t{63}) + 64;
   std::uint64_t garbage = (std::uint64_t{1} << 47) | 0x123;
-  for (int i = 0; i < 32; ++i) {
+  for (std::size_t i = 0; i < 32; ++i) {
     std::uint64_t w = 0;
     std::memcpy(&w, slots + 8 * i, 8);
     if (w == 0) {

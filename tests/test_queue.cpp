@@ -399,6 +399,7 @@ TEST_F(QueueTest, JoinWaitsUntilEveryTaskIsDone) {
   EXPECT_TRUE(q.join(1ms).has_value());  // nothing put: nothing to wait for
   TT_EXPECT_ERROR(q.task_done(), std::errc::invalid_argument);
   std::vector<tether::Process> consumers;
+  consumers.reserve(3);
   for (int c = 0; c < 3; ++c) {
     consumers.push_back(must(tether::fork([&] {
       for (;;) {

@@ -17,7 +17,6 @@ using namespace std::chrono_literals;
 using tether::Array;
 using tether::Value;
 using tether_test::must;
-using tether_test::run_in_child;
 
 namespace {
 
@@ -30,6 +29,7 @@ tether::Fd dup_fd(int fd) {
 TEST_F(ValueTest, ForkChildrenAddWithoutTheLock) {
   auto v = must(Value<long>::anonymous(5));
   std::vector<tether::Process> children;
+  children.reserve(4);
   for (int c = 0; c < 4; ++c) {
     children.push_back(must(tether::fork([&] {
       for (int i = 0; i < 10000; ++i) v.fetch_add(1);

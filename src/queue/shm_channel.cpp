@@ -53,7 +53,8 @@ class ShmTransport final : public Transport {
   int fd_ = -1;
 };
 
-Result<Channel> channel_over(Queue in, Queue out, std::string what, const ChannelOptions& options) {
+Result<Channel> channel_over(Queue in, Queue out, const std::string& what,
+                             const ChannelOptions& options) {
   if (auto ok = in.announce_consumer(); !ok) return std::unexpected(ok.error());
   if (auto ok = out.announce_producer(); !ok) return std::unexpected(ok.error());
   return Channel::over(std::make_unique<ShmTransport>(std::move(in), std::move(out), what),
