@@ -4,6 +4,6 @@
 // (Manager().dict()).
 #pragma once
 
-#include "tether/queue/queue.hpp"
 #include "tether/queue/dict.hpp"
+#include "tether/queue/queue.hpp"
 #include "tether/queue/value.hpp"

@@ -33,8 +33,9 @@
 // max_message of shared memory per direction: lower max_message for many
 // channels. A shm: channel's end belongs to the thread that made it (a
 // queue participant, see queue.hpp); its fd() is the incoming queue's
-// (Queue::fd(): poll, then try_recv until would-block). Queues have no end of stream: their recv only ever times out. A
-// sysv channel has no descriptor (fd() is -1): its waits poll with backoff.
+// (Queue::fd(): poll, then try_recv until would-block). POSIX and System
+// V queues have no end of stream: their recv only ever times out. A sysv
+// channel has no descriptor (fd() is -1): its waits poll with backoff.
 // sysv:0 (IPC_PRIVATE) and keys beyond 32 bits are refused.
 //
 // UDP channels keep UDP's contract: a message arrives whole or not at all,
