@@ -536,6 +536,28 @@ struct Dict::Impl {
     return {};
   }
 
+  // Under the lock, for a writer: the lock, the table and where `key` is.
+  struct Located {
+    MutexGuard guard;
+    Table table;
+    Place place;
+  };
+  Result<Located> locate(std::string_view key, const detail::Op& op) {
+    auto g = locked(op);
+    if (!g) return std::unexpected(g.error());
+    auto t = table(op);
+    if (!t) return std::unexpected(t.error());
+    auto at = find(*t, key, hash_key(key), op);
+    if (!at) return std::unexpected(at.error());
+    return Located{std::move(*g), *t, *at};
+  }
+  // The value of a word find() returned (checked there).
+  std::string value_of(std::uint64_t word) const {
+    const std::uint64_t off = offset_of(word);
+    const Block* b = block(off);
+    return {reinterpret_cast<const char*>(payload(off)) + b->key_len.load(), b->value_len.load()};
+  }
+
   // After a writer's death, under the lock: the table's words deduplicated
   // and each made reachable from its home again, the free lists and the
   // count rebuilt from a walk of every block.
@@ -881,32 +903,23 @@ Result<bool> Dict::set_if_absent(std::string_view key, std::span<const std::byte
 Result<bool> Dict::erase(std::string_view key) {
   if (!p_) return no_dict("erase from");
   const detail::Op op{"erase", key, "from"};
-  auto g = p_->locked(op);
-  if (!g) return std::unexpected(g.error());
-  auto t = p_->table(op);
-  if (!t) return std::unexpected(t.error());
-  auto at = p_->find(*t, key, p_->hash_key(key), op);
+  auto at = p_->locate(key, op);
   if (!at) return std::unexpected(at.error());
-  if (at->word == 0) return false;
-  if (auto ok = p_->remove_at(*t, at->index, op); !ok) return std::unexpected(ok.error());
+  if (at->place.word == 0) return false;
+  if (auto ok = p_->remove_at(at->table, at->place.index, op); !ok)
+    return std::unexpected(ok.error());
   return true;
 }
 
 Result<std::string> Dict::pop(std::string_view key) {
   if (!p_) return no_dict("pop from");
   const detail::Op op{"pop", key, "from"};
-  auto g = p_->locked(op);
-  if (!g) return std::unexpected(g.error());
-  auto t = p_->table(op);
-  if (!t) return std::unexpected(t.error());
-  auto at = p_->find(*t, key, p_->hash_key(key), op);
+  auto at = p_->locate(key, op);
   if (!at) return std::unexpected(at.error());
-  if (at->word == 0) return fail(errc::no_such_key, fmt::format("{} {}", op, p_->what()));
-  const std::uint64_t off = Impl::offset_of(at->word);
-  const Block* b = p_->block(off);
-  const char* v = reinterpret_cast<const char*>(p_->payload(off)) + b->key_len.load();
-  std::string out(v, b->value_len.load());
-  if (auto ok = p_->remove_at(*t, at->index, op); !ok) return std::unexpected(ok.error());
+  if (at->place.word == 0) return fail(errc::no_such_key, fmt::format("{} {}", op, p_->what()));
+  std::string out = p_->value_of(at->place.word);
+  if (auto ok = p_->remove_at(at->table, at->place.index, op); !ok)
+    return std::unexpected(ok.error());
   return out;
 }
 
@@ -941,20 +954,11 @@ Result<void> Dict::update_if(std::string_view key,
                              const std::function<bool(std::string& value, bool present)>& change) {
   if (!p_) return no_dict("update in");
   const detail::Op op{"update", key, "in"};
-  auto g = p_->locked(op);
-  if (!g) return std::unexpected(g.error());
-  auto t = p_->table(op);
-  if (!t) return std::unexpected(t.error());
-  auto at = p_->find(*t, key, p_->hash_key(key), op);
+  auto at = p_->locate(key, op);
   if (!at) return std::unexpected(at.error());
-  std::string value;
-  if (at->word != 0) {
-    const std::uint64_t off = Impl::offset_of(at->word);
-    const Block* b = p_->block(off);
-    value.assign(reinterpret_cast<const char*>(p_->payload(off)) + b->key_len.load(),
-                 b->value_len.load());
-  }
-  if (!change(value, at->word != 0)) return {};  // nothing to write
+  const bool present = at->place.word != 0;
+  std::string value = present ? p_->value_of(at->place.word) : std::string();
+  if (!change(value, present)) return {};  // nothing to write
   if (auto ok = check_entry(*p_, key, value.size(), op); !ok) return ok;
   auto ok = p_->put(key, std::as_bytes(std::span(value)), false, op);
   if (!ok) return std::unexpected(ok.error());

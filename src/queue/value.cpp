@@ -142,10 +142,8 @@ Result<SharedBlock::Type> checked(const Segment& seg, const SharedBlock::Type& w
 
 }  // namespace
 
-Result<SharedBlock> SharedBlock::open(const char* noun, const std::string& name, Type type,
-                                      unsigned copies, Deadline ready) {
-  const SegmentKind kind{kBlockMagic, kBlockVersion, noun};
-  auto seg = open_segment(kind, name, sizeof(BlockHeader), ready);
+Result<SharedBlock> SharedBlock::joined(Result<std::shared_ptr<Segment>> seg, Type type,
+                                        unsigned copies) {
   if (!seg) return std::unexpected(seg.error());
   if (auto ok = checked(**seg, type, copies); !ok) return std::unexpected(ok.error());
   SharedBlock b;
@@ -157,18 +155,15 @@ Result<SharedBlock> SharedBlock::open(const char* noun, const std::string& name,
   return b;
 }
 
+Result<SharedBlock> SharedBlock::open(const char* noun, const std::string& name, Type type,
+                                      unsigned copies, Deadline ready) {
+  const SegmentKind kind{kBlockMagic, kBlockVersion, noun};
+  return joined(open_segment(kind, name, sizeof(BlockHeader), ready), type, copies);
+}
+
 Result<SharedBlock> SharedBlock::adopt(const char* noun, Fd memory, Type type, unsigned copies) {
   const SegmentKind kind{kBlockMagic, kBlockVersion, noun};
-  auto seg = adopt_segment(kind, std::move(memory), sizeof(BlockHeader));
-  if (!seg) return std::unexpected(seg.error());
-  if (auto ok = checked(**seg, type, copies); !ok) return std::unexpected(ok.error());
-  SharedBlock b;
-  b.seg_ = std::move(*seg);
-  b.h_ = std::launder(reinterpret_cast<BlockHeader*>(b.seg_->data()));
-  b.data_ = b.seg_->data() + b.h_->data_offset;
-  b.count_ = b.h_->count;
-  b.stride_ = b.h_->stride;
-  return b;
+  return joined(adopt_segment(kind, std::move(memory), sizeof(BlockHeader)), type, copies);
 }
 
 Mutex& SharedBlock::lock() const noexcept {

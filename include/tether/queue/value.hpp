@@ -90,6 +90,9 @@ class SharedBlock {
   std::size_t memory_bytes() const noexcept;
 
  private:
+  // An opened or adopted segment, checked to hold `type` in `copies`.
+  static Result<SharedBlock> joined(Result<std::shared_ptr<Segment>> seg, Type type,
+                                    unsigned copies);
   std::shared_ptr<Segment> seg_;
   BlockHeader* h_ = nullptr;
   std::byte* data_ = nullptr;
