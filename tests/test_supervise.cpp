@@ -304,6 +304,9 @@ TEST_F(Supervise, RestartPolicyOnFailureAndNeverAndTheBackoff) {
                                           tether::WorkerState::exited, 30s));
   EXPECT_EQ(b.restarts, 3);
   EXPECT_EQ(b.last_exit_code, 3);
+  // The state is published before the line that says why is logged: wait
+  // for the line.
+  EXPECT_TRUE(log_shows(bad, "not restarting: 3 restarts")) << log_of(bad);
   auto log = log_of(bad);
   EXPECT_NE(log.find("restarting in 100 ms"), std::string::npos) << log;
   EXPECT_NE(log.find("restarting in 200 ms"), std::string::npos) << log;
