@@ -134,6 +134,8 @@ class Mapping {
 
  private:
   friend class SysvSharedMemory;
+  // A Mapping of what mmap(2) returned.
+  static Mapping made(void* data, std::size_t length, std::string_view what, Access access);
   Result<void> check_place(std::size_t offset, std::size_t size, std::size_t align) const;
   std::unexpected<Error> read_only_error() const;
   void* data_ = nullptr;

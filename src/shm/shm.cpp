@@ -177,6 +177,15 @@ Result<void> Mapping::unmap() noexcept {
   return {};
 }
 
+Mapping Mapping::made(void* data, std::size_t length, std::string_view what, Access access) {
+  Mapping m;
+  m.data_ = data;
+  m.size_ = length;
+  m.what_ = std::string(what);
+  m.access_ = access;
+  return m;
+}
+
 Result<Mapping> Mapping::map(int fd, std::size_t offset, std::size_t length, Access access,
                              std::string_view what) {
   std::string op = offset > std::numeric_limits<std::size_t>::max() - length
@@ -196,12 +205,7 @@ Result<Mapping> Mapping::map(int fd, std::size_t offset, std::size_t length, Acc
   int prot = access == Access::read_write ? PROT_READ | PROT_WRITE : PROT_READ;
   void* p = ::mmap(nullptr, length, prot, MAP_SHARED, fd, static_cast<off_t>(offset));
   if (p == MAP_FAILED) return fail(errno, op);
-  Mapping m;
-  m.data_ = p;
-  m.size_ = length;
-  m.what_ = std::string(what);
-  m.access_ = access;
-  return m;
+  return Mapping::made(p, length, what, access);
 }
 
 Result<Mapping> Mapping::map_growable(int fd, std::size_t length, Access access,
@@ -214,12 +218,7 @@ Result<Mapping> Mapping::map_growable(int fd, std::size_t length, Access access,
   int prot = access == Access::read_write ? PROT_READ | PROT_WRITE : PROT_READ;
   void* p = ::mmap(nullptr, length, prot, MAP_SHARED | MAP_NORESERVE, fd, 0);
   if (p == MAP_FAILED) return fail(errno, op);
-  Mapping m;
-  m.data_ = p;
-  m.size_ = length;
-  m.what_ = std::string(what);
-  m.access_ = access;
-  return m;
+  return Mapping::made(p, length, what, access);
 }
 
 Result<Mapping> Mapping::anonymous(std::size_t length) {
