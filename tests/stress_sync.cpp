@@ -265,7 +265,10 @@ void trial_condition(Counts& c) {
   auto kids = start(3, [s](int who) {
     while (s->stop.load() == 0) {
       auto g = s->lock.lock(5s);
-      if (!g) return 3;
+      if (!g) {
+        std::fprintf(stderr, "condition party %d: %s\n", who, g.error().message().c_str());
+        return 3;
+      }
       if (g->owner_died() && !g->mark_consistent()) return 4;
       if (who == 0) {
         ++s->value;

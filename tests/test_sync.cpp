@@ -1,5 +1,6 @@
 // Process-shared synchronisation, with participants killed -9.
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/sem.h>
@@ -8,6 +9,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <thread>
 
 #include "support.hpp"
@@ -136,6 +140,91 @@ TEST_F(Sync, MutexNotMadeConsistentIsNotRecoverableForEveryoneNeverAHang) {
               return !g && g.error() == tether::errc::not_recoverable ? 0 : 1;
             }),
             0);
+}
+
+// The state a robust mutex is left in when the waiter that an unlock woke
+// is killed before it takes the lock, and another process takes it first
+// (without the waiters bit, as glibc does when it did not have to wait):
+// the lock word says "free, nobody waits" while other waiters sleep on it,
+// and no later unlock wakes them. The kernel's own repair (a dead thread's
+// pending lock) wakes someone only if the word is still 0 when it dies.
+// Reproduced here without the race: a holder clears the word and exits
+// without waking anyone. A waiter must still get the lock, in every form.
+namespace {
+
+// True once process `pid` sleeps (state S) with the mutex word showing a
+// waiter.
+bool asleep_on(tether::Mutex& m, pid_t pid) {
+  for (int i = 0; i < 3000; ++i) {
+    int w = std::atomic_ref<int>(m.native()->__data.__lock).load();
+    if ((w & FUTEX_WAITERS) != 0) {
+      std::this_thread::sleep_for(20ms);  // from setting the bit to the futex wait
+      std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+      std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      auto close = stat.rfind(')');
+      if (close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'S')
+        return true;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  return false;
+}
+
+// A process that holds `m` until `go`, then clears the lock word as an
+// unlock would, wakes nobody, and exits.
+tether::Process hold_then_vanish(tether::Mutex& m, const Flag& held, const Flag& go) {
+  return spawn([&] {
+    auto g = m.lock();
+    if (!g) return 1;
+    held.send();
+    if (!go.await()) return 2;
+    std::atomic_ref<int>(m.native()->__data.__lock).store(0);
+    ::_exit(0);
+  });
+}
+
+}  // namespace
+
+TEST_F(Sync, MutexWaiterWhoseWakeUpWentToADeadWaiterStillGetsTheLock) {
+  for (int form = 0; form < 3; ++form) {
+    SCOPED_TRACE(form == 0 ? "lock()" : form == 1 ? "lock(deadline)" : "Condition::wait");
+    struct Shared {
+      tether::Mutex lock;
+      tether::Condition c;
+      std::atomic<int> waiting{0};
+    };
+    auto* s = must(tether::shared_new<Shared>());
+    Flag held, go;
+    tether::Process holder;
+    if (form < 2) {
+      holder = hold_then_vanish(s->lock, held, go);
+      ASSERT_TRUE(held.await());
+    }
+    auto waiter = spawn([&] {
+      if (form == 0) return s->lock.lock() ? 0 : 1;
+      if (form == 1) return s->lock.lock(30s) ? 0 : 1;
+      auto g = s->lock.lock();
+      if (!g) return 1;
+      s->waiting.store(1);
+      auto r = s->c.wait(*g, 30s);  // wakes to find the holder below has the mutex
+      return r && g->owns_lock() ? 0 : 2;
+    });
+    if (form == 2) {
+      while (s->waiting.load() == 0) std::this_thread::sleep_for(1ms);
+      holder = hold_then_vanish(s->lock, held, go);  // waits for the waiter's unlock
+      ASSERT_TRUE(held.await());
+      s->c.notify_all();
+    }
+    ASSERT_TRUE(asleep_on(s->lock, waiter.pid()));
+    go.send();
+    EXPECT_EQ(must(holder.wait(10s)).code(), 0);
+    // The word is free and nobody will wake the waiter: it must find that
+    // out for itself, well before its own deadline.
+    auto st = waiter.wait(10s);
+    if (!st) (void)waiter.kill();
+    ASSERT_TRUE(st.has_value()) << "the waiter still sleeps on a free mutex";
+    EXPECT_EQ(st->code(), 0) << st->describe();
+  }
 }
 
 TEST_F(Sync, MutexRelockIsAnErrorAndTheRecursiveKindCounts) {

@@ -140,13 +140,14 @@ class Mutex {
   // not_recoverable, EDEADLK (this thread holds it), or
   // foreign_pid_namespace (see the top of this file).
   Result<MutexGuard> lock(Deadline deadline = Deadline::never()) {
-    // The common case inline, as cheap as glibc's own call: no deadline,
-    // this namespace known to be the creator's, not marked not recoverable.
+    // The common case inline, as cheap as glibc's own lock: no deadline,
+    // this namespace known to be the creator's, not marked not recoverable,
+    // and free. A wait is never one long sleep in glibc (see sync.cpp).
     if (deadline.is_never() && plain()) [[likely]] {
-      int r = ::pthread_mutex_lock(&m_);
+      int r = ::pthread_mutex_trylock(&m_);
       if (r == 0) [[likely]]
         return MutexGuard(this, false);
-      return finish(r, "lock");
+      return lock_contended(r);
     }
     return lock_checked(deadline);
   }
@@ -161,6 +162,7 @@ class Mutex {
 
  private:
   friend class MutexGuard;
+  friend class Condition;
   // glibc's mark of a mutex that is not recoverable (see sync.cpp).
   static constexpr int kNotRecoverable = 0x7fffffff - 1;
   bool plain() const noexcept {
@@ -169,6 +171,12 @@ class Mutex {
            __atomic_load_n(&m_.__data.__owner, __ATOMIC_RELAXED) != kNotRecoverable;
   }
   Result<MutexGuard> lock_checked(Deadline deadline);
+  Result<MutexGuard> lock_contended(int trylock_result);
+  // pthread_mutex_clocklock in slices, until held or the deadline: its
+  // result (0, EOWNERDEAD, ETIMEDOUT, ...).
+  int lock_in_slices(Deadline deadline) noexcept;
+  // After a trylock that found the mutex not recoverable (see sync.cpp).
+  void undo_failed_trylock() noexcept;
   Result<MutexGuard> finish(int r, const char* op);
   pthread_mutex_t m_;
   std::uint64_t pid_ns_;  // inode of the creator's /proc/self/ns/pid

@@ -215,15 +215,55 @@ bool constructed(const pthread_mutex_t& m) noexcept {
 
 }  // namespace
 
+// A waiter for a robust mutex never sleeps in glibc for longer than this;
+// then it looks at the lock word again. The reason is a wake-up lost to a
+// death. An unlock that sees waiters wakes one. If that one is killed
+// before it takes the lock, and meanwhile a thread that did not have to
+// wait takes it (glibc then leaves the waiters bit off), the word says
+// "nobody waits" while others sleep on it: no later unlock wakes them, and
+// the kernel's repair for a dead thread's pending lock (it wakes someone)
+// applies only if the word is still 0 when the thread dies. Found by
+// tether_stress_sync; Sync.MutexWaiterWhoseWakeUpWentToADeadWaiterStill-
+// GetsTheLock builds the state. Looking again costs a sleeping waiter one
+// futex call per slice; a stranded one waits a slice at most.
+constexpr auto kLockSlice = std::chrono::milliseconds(10);
+
+int Mutex::lock_in_slices(Deadline deadline) noexcept {
+  for (;;) {
+    auto at = min(deadline, Deadline(kLockSlice)).absolute(CLOCK_MONOTONIC);
+    int r = ::pthread_mutex_clocklock(&m_, CLOCK_MONOTONIC, &*at);
+    if (r != ETIMEDOUT || deadline.expired()) return r;
+  }
+}
+
 Result<MutexGuard> Mutex::lock_checked(Deadline deadline) {
   if (!constructed(m_)) [[unlikely]]
     return fail(EINVAL, "lock a Mutex: none was constructed there (or it was overwritten)");
   if (!same_pid_namespace()) [[unlikely]]
     return fail(errc::foreign_pid_namespace, "lock a Mutex");
   if (not_recoverable(m_)) return finish(ENOTRECOVERABLE, "lock");
-  if (deadline.is_never()) return finish(::pthread_mutex_lock(&m_), "lock");
-  auto at = deadline.absolute(CLOCK_MONOTONIC);
-  return finish(::pthread_mutex_clocklock(&m_, CLOCK_MONOTONIC, &*at), "lock");
+  return finish(lock_in_slices(deadline), "lock");
+}
+
+Result<MutexGuard> Mutex::lock_contended(int trylock_result) {
+  if (trylock_result == EOWNERDEAD) return MutexGuard(this, true);
+  if (trylock_result == ENOTRECOVERABLE) {
+    undo_failed_trylock();
+    return finish(ENOTRECOVERABLE, "lock");
+  }
+  return lock_checked(Deadline::never());
+}
+
+void Mutex::undo_failed_trylock() noexcept {
+  // glibc 2.36's trylock of a mutex that became not recoverable leaves our
+  // thread id in the lock word (see above): put it back to free, and wake
+  // anyone who started to wait on it.
+  auto& word = detail::lock_word(*this);
+  std::uint32_t v = word.load(std::memory_order_relaxed);
+  auto tid = static_cast<std::uint32_t>(::gettid());
+  while ((v & FUTEX_TID_MASK) == tid && !word.compare_exchange_weak(v, 0)) {
+  }
+  if ((v & FUTEX_TID_MASK) == tid && (v & FUTEX_WAITERS) != 0) futex_wake(word, INT_MAX);
 }
 
 Result<MutexGuard> Mutex::try_lock() {
@@ -233,17 +273,9 @@ Result<MutexGuard> Mutex::try_lock() {
     return fail(errc::foreign_pid_namespace, "try to lock a Mutex");
   if (not_recoverable(m_)) return finish(ENOTRECOVERABLE, "try to lock");
   int r = ::pthread_mutex_trylock(&m_);
-  if (r == ENOTRECOVERABLE) {
-    // It became not recoverable between the check above and glibc's call,
-    // which has then left our thread id in the lock word (see above): put
-    // it back to free, and wake anyone who started to wait on it.
-    auto& word = detail::lock_word(*this);
-    std::uint32_t v = word.load(std::memory_order_relaxed);
-    auto tid = static_cast<std::uint32_t>(::gettid());
-    while ((v & FUTEX_TID_MASK) == tid && !word.compare_exchange_weak(v, 0)) {
-    }
-    if ((v & FUTEX_TID_MASK) == tid && (v & FUTEX_WAITERS) != 0) futex_wake(word, INT_MAX);
-  }
+  // It may have become not recoverable between the check above and glibc's
+  // call.
+  if (r == ENOTRECOVERABLE) undo_failed_trylock();
   return finish(r, "try to lock");
 }
 
@@ -290,7 +322,7 @@ Result<void> Condition::wait(MutexGuard& guard, Deadline deadline) {
   Mutex* m = guard.mutex_;
   if (int r = ::pthread_mutex_unlock(m->native()); r != 0) return fail(r, "wait on a Condition");
   auto slept = futex_wait(seq_, seen, deadline);
-  int r = ::pthread_mutex_lock(m->native());
+  int r = m->lock_in_slices(Deadline::never());
   if (r == EOWNERDEAD) {
     guard.owner_died_ = true;
   } else if (r != 0) {
