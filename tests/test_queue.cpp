@@ -1,9 +1,12 @@
 // The shared-memory queue: every form of put and get, zero-copy, close,
 // named and anonymous, many to many, and participants killed -9.
 #include <fcntl.h>
+#include <linux/userfaultfd.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -357,6 +360,71 @@ TEST_F(QueueTest, ReaderKilledHoldingAViewGivesTheSpaceBack) {
     EXPECT_EQ(must(q.get_string(5s)), std::string(1000, 'c'));
   }
   EXPECT_EQ(q.stats().reclaimed_views, 1u);
+}
+
+// A reader killed in the middle of copying a message out: the message is
+// given back and the next get has it. The reader is stopped inside its
+// copy for certain: its buffer is memory registered with userfaultfd(2)
+// whose missing pages nobody ever supplies, so the copy waits in the page
+// fault until it is killed.
+namespace {
+
+// Anonymous memory whose first touch blocks for ever (nullptr if the
+// kernel does not let this process do it). For a child that is killed:
+// the descriptor and the mapping go with it.
+std::byte* memory_that_blocks(std::size_t bytes) {
+  int uffd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY));
+  if (uffd < 0) uffd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC));
+  if (uffd < 0) return nullptr;
+  uffdio_api api{.api = UFFD_API, .features = 0, .ioctls = 0};
+  if (::ioctl(uffd, UFFDIO_API, &api) != 0) return nullptr;
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  uffdio_register reg{};
+  reg.range = {.start = reinterpret_cast<std::uint64_t>(p), .len = bytes};
+  reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+  if (::ioctl(uffd, UFFDIO_REGISTER, &reg) != 0) return nullptr;
+  return static_cast<std::byte*>(p);  // uffd stays open, never read
+}
+
+}  // namespace
+
+TEST_F(QueueTest, ReaderKilledMidCopyHasItsMessageGivenBack) {
+  if (run_in_child([] { return memory_that_blocks(4096) != nullptr ? 0 : 1; }) != 0)
+    GTEST_SKIP() << "userfaultfd(2) is not allowed here";
+  for (Ends consumers : {Ends::one, Ends::many}) {
+    SCOPED_TRACE(consumers == Ends::one ? "one consumer" : "many consumers");
+    auto q = must(Queue::anonymous({.max_message = 8192, .consumers = consumers}));
+    const std::string first(8192, 'x'), second = "after it";
+    TT_ASSERT_OK(q.put(first));
+    TT_ASSERT_OK(q.put(second));
+    auto reader = must(tether::fork([&] {
+      std::byte* buf = memory_that_blocks(8192);
+      if (buf == nullptr) return 2;
+      (void)q.get(std::span(buf, 8192), 5s);  // stops in the copy
+      return 3;
+    }));
+    // Taken (counted) once the reader is in its copy.
+    for (int i = 0; i < 5000 && q.size() == 2; ++i) std::this_thread::sleep_for(1ms);
+    ASSERT_EQ(q.size(), 1u);
+    std::this_thread::sleep_for(20ms);
+    auto st = must(reader.kill());
+    EXPECT_EQ(st.signal(), SIGKILL) << st.describe();
+    // Both arrive, whole. With one consumer, the role passes to this
+    // process only after the dead one is cleaned up, so the message it was
+    // copying comes first; with many, a get that finds the queue empty
+    // looks for it.
+    std::string a = must(q.get_string(5s)), b = must(q.get_string(5s));
+    if (consumers == Ends::many && a == second) std::swap(a, b);
+    EXPECT_TRUE(a == first) << a.size() << " bytes";
+    EXPECT_TRUE(b == second) << b.size() << " bytes";
+    EXPECT_TRUE(q.empty());
+    EXPECT_EQ(q.stats().redelivered, 1u);
+    EXPECT_EQ(q.stats().dead_participants, 1u);
+    // The space is free again: the ring fills and drains as before.
+    for (int i = 0; i < 20; ++i) TT_ASSERT_OK(q.put(first, 5s));
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(must(q.get_string(5s)).size(), first.size());
+  }
 }
 
 TEST_F(QueueTest, ExplicitRecoverFindsTheDead) {

@@ -9,8 +9,15 @@
 // F <= R <= W <= F + ring. A record's tag holds its own position (so a stale
 // header from an earlier lap, or payload bytes, never pass for the record
 // consumers look for), its owner (a participant's slot) and its state:
-//   Writing -> Committed -> Reading | Held -> Released       (a message)
+//   Writing -> Committed -> Held -> Released                 (a view)
+//   Writing -> Committed -> (copied) -> Released, or F moves past it
 //   Pad (the end of the ring skipped), Abandoned (a dead writer's) -> Released
+//   Committed | Reading (a dead reader's) -> Returned -> Reading | Held
+// A copying get does not mark the record it takes: it moves R past it, and
+// once the copy is done moves F past it too if it is the first record not
+// free (the usual case: the line the producer wrote is only read), or
+// marks it Released for whoever moves F. Its slot's read_pos says which
+// record it is copying, so that its death gives that one back (Returned).
 // A claim writes the claimed record's header and an Empty tag for the
 // position after it before it moves W, so the header consumers read next
 // is always one made for exactly that position. A record never wraps: when
@@ -50,7 +57,7 @@ namespace detail {
 namespace {
 
 constexpr std::uint64_t kMagic = 0x5551524548544554;  // "TETHERQU"
-constexpr std::uint32_t kVersion = 2;
+constexpr std::uint32_t kVersion = 3;
 constexpr SegmentKind kQueueKind{kMagic, kVersion, "queue"};
 constexpr unsigned kSlots = 64;
 constexpr std::uint64_t kAlign = 64;
@@ -70,6 +77,7 @@ enum State : std::uint32_t {
   kReading = 5,
   kHeld = 6,
   kReleased = 7,
+  kReturned = 8,  // a dead reader's, to be taken again before anything else
 };
 
 constexpr std::uint64_t kPosMask = (std::uint64_t{1} << 52) - 1;
@@ -141,7 +149,7 @@ struct QueueHeader {
   std::uint32_t close_on_death = 0;
 
   alignas(64) std::atomic<std::uint32_t> closed{0};
-  std::atomic<std::uint32_t> returned{0};  // non-zero: Committed records below R, to take first
+  std::atomic<std::uint32_t> returned{0};       // non-zero: Returned records below R, to take first
   std::atomic<std::uint32_t> producer_role{0};  // slot + 1 (Ends::one)
   std::atomic<std::uint32_t> consumer_role{0};
   std::atomic<std::uint64_t> abandoned{0};
@@ -404,9 +412,24 @@ struct Queue::Impl {
     std::uint64_t span = rec.span.load(std::memory_order_relaxed);
     if (!tag_at(tag, r) || !good_span(r, span)) return;
     auto st = tag_state(tag);
+    if (st == detail::kCommitted) {
+      // Not taken: R never moved past it, so it stays for the next get; a
+      // copying get may have counted it already.
+      h->gets.store(sl.read_gets.load() - 1, std::memory_order_relaxed);
+      return;
+    }
     if (st != detail::kReading && st != detail::kHeld && st != detail::kReleased) return;
     h->gets.store(sl.read_gets.load(), std::memory_order_relaxed);
     h->R.store(r + span, std::memory_order_release);
+  }
+
+  // A message dead reader `s` had taken and not finished: Returned, for the
+  // next get to take first.
+  void give_back(Record& rec, std::uint64_t tag, std::uint64_t p, unsigned s) {
+    if (rec.tag.compare_exchange_strong(tag, make_tag(p, s, detail::kReturned))) {
+      h->redelivered.fetch_add(1, std::memory_order_relaxed);
+      h->returned.fetch_add(1, std::memory_order_release);
+    }
   }
 
   // Undoes what dead slot `s` left (its lease held by this thread).
@@ -446,10 +469,7 @@ struct Queue::Impl {
               h->abandoned.fetch_add(1, std::memory_order_relaxed);
             break;
           case detail::kReading:
-            if (rec.tag.compare_exchange_strong(tag, make_tag(p, s, detail::kCommitted))) {
-              h->redelivered.fetch_add(1, std::memory_order_relaxed);
-              h->returned.fetch_add(1, std::memory_order_release);
-            }
+            give_back(rec, tag, p, s);
             break;
           case detail::kHeld:
             if (rec.tag.compare_exchange_strong(tag, make_tag(p, 0, detail::kReleased)))
@@ -462,6 +482,16 @@ struct Queue::Impl {
       p += span;
     }
     auto& sl = h->slot[s];
+    // The record a copying get of its was copying, unmarked: given back if
+    // it is still taken and not yet freed.
+    const std::uint64_t copying = sl.read_pos.load(std::memory_order_acquire);
+    if (copying >= h->F.load(std::memory_order_acquire) &&
+        copying < h->R.load(std::memory_order_acquire)) {
+      Record& rec = at(copying);
+      std::uint64_t tag = rec.tag.load(std::memory_order_acquire);
+      if (tag_at(tag, copying) && tag_state(tag) == detail::kCommitted)
+        give_back(rec, tag, copying, s);
+    }
     drop_tasks(sl);
     std::uint32_t sleeping = sl.sleeping.exchange(0);
     if ((sleeping & 1) != 0) h->readers_sleeping.fetch_sub(1);
@@ -567,15 +597,42 @@ struct Queue::Impl {
   // no lock held), else -1.
   int note_free_blocker() {
     blocker = -1;
+    int o = holder_at_free();
+    if (o < 0) return -1;
+    if (lease_dead(h->slot[o].lease)) return o;
+    blocker = o;
+    return -1;
+  }
+
+  // The reader holding the oldest record not yet free (the one at F): its
+  // slot, or -1 if none does.
+  int holder_at_free() const noexcept {
     std::uint64_t f = h->F.load(std::memory_order_acquire);
     std::uint64_t tag = at(f).tag.load(std::memory_order_acquire);
     auto st = tag_state(tag);
-    if (tag_at(tag, f) && (st == detail::kReading || st == detail::kHeld)) {
-      unsigned o = tag_owner(tag);
-      if (o < detail::kSlots && lease_dead(h->slot[o].lease)) return static_cast<int>(o);
-      blocker = static_cast<int>(o);
+    if (!tag_at(tag, f)) return -1;
+    unsigned o = detail::kSlots;
+    if (st == detail::kReading || st == detail::kHeld) {
+      o = tag_owner(tag);
+    } else if (st == detail::kCommitted && f < h->R.load(std::memory_order_acquire)) {
+      // Being copied (unmarked): the reader's slot says so.
+      for (unsigned i = 0; i < detail::kSlots; ++i)
+        if (h->slot[i].read_pos.load(std::memory_order_acquire) == f) o = i;
     }
-    return -1;
+    return o < detail::kSlots ? static_cast<int>(o) : -1;
+  }
+
+  // A reader about to sleep on an empty queue: the message it waits for may
+  // be one another reader took and died with. If the holder of the oldest
+  // taken record is dead, it is cleaned up (its message comes back: true);
+  // if alive, it is watched when nothing else is.
+  bool recover_taken() {
+    if (h->F.load(std::memory_order_acquire) == h->R.load(std::memory_order_acquire)) return false;
+    int o = holder_at_free();
+    if (o < 0 || o == slot) return false;
+    if (lease_dead(h->slot[o].lease)) return try_recover(static_cast<unsigned>(o)), true;
+    if (blocker < 0) blocker = o;
+    return false;
   }
 
   void commit(std::uint64_t rec, std::uint64_t len) {
@@ -603,10 +660,12 @@ struct Queue::Impl {
   struct Taken {
     std::uint64_t pos;
     std::uint64_t len;
+    std::uint64_t span = 0;  // 0: the record is marked taken (Reading, Held)
   };
 
-  // Takes the next message (Reading, or Held for a view); `room` is the
-  // most the caller can take (EMSGSIZE, and it stays, beyond it).
+  // Takes the next message (Held for a view; for a copy, unmarked, or
+  // Reading if it was Returned); `room` is the most the caller can take
+  // (EMSGSIZE, and it stays, beyond it).
   Result<Taken> try_take(bool view, std::size_t room, bool exact) {
     std::optional<MutexGuard> guard;
     if (!one_consumer) {
@@ -671,17 +730,34 @@ struct Queue::Impl {
           const std::uint64_t gets = h->gets.load(std::memory_order_relaxed);
           sl.read_gets.store(gets + 1, std::memory_order_relaxed);
           sl.read_pos.store(r, std::memory_order_release);
-          rec.tag.store(make_tag(r, me1, state), std::memory_order_release);
-          if (view) count_taken();  // a view is the caller's from here
+          if (view) {
+            rec.tag.store(make_tag(r, me1, state), std::memory_order_release);
+            count_taken();  // a view is the caller's from here
+          }
           h->gets.store(gets + 1, std::memory_order_relaxed);
           h->R.store(r + span, std::memory_order_release);
-          return Taken{r, len};
+          return Taken{r, len, view ? 0 : span};
         }
         default:
           return corrupt(r, "get from");
       }
     }
     return corrupt(r, "get from");
+  }
+
+  // A Returned record between F and R (the hint can be stale).
+  bool any_returned() const noexcept {
+    std::uint64_t p = h->F.load(std::memory_order_acquire);
+    const std::uint64_t r = h->R.load(std::memory_order_acquire);
+    for (std::uint64_t n = 0; p < r && n <= cap / kAlign; ++n) {
+      const Record& rec = at(p);
+      std::uint64_t tag = rec.tag.load(std::memory_order_acquire);
+      const std::uint64_t span = rec.span.load(std::memory_order_relaxed);
+      if (!tag_at(tag, p) || !good_span(p, span)) return false;
+      if (tag_state(tag) == detail::kReturned) return true;
+      p += span;
+    }
+    return false;
   }
 
   // A message a dead reader had claimed, given back: it goes first.
@@ -694,7 +770,7 @@ struct Queue::Impl {
       std::uint64_t tag = rec.tag.load(std::memory_order_acquire);
       const std::uint64_t span = rec.span.load(std::memory_order_relaxed);
       if (!tag_at(tag, p) || !good_span(p, span)) return std::nullopt;
-      if (tag_state(tag) == detail::kCommitted) {
+      if (tag_state(tag) == detail::kReturned) {
         const std::uint64_t len = rec.len.load(std::memory_order_relaxed);
         if (len > max_message || len + kRecordHeader > span || len > room || (exact && len != room))
           return std::nullopt;
@@ -931,11 +1007,37 @@ struct Queue::Impl {
       blocker = static_cast<int>(p - 1);
   }
 
-  // `copied`: the end of a copying get, whose message is now the caller's.
+  // The end of a copying get; its message is now the caller's.
+  void release(const Taken& t) {
+    if (t.span != 0)
+      release_copied(t.pos, t.span);
+    else
+      release(t.pos, true);
+  }
+
+  // A view given back (or, `copied`, a marked record copied).
   void release(std::uint64_t rec, bool copied = false) {
     at(rec).tag.exchange(make_tag(rec, 0, detail::kReleased));
     if (copied) count_taken();
     advance_free();
+    if (h->writers_sleeping.load(std::memory_order_relaxed) != 0) [[unlikely]]
+      detail::wake_all(h->write_event);
+    if (h->writers_polling.load(std::memory_order_relaxed) != 0) [[unlikely]]
+      notify_pollers(detail::kPollPut);
+  }
+
+  // The end of a copying get of an unmarked record (Taken::span != 0).
+  void release_copied(std::uint64_t rec, std::uint64_t span) {
+    count_taken();
+    std::uint64_t f = rec;
+    if (h->F.compare_exchange_strong(f, rec + span, std::memory_order_acq_rel)) {
+      // Others' records after it may be Released already.
+      if (!one_consumer) advance_free();
+    } else {
+      // Something before it is not free yet: whoever frees that moves F.
+      at(rec).tag.exchange(make_tag(rec, 0, detail::kReleased));
+      advance_free();
+    }
     if (h->writers_sleeping.load(std::memory_order_relaxed) != 0) [[unlikely]]
       detail::wake_all(h->write_event);
     if (h->writers_polling.load(std::memory_order_relaxed) != 0) [[unlikely]]
@@ -985,7 +1087,11 @@ struct Queue::Impl {
       sleepers.fetch_add(1);
       const std::uint32_t ev = event.load();
       r = attempt();
-      const bool done = r || !would_block(r.error());
+      bool done = r || !would_block(r.error());
+      if (!done && reader && recover_taken()) {
+        r = attempt();
+        done = r || !would_block(r.error());
+      }
       if (!done && !deadline.expired()) {
         // A safety net of 100 ms: deaths are normally seen through the lease.
         Deadline nap = min(deadline, Deadline(std::chrono::milliseconds(100)));
@@ -1223,7 +1329,7 @@ Result<std::size_t> Queue::get(std::span<std::byte> into, Deadline deadline) {
   auto t = p_->take(false, into.size(), deadline);
   if (!t) return std::unexpected(t.error());
   if (t->len != 0) std::memcpy(into.data(), p_->payload(t->pos), t->len);
-  p_->release(t->pos, true);
+  p_->release(*t);
   return t->len;
 }
 
@@ -1232,7 +1338,7 @@ Result<void> Queue::get_exactly(std::span<std::byte> into, Deadline deadline) {
   auto t = p_->take(false, into.size(), deadline, true);
   if (!t) return std::unexpected(t.error());
   if (t->len != 0) std::memcpy(into.data(), p_->payload(t->pos), t->len);
-  p_->release(t->pos, true);
+  p_->release(*t);
   return {};
 }
 
@@ -1242,7 +1348,7 @@ Result<void> Queue::get_into(std::vector<std::byte>& into, Deadline deadline) {
   if (!t) return std::unexpected(t.error());
   into.resize(t->len);
   if (t->len != 0) std::memcpy(into.data(), p_->payload(t->pos), t->len);
-  p_->release(t->pos, true);
+  p_->release(*t);
   return {};
 }
 
@@ -1257,7 +1363,7 @@ Result<std::string> Queue::get_string(Deadline deadline) {
   auto t = p_->take(false, p_->max_message, deadline);
   if (!t) return std::unexpected(t.error());
   std::string out(reinterpret_cast<const char*>(p_->payload(t->pos)), t->len);
-  p_->release(t->pos, true);
+  p_->release(*t);
   return out;
 }
 
@@ -1329,7 +1435,7 @@ bool Queue::empty() const noexcept {
   std::uint64_t tag = p_->at(r).tag.load(std::memory_order_acquire);
   auto st = tag_state(tag);
   bool next = tag_at(tag, r) && st != detail::kEmpty;
-  return !next && h->returned.load(std::memory_order_relaxed) == 0;
+  return !next && (h->returned.load(std::memory_order_relaxed) == 0 || !p_->any_returned());
 }
 
 bool Queue::full() const noexcept {
