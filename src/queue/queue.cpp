@@ -249,6 +249,34 @@ struct Queue::Impl {
   const std::string& what() const noexcept { return sh->what; }
   detail::QueueSlot& me() const noexcept { return h->slot[slot]; }
 
+  // Why the last attempt would block. An attempt that would block returns
+  // an error without a message (no formatting, no allocation: a waiter
+  // spinning on the queue makes one attempt after another, and the sooner
+  // each ends the sooner the message it waits for is seen); the message is
+  // written only when the error reaches the caller (described()).
+  enum class Block : unsigned char { empty, being_written, full, at_capacity };
+  Block block_why = Block::empty;
+  std::unexpected<Error> blocked(Block why) noexcept {
+    block_why = why;
+    return std::unexpected(Error(std::error_code(EAGAIN, std::system_category()), std::string()));
+  }
+  template <class R>
+  R described(R r) const {
+    if (r || !would_block(r.error()) || !r.error().context().empty()) return r;
+    switch (block_why) {
+      case Block::empty:
+        return would_block_error(fmt::format("get from {}: it is empty", what()));
+      case Block::being_written:
+        return would_block_error(fmt::format("get from {}: a message is being written", what()));
+      case Block::full:
+        return would_block_error(fmt::format("put on {}: it is full", what()));
+      case Block::at_capacity:
+        return would_block_error(fmt::format("put on {}: it holds {} messages, its capacity",
+                                             what(), capacity_messages));
+    }
+    return r;
+  }
+
   // A span read from the ring, checked before it is trusted.
   bool good_span(std::uint64_t pos, std::uint64_t span) const noexcept {
     return span >= kAlign && span % kAlign == 0 && (pos & mask) + span <= cap;
@@ -544,8 +572,13 @@ struct Queue::Impl {
     }
   }
 
-  // Claims a record for `len` bytes: its position, or would-block.
-  Result<std::uint64_t> try_claim(std::uint64_t len) {
+  // Claims a record for `len` bytes: its position, or would-block. With
+  // `copy` (a put, not a loan), the payload is copied in first, into space
+  // nobody reads yet, so that the record's header goes from Writing to
+  // Committed with nothing in between: a consumer spinning on it sees it
+  // change once, not twice. Done where the copy holds up no other producer
+  // (one producer, or a short message).
+  Result<std::uint64_t> try_claim(std::uint64_t len, const std::byte* copy = nullptr) {
     if (h->closed.load(std::memory_order_acquire) != 0) [[unlikely]]
       return fail(EPIPE, fmt::format("put on {}: it is closed", what()));
     std::optional<MutexGuard> guard;
@@ -566,7 +599,7 @@ struct Queue::Impl {
           guard.reset();
           try_recover(static_cast<unsigned>(dead));
         }
-        return would_block_error(fmt::format("put on {}: it is full", what()));
+        return blocked(Block::full);
       }
     }
     const std::uint64_t puts = h->puts.load(std::memory_order_relaxed);
@@ -577,10 +610,10 @@ struct Queue::Impl {
           guard.reset();
           try_recover(static_cast<unsigned>(dead));
         }
-        return would_block_error(fmt::format("put on {}: it holds {} messages, its capacity",
-                                             what(), capacity_messages));
+        return blocked(Block::at_capacity);
       }
     }
+    if (copy != nullptr && len != 0) std::memcpy(payload(w + pad), copy, len);
     auto& sl = me();
     sl.claim_total.store(total, std::memory_order_relaxed);
     sl.claim_need.store(need, std::memory_order_relaxed);
@@ -688,7 +721,7 @@ struct Queue::Impl {
         blocker = -1;
         if (one_producer) note_producer();
         if (closed) return fail(errc::end_of_stream, "get from " + what());
-        return would_block_error(fmt::format("get from {}: it is empty", what()));
+        return blocked(Block::empty);
       }
       const std::uint64_t span = rec.span.load(std::memory_order_relaxed);
       if (!good_span(r, span)) return corrupt(r, "get from");
@@ -702,7 +735,7 @@ struct Queue::Impl {
           } else {
             blocker = static_cast<int>(o);
           }
-          return would_block_error(fmt::format("get from {}: a message is being written", what()));
+          return blocked(Block::being_written);
         }
         case detail::kPad:
         case detail::kAbandoned: {
@@ -1058,6 +1091,18 @@ struct Queue::Impl {
 
   // ------------------------------------------------------------ waiting
 
+  // False if a get would surely still find nothing: the record at R is
+  // not yet committed, and nothing was given back or closed.
+  bool message_may_be_there() const noexcept {
+    const std::uint64_t r = h->R.load(std::memory_order_relaxed);
+    const std::uint64_t tag = at(r).tag.load(std::memory_order_acquire);
+    if (tag_at(tag, r) && tag_state(tag) != detail::kEmpty && tag_state(tag) != detail::kWriting)
+      return true;
+    __builtin_prefetch(ring + ((r + kAlign) & mask));
+    return h->returned.load(std::memory_order_relaxed) != 0 ||
+           h->closed.load(std::memory_order_relaxed) != 0;
+  }
+
   template <class Attempt>
   auto wait(bool reader, Deadline deadline, Attempt attempt) -> decltype(attempt()) {
     auto r = attempt();
@@ -1072,10 +1117,15 @@ struct Queue::Impl {
         r = attempt();  // a message put meanwhile is not missed
         if (r) disarm(reader ? detail::kPollGet : detail::kPollPut);
       }
-      return r;
+      return described(std::move(r));
     }
     for (unsigned i = 0; i < spin; ++i) {
       detail::cpu_relax();
+      // A reader looks at the one word that changes when a message comes,
+      // and makes a whole attempt only then (or every 64th look, which also
+      // keeps an eye on the dead): the sooner a look ends, the sooner the
+      // message is seen.
+      if (reader && (i & 63) != 63 && !message_may_be_there()) continue;
       r = attempt();
       if (r || !would_block(r.error())) return r;
     }
@@ -1116,7 +1166,13 @@ struct Queue::Impl {
     }
   }
 
-  Result<std::uint64_t> claim(std::size_t len, Deadline deadline) {
+  // Copies before claiming (see try_claim) when that holds up nobody.
+  static constexpr std::size_t kCopyInClaim = 512;
+  bool copies_in_claim(std::size_t len) const noexcept {
+    return one_producer || len <= kCopyInClaim;
+  }
+
+  Result<std::uint64_t> claim(std::size_t len, Deadline deadline, const std::byte* copy = nullptr) {
     if (auto ok = enter(); !ok) [[unlikely]]
       return std::unexpected(ok.error());
     if (len > max_message) [[unlikely]]
@@ -1129,9 +1185,9 @@ struct Queue::Impl {
     if (close_on_death) [[unlikely]]
       return wait(false, deadline, [&] {
         watch_peers(detail::kPutter, detail::kGetter);
-        return try_claim(len);
+        return try_claim(len, copy);
       });
-    return wait(false, deadline, [&] { return try_claim(len); });
+    return wait(false, deadline, [&] { return try_claim(len, copy); });
   }
 
   Result<Taken> take(bool view, std::size_t room, Deadline deadline, bool exact = false) {
@@ -1317,9 +1373,10 @@ std::unexpected<Error> no_queue(const char* op) {
 
 Result<void> Queue::put(std::span<const std::byte> message, Deadline deadline) {
   if (!p_) return no_queue("put on");
-  auto rec = p_->claim(message.size(), deadline);
+  const bool early = p_->copies_in_claim(message.size());
+  auto rec = p_->claim(message.size(), deadline, early ? message.data() : nullptr);
   if (!rec) return std::unexpected(rec.error());
-  if (!message.empty()) std::memcpy(p_->payload(*rec), message.data(), message.size());
+  if (!early && !message.empty()) std::memcpy(p_->payload(*rec), message.data(), message.size());
   p_->commit(*rec, message.size());
   return {};
 }
