@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -115,6 +116,43 @@ std::vector<double> queue_rtt(tether::Queue& ping, tether::Queue& pong, std::siz
   for (int i = 0; i < n; ++i) {
     auto t0 = bench::clock::now();
     if (!ping.put(std::span(msg)) || !pong.get(std::span(msg))) std::exit(1);
+    out.push_back(std::chrono::duration<double, std::nano>(bench::clock::now() - t0).count());
+  }
+  bench::join_peer(peer);
+  return out;
+}
+
+// Round trip by loan and view, touching the first and last bytes only: what
+// zero-copy costs at `size` (it should not grow with it).
+std::vector<double> loan_rtt(tether::Queue& ping, tether::Queue& pong, std::size_t size) {
+  const int n = trips();
+  auto hop = [size](tether::Queue& from, tether::Queue& to) {
+    auto v = from.get_view();
+    if (!v) return false;
+    std::byte first = v->data()[0], last = v->data()[v->size() - 1];
+    v->release();
+    auto l = to.loan(size);
+    if (!l) return false;
+    l->data()[0] = first;
+    l->data()[size - 1] = last;
+    return l->commit().has_value();
+  };
+  pid_t peer = bench::start_peer(cpu_b, [&] {
+    for (int i = 0; i < n; ++i)
+      if (!hop(ping, pong)) return 1;
+    return 0;
+  });
+  std::vector<double> out;
+  out.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    auto t0 = bench::clock::now();
+    auto l = ping.loan(size);
+    if (!l) std::exit(1);
+    l->data()[0] = std::byte{1};
+    l->data()[size - 1] = std::byte{2};
+    if (!l->commit()) std::exit(1);
+    auto v = pong.get_view();
+    if (!v) std::exit(1);
     out.push_back(std::chrono::duration<double, std::nano>(bench::clock::now() - t0).count());
   }
   bench::join_peer(peer);
@@ -272,6 +310,28 @@ int main(int argc, char** argv) {
     print_rtt("raw shared-memory ring (the floor)", all[0]);
     print_rtt("tether Queue, one to one", all[1]);
     print_rtt("tether Queue, many-to-many path", all[2]);
+  }
+
+  fmt::print(
+      "\nround trip by loan and view (first and last bytes touched), one to one, "
+      "peer spinning ({} trips x {} rounds, interleaved)\n",
+      trips(), rounds());
+  {
+    const std::vector<std::size_t> sizes = {64, 4096, 65536, std::size_t{1} << 20,
+                                            std::size_t{4} << 20};
+    std::vector<tether::Queue> pings, pongs;
+    std::vector<std::function<std::vector<double>()>> runs;
+    for (std::size_t size : sizes) {
+      // Room for a few messages in flight, rounded up by the queue.
+      pings.push_back(one(size, 4 * size + 4096));
+      pongs.push_back(one(size, 4 * size + 4096));
+    }
+    for (std::size_t k = 0; k < sizes.size(); ++k)
+      runs.emplace_back([&, k] { return loan_rtt(pings[k], pongs[k], sizes[k]); });
+    auto all = bench::interleave(rounds(), runs);
+    for (std::size_t k = 0; k < sizes.size(); ++k)
+      print_rtt(fmt::format("tether Queue, loan + view, {}", bench::size_name(sizes[k])).c_str(),
+                all[k]);
   }
 
   fmt::print("\nthroughput, one way (best of {} runs)\n", rounds());
