@@ -576,8 +576,9 @@ struct Queue::Impl {
   // `copy` (a put, not a loan), the payload is copied in first, into space
   // nobody reads yet, so that the record's header goes from Writing to
   // Committed with nothing in between: a consumer spinning on it sees it
-  // change once, not twice. Done where the copy holds up no other producer
-  // (one producer, or a short message).
+  // change once, not twice. Done with one producer, and for a message of
+  // at most kCopyInClaim bytes, whose copy holds the producers' lock only
+  // briefly.
   Result<std::uint64_t> try_claim(std::uint64_t len, const std::byte* copy = nullptr) {
     if (h->closed.load(std::memory_order_acquire) != 0) [[unlikely]]
       return fail(EPIPE, fmt::format("put on {}: it is closed", what()));
