@@ -110,6 +110,14 @@ TEST_F(QueueTest, TryFormsAndDeadlines) {
   EXPECT_NE(full.error().message().find("it holds 2 messages, its capacity"), std::string::npos)
       << full.error().message();
   TT_EXPECT_ERROR(q.put("c", 30ms), std::errc::timed_out);
+  // Full by bytes rather than by count: the other wording.
+  auto small = must(Queue::anonymous({.max_message = 1000, .capacity_bytes = 4096}));
+  tether::Result<void> put_ok;
+  for (int i = 0; i < 100 && (put_ok = small.try_put(bytes(std::string(1000, 'x')))); ++i) {
+  }
+  TT_ASSERT_ERROR(put_ok, std::errc::resource_unavailable_try_again);
+  EXPECT_NE(put_ok.error().message().find("put on anonymous queue: it is full"), std::string::npos)
+      << put_ok.error().message();
   EXPECT_EQ(must(q.get_string()), "a");
   EXPECT_FALSE(q.full());
   TT_ASSERT_OK(q.try_put(bytes("c")));
