@@ -3,6 +3,7 @@
 // killed -9 at random instants, and hostile segments.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -251,7 +252,13 @@ TEST_F(DictTest, AWriterKilledAtAnyInstantLosesNoKeyAndTearsNoValue) {
 TEST_F(DictTest, HostileSegmentsAreErrorsNotCrashes) {
   auto d = must(Dict::anonymous({.capacity = 16}));
   TT_ASSERT_OK(d.set("a", "1"));
-  auto map = must(tether::Mapping::map(d.memory_fd(), 0, 4096, tether::Access::read_write, "dict"));
+  // The whole segment: the header's page and the arena after it (the table
+  // is its first block, at 4096).
+  struct stat st {};
+  ASSERT_EQ(::fstat(d.memory_fd(), &st), 0);
+  ASSERT_GT(st.st_size, 4096 + 64 + (8 * 32));
+  auto map = must(tether::Mapping::map(d.memory_fd(), 0, static_cast<std::size_t>(st.st_size),
+                                       tether::Access::read_write, "dict"));
   // DictHeader: prefix 32, seed/max_entry/capacity/fixed 32, the lock at 64
   // (56 bytes), then table at 120, bytes at 128.
   std::uint64_t table = 0, bytes = 0;
@@ -290,16 +297,20 @@ TEST_F(DictTest, HostileSegmentsAreErrorsNotCrashes) {
   std::memcpy(map.data() + 160, &zero, 8);
   // A garbage word beside a real one: erase and clear refuse or drop it.
   TT_ASSERT_OK(d.set("b", "2"));
+  ASSERT_LE((table & ~std::uint64_t{63}) + 64 + std::uint64_t{256}, map.size());
   auto* slots = map.data() + (table & ~std::uint64_t{63}) + 64;
   std::uint64_t garbage = (std::uint64_t{1} << 47) | 0x123;
+  bool planted = false;
   for (std::size_t i = 0; i < 32; ++i) {
     std::uint64_t w = 0;
     std::memcpy(&w, slots + 8 * i, 8);
     if (w == 0) {
       std::memcpy(slots + 8 * i, &garbage, 8);
+      planted = true;
       break;
     }
   }
+  ASSERT_TRUE(planted) << "a table of 32 slots holding 2 keys has an empty one";
   (void)d.erase("a");       // bad_record if the garbage is in its run; never a crash
   TT_ASSERT_OK(d.clear());  // the garbage is dropped, not freed
   TT_ASSERT_OK(d.set("c", "3"));
