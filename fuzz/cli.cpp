@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "check.hpp"
+#include "sets.cpp"     // NOLINT(bugprone-suspicious-include): the same, for up/down/scale
 #include "workers.cpp"  // NOLINT(bugprone-suspicious-include): see above
 
 namespace {
@@ -56,6 +57,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   using tether_cli::opt;
   opt = tether_cli::Options{};
+  tether_cli::sopt = tether_cli::SetOptions{};
   CLI::App app{"tether: Linux processes and the channels between them"};
   app.set_version_flag("--version", std::string("tether ") + TETHER_VERSION_STRING);
   app.require_subcommand(0, 1);
@@ -63,6 +65,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto* run_cmd = tether_cli::add_run_command(app, run_opt);
   app.add_subcommand("demo", "Show processes and pipes at work, step by step");
   tether_cli::add_worker_commands(app);
+  tether_cli::add_set_commands(app);
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 pops from the back
   try {
@@ -81,6 +84,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   using namespace tether_cli;
   if (*run_cmd) FUZZ_CHECK(!run_opt.argv.empty(), "run without a command");
+  if (*up_cmd || *down_cmd || *scale_cmd) {
+    FUZZ_CHECK(std::isfinite(sopt.timeout) && sopt.timeout > 0 && sopt.timeout <= 86400,
+               "up/down/scale --timeout %g", sopt.timeout);
+  }
+  if (*scale_cmd) FUZZ_CHECK(!sopt.names.empty(), "scale without NAME=N");
   if (*open_cmd) {
     FUZZ_CHECK(opt.count >= 1 && opt.count <= 10000, "--count %d", opt.count);
     FUZZ_CHECK(opt.ready_fd >= 3 && opt.ready_fd <= 1023, "--ready-fd %d", opt.ready_fd);

@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build pkg-config git
   libfmt-dev libcli11-dev nlohmann-json3-dev
+  libtomlplusplus-dev  # reads a set's tether.toml (header-only, in one source file)
   libgtest-dev libbenchmark-dev
   clang-format clang-tidy-16  # tools/tidy.sh: clang 16 parses libstdc++ 12's C++23 headers
   clang-16 libclang-rt-16-dev  # the fuzz targets (clang-14 cannot compile <expected>)

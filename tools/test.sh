@@ -71,7 +71,7 @@ CXX=clang++-16 cmake -S . -B build/fuzz-ci -G Ninja -DCMAKE_BUILD_TYPE=RelWithDe
 cmake --build build/fuzz-ci -j "$jobs"
 echo
 echo "== fuzz: 20 s per target over its corpus [${SECONDS} s]"
-for target in address frame control launch status cli; do
+for target in address frame control launch status cli setfile; do
   scratch="build/fuzz-ci/corpus/$target"
   rm -rf "$scratch" && mkdir -p "$scratch" build/fuzz-ci/artifacts
   if build/fuzz-ci/fuzz/fuzz_$target -max_total_time=20 -timeout=5 -rss_limit_mb=2048 \

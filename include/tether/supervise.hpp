@@ -8,6 +8,7 @@
 //   <state>/<id>/control        FIFO, 0600: one text command per line
 //   <state>/<id>/lock           held (flock) by the live supervisor
 //   <state>/<id>/status.json    replaced atomically on every change
+//   <state>/<id>/spec.json      how the worker was asked to run (0600)
 //   <state>/<id>/worker.log …   the worker's output, timestamped, rotated (.1 .2 …)
 //   <state>/<id>/supervise/     runit/daemontools view: control (a FIFO of
 //                               single letters), ok, status (20 bytes)
@@ -121,6 +122,7 @@ struct WorkerInfo {
   std::optional<int> last_exit_signal;
   RestartPolicy restart_policy = RestartPolicy::on_failure;
   std::vector<std::string> command;
+  std::string set;  // the set it was started with (tether up), or ""
   bool supervisor_alive = false;
   std::shared_ptr<Fd> state_dir;  // the StateDir it was read from
 
@@ -195,6 +197,14 @@ Result<int> prune_leftovers(const StateDir& dir);
 Result<Fd> open_worker_directory(const WorkerInfo& worker);
 Result<Fd> open_worker_file(const WorkerInfo& worker, std::string_view name);
 
+struct SupervisorSpec;
+
+// The spec the worker's supervisor was started with (<dir>/spec.json,
+// written 0600 before the directory appeared): what `tether save` records
+// and what `tether up` compares with a file's definition. bad_record if it
+// does not parse.
+Result<SupervisorSpec> read_worker_spec(const WorkerInfo& worker);
+
 // ---------------------------------------------------------------- names
 
 // A worker name: 1 to 64 characters of [A-Za-z0-9._+@:-], not starting with
@@ -229,6 +239,12 @@ struct SupervisorSpec {
   std::chrono::milliseconds dir_check{60000};
   std::uint64_t log_max_bytes = 1u << 20;
   int log_keep = 3;  // rotated files kept besides the current one
+  // For workers started from a set's file (tether up): the set's name, the
+  // definition this worker is an instance of, and the definitions it starts
+  // after (so `down` and `resurrect` keep the order without the file).
+  std::string set;
+  std::string definition;
+  std::vector<std::string> after;
 };
 
 // Runs a supervisor in this process until it is told to exit (or gets

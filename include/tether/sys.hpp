@@ -54,6 +54,7 @@ enum class errc {
   foreign_pid_namespace,  // a robust lock shared across PID namespaces, where it cannot work
   broken_barrier,         // a party of a barrier died or timed out (Python's BrokenBarrierError)
   no_such_key,            // a Dict holds no such key (Python's KeyError)
+  bad_definition,  // a set's file (tether.toml, Procfile) is malformed: file:line:col says where
 };
 
 const std::error_category& error_category() noexcept;

@@ -18,6 +18,7 @@
 
 #include "internal.hpp"
 #include "tether/channel/fifo.hpp"
+#include "tether/supervise/launch.hpp"
 
 namespace tether {
 
@@ -335,6 +336,20 @@ Result<Fd> open_worker_file(const WorkerInfo& worker, std::string_view name) {
   if (!S_ISREG(st.st_mode)) return fail(EINVAL, shown.string() + ": not a regular file (refused)");
   if (auto r = fd.set_nonblocking(false); !r) return std::unexpected(r.error());
   return fd;
+}
+
+Result<SupervisorSpec> read_worker_spec(const WorkerInfo& worker) {
+  auto dir = worker_dir(worker);
+  if (!dir) return std::unexpected(dir.error());
+  auto text =
+      sd::read_small_file(dir->get(), sd::kSpecFile, sd::kMaxSpec, worker.dir / sd::kSpecFile);
+  if (!text) return std::unexpected(text.error());
+  auto spec = launch::decode_spec(*text);
+  if (!spec) {
+    return fail(errc::bad_record, fmt::format("{}: {}", (worker.dir / sd::kSpecFile).string(),
+                                              spec.error().message()));
+  }
+  return spec;
 }
 
 namespace {

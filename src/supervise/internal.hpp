@@ -16,6 +16,8 @@ namespace tether::supervise_detail {
 inline constexpr const char* kStatusFile = "status.json";
 inline constexpr const char* kStatusSpare = ".status.spare";
 inline constexpr const char* kLockFile = "lock";
+inline constexpr const char* kSpecFile = "spec.json";
+inline constexpr std::size_t kMaxSpec = 8u << 20;
 inline constexpr const char* kControlFifo = "control";
 inline constexpr const char* kNamesDir = ".names";
 // Not "log": runit's sv takes <dir>/log for a log service's directory.

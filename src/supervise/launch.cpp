@@ -31,7 +31,10 @@ json spec_json(const SupervisorSpec& spec) {
           {"ready_fd", spec.ready_fd},
           {"log_max_bytes", spec.log_max_bytes},
           {"dir_check_ms", spec.dir_check.count()},
-          {"log_keep", spec.log_keep}};
+          {"log_keep", spec.log_keep},
+          {"set", spec.set},
+          {"definition", spec.definition},
+          {"after", spec.after}};
 }
 
 Result<SupervisorSpec> spec_from(const json& j) {
@@ -88,6 +91,20 @@ Result<SupervisorSpec> spec_from(const json& j) {
       return bad("env holds something else than [name, value] pairs");
     }
     spec.env.emplace_back(e[0].get<std::string>(), e[1].get<std::string>());
+  }
+  // A set's labels (absent from the specs of `tether open`).
+  for (auto [key, out] : {std::pair{"set", &spec.set}, std::pair{"definition", &spec.definition}}) {
+    if (auto it = j.find(key); it != j.end()) {
+      if (!it->is_string()) return bad(fmt::format("\"{}\" is not a string", key));
+      *out = it->get<std::string>();
+    }
+  }
+  if (auto it = j.find("after"); it != j.end()) {
+    if (!it->is_array()) return bad("\"after\" is not an array");
+    for (const auto& a : *it) {
+      if (!a.is_string()) return bad("an \"after\" entry is not a string");
+      spec.after.push_back(a.get<std::string>());
+    }
   }
   auto policy = parse_restart_policy(restart);
   if (!policy) return bad("unknown restart policy");
@@ -177,6 +194,10 @@ std::string spec_problem(const SupervisorSpec& spec) {
     if (!valid_utf8(k) || !valid_utf8(v)) return "--env " + (valid_utf8(k) ? k : std::string("…"));
   }
   if (!valid_utf8(spec.cwd.string())) return "--cwd";
+  if (!valid_utf8(spec.set) || !valid_utf8(spec.definition)) return "the set's name";
+  for (const auto& a : spec.after) {
+    if (!valid_utf8(a)) return "an \"after\" entry";
+  }
   return "";
 }
 

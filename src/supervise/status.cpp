@@ -168,6 +168,7 @@ std::string sd::encode_status(const WorkerInfo& w) {
   j["commands"] = w.commands;
   j["restart"] = to_string(w.restart_policy);
   j["command"] = w.command;
+  if (!w.set.empty()) j["set"] = w.set;
   if (w.last_exit_code || w.last_exit_signal) {
     json e = json::object();
     if (w.last_exit_signal) e["signal"] = *w.last_exit_signal;
@@ -231,6 +232,7 @@ Result<WorkerInfo> sd::decode_status(std::string_view text, const fs::path& show
   WorkerInfo w;
   w.id = f.text("id");
   w.name = f.text("name");
+  w.set = f.text("set");
   std::string state = f.text("state"), want = f.text("want"), policy = f.text("restart");
   w.pid = f.integer<pid_t>("pid", 0, 4194304);  // PID_MAX_LIMIT
   w.pid_start = f.integer<std::uint64_t>("pid_start", 0, UINT64_MAX);

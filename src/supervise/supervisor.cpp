@@ -228,7 +228,21 @@ Result<void> Supervisor::setup() {
   // Orphans of the worker are re-parented to us, so we reap them.
   if (auto r = set_child_subreaper(true); !r) return r;
 
-  // The first record is there before the directory appears.
+  // The first record is there before the directory appears, and so is the
+  // spec it runs (what `tether save` records; the environment it holds is
+  // why it is 0600, like everything here).
+  {
+    Fd spec(::openat(dirfd_.get(), sd::kSpecFile,
+                     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!spec || ::fchmod(spec.get(), 0600) != 0) return fail(errno, "create the spec of " + shown);
+    std::string text = launch::encode_spec(spec_) + "\n";
+    for (std::size_t at = 0; at < text.size();) {
+      auto n = write_some(spec.get(), std::as_bytes(std::span(text)).subspan(at),
+                          "write the spec of " + shown);
+      if (!n) return std::unexpected(n.error());
+      at += *n;
+    }
+  }
   write_status();
   if (spec_.unique_name) {
     if (auto r = sd::claim_name(state_fd_, spec_.name, spec_.id); !r) return r;
@@ -667,6 +681,7 @@ void Supervisor::write_status() {
   w.commands = commands_;
   w.restart_policy = spec_.restart;
   w.command = spec_.command;
+  w.set = spec_.set;
   if (last_exit_) {
     w.last_exit_code = last_exit_->code();
     w.last_exit_signal = last_exit_->signal();

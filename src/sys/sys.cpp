@@ -56,6 +56,8 @@ class TetherCategory final : public std::error_category {
         return "the barrier is broken";
       case errc::no_such_key:
         return "no such key";
+      case errc::bad_definition:
+        return "bad set file";
     }
     return fmt::format("tether error {}", value);
   }

@@ -1,0 +1,295 @@
+// A set's file (tether/supervise/file.hpp): tether.toml and Procfile, each
+// bad file's message with its file, line and column.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "tether/supervise/file.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// A fresh directory for files that must exist on disk (cwd, env_file).
+class SetFile : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/tether-setfile-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  fs::path write(const std::string& name, const std::string& text) {
+    fs::path p = dir_ / name;
+    std::ofstream(p) << text;
+    return p;
+  }
+  // The error of loading `text` as tether.toml.
+  std::string error_of(const std::string& text) {
+    auto set = tether::load_set_file(write("tether.toml", text));
+    EXPECT_FALSE(set.has_value());
+    if (set) return "";
+    EXPECT_EQ(set.error(), tether::errc::bad_definition) << set.error().message();
+    return set.error().message();
+  }
+  fs::path dir_;
+};
+
+TEST_F(SetFile, ParsesEveryKey) {
+  write("app.env", "# comment\nexport A=1\nB='two words'\nC=\"q\\\"x\" \nD=plain # note\n");
+  fs::create_directory(dir_ / "sub");
+  auto set = tether::load_set_file(write("tether.toml", R"(
+name = "shop"
+[db]
+command = ["/bin/sleep", "100"]
+wait_ready = true
+ready_fd = 5
+[web]
+command = "exec sleep 100"
+count = 3
+after = ["db"]
+env = { PORT = 8080, DEBUG = true, B = "over" }
+env_file = "app.env"
+cwd = "sub"
+restart = "always"
+max_restarts = 7
+grace = 1.5
+log_size = "64K"
+log_keep = 2
+tty = true
+)"));
+  ASSERT_TRUE(set.has_value()) << set.error().message();
+  EXPECT_EQ(set->name, "shop");
+  ASSERT_EQ(set->workers.size(), 2u);
+  const auto& db = set->workers[0];
+  EXPECT_EQ(db.name, "db");
+  EXPECT_EQ(db.command, (std::vector<std::string>{"/bin/sleep", "100"}));
+  EXPECT_TRUE(db.wait_ready);
+  EXPECT_EQ(db.ready_fd, 5);
+  EXPECT_EQ(db.cwd, dir_);
+  const auto& web = set->workers[1];
+  EXPECT_EQ(web.command, (std::vector<std::string>{"/bin/sh", "-c", "exec sleep 100"}));
+  EXPECT_EQ(web.count, 3);
+  EXPECT_EQ(web.after, std::vector<std::string>{"db"});
+  EXPECT_EQ(web.cwd, dir_ / "sub");
+  EXPECT_EQ(web.restart, tether::RestartPolicy::always);
+  EXPECT_EQ(web.max_restarts, 7);
+  EXPECT_EQ(web.grace, std::chrono::milliseconds(1500));
+  EXPECT_EQ(web.log_size, 64u * 1024);
+  EXPECT_EQ(web.log_keep, 2);
+  EXPECT_TRUE(web.tty);
+  // env_file's first, env's own entries win.
+  auto env = [&](const std::string& k) -> std::string {
+    for (const auto& [n, v] : web.env) {
+      if (n == k) return v;
+    }
+    return "<none>";
+  };
+  EXPECT_EQ(env("A"), "1");
+  EXPECT_EQ(env("B"), "over");
+  EXPECT_EQ(env("C"), "q\"x");
+  EXPECT_EQ(env("D"), "plain");
+  EXPECT_EQ(env("PORT"), "8080");
+  EXPECT_EQ(env("DEBUG"), "true");
+
+  auto levels = set->levels();
+  ASSERT_EQ(levels.size(), 2u);
+  EXPECT_EQ(levels[0], std::vector<std::size_t>{0});
+  EXPECT_EQ(levels[1], std::vector<std::size_t>{1});
+
+  auto specs = tether::instance_specs(*set, web, web.count);
+  ASSERT_EQ(specs.size(), 3u);
+  EXPECT_EQ(specs[0].name, "web-1");
+  EXPECT_EQ(specs[2].name, "web-3");
+  EXPECT_TRUE(specs[1].unique_name);
+  EXPECT_EQ(specs[1].set, "shop");
+  EXPECT_EQ(specs[1].definition, "web");
+  EXPECT_EQ(specs[1].after, std::vector<std::string>{"db"});
+  EXPECT_EQ(tether::instance_name("db", 1, 1), "db");
+}
+
+TEST_F(SetFile, KeepsTheFilesOrderAndNamesTheSetAfterItsDirectory) {
+  auto set =
+      tether::load_set_file(write("tether.toml", "[zeta]\ncommand='a'\n[alpha]\ncommand='b'\n"));
+  ASSERT_TRUE(set.has_value()) << set.error().message();
+  ASSERT_EQ(set->workers.size(), 2u);
+  EXPECT_EQ(set->workers[0].name, "zeta");
+  EXPECT_EQ(set->workers[1].name, "alpha");
+  EXPECT_EQ(set->name, dir_.filename().string());
+  EXPECT_EQ(set->file, dir_ / "tether.toml");
+}
+
+TEST_F(SetFile, AnUnknownKeyIsNamedWithTheNearestKnownOne) {
+  auto m = error_of("[web]\ncommand = 'x'\ncomand = 'y'\n");
+  EXPECT_NE(m.find("tether.toml:3:1:"), std::string::npos) << m;
+  EXPECT_NE(m.find("unknown key 'comand'"), std::string::npos) << m;
+  EXPECT_NE(m.find("did you mean 'command'"), std::string::npos) << m;
+  auto far = error_of("[web]\ncommand = 'x'\nzzzzzzzzzz = 1\n");
+  EXPECT_NE(far.find("unknown key 'zzzzzzzzzz'"), std::string::npos) << far;
+  EXPECT_EQ(far.find("did you mean"), std::string::npos) << far;
+}
+
+TEST_F(SetFile, AMissingCommandIsAnError) {
+  auto m = error_of("[web]\ncount = 2\n");
+  EXPECT_NE(m.find("tether.toml:1:2:"), std::string::npos) << m;
+  EXPECT_NE(m.find("[web]: no command"), std::string::npos) << m;
+  EXPECT_NE(error_of("[web]\ncommand = []\n").find("command is empty"), std::string::npos);
+  EXPECT_NE(error_of("[web]\ncommand = '  '\n").find("command is empty"), std::string::npos);
+  EXPECT_NE(error_of("[web]\ncommand = ['a', 1]\n").find("every word of command must be a string"),
+            std::string::npos);
+}
+
+TEST_F(SetFile, ACountOfZeroIsAnError) {
+  auto m = error_of("[web]\ncommand = 'x'\ncount = 0\n");
+  EXPECT_NE(m.find("tether.toml:3:9:"), std::string::npos) << m;
+  EXPECT_NE(m.find("count is 0"), std::string::npos) << m;
+  EXPECT_NE(error_of("[web]\ncommand = 'x'\ninstances = -3\n").find("instances is -3"),
+            std::string::npos);
+  EXPECT_NE(error_of("[web]\ncommand = 'x'\ncount = 2\ninstances = 2\n").find("give one"),
+            std::string::npos);
+}
+
+TEST_F(SetFile, ADuplicateNameIsAnError) {
+  // Two tables may not share a name, nor may an instance's name.
+  auto m = error_of("[a]\ncommand = 'x'\n[b]\nname = 'a'\ncommand = 'y'\n");
+  EXPECT_NE(m.find("tether.toml:3:2:"), std::string::npos) << m;
+  EXPECT_NE(m.find("the name 'a' is also the name of [a] (line 1)"), std::string::npos) << m;
+  auto inst = error_of("[web]\ncommand = 'x'\ncount = 2\n[web-2]\ncommand = 'y'\n");
+  EXPECT_NE(inst.find("'web-2'"), std::string::npos) << inst;
+  // TOML itself refuses a table defined twice.
+  auto twice = error_of("[a]\ncommand = 'x'\n[a]\ncommand = 'y'\n");
+  EXPECT_NE(twice.find("tether.toml:3:"), std::string::npos) << twice;
+}
+
+TEST_F(SetFile, ACycleInAfterIsShownWhole) {
+  auto m = error_of(
+      "[a]\ncommand = 'x'\nafter = ['c']\n[b]\ncommand = 'x'\nafter = 'a'\n"
+      "[c]\ncommand = 'x'\nafter = ['b']\n");
+  EXPECT_NE(m.find("a cycle in after"), std::string::npos) << m;
+  EXPECT_NE(m.find("a -> c -> b -> a"), std::string::npos) << m;
+  EXPECT_NE(m.find("tether.toml:1:2:"), std::string::npos) << m;
+  auto self = error_of("[a]\ncommand = 'x'\nafter = 'a'\n");
+  EXPECT_NE(self.find("a -> a"), std::string::npos) << self;
+  auto unknown = error_of("[a]\ncommand = 'x'\nafter = ['dbb']\n[db]\ncommand='y'\n");
+  EXPECT_NE(unknown.find("after names 'dbb', which is not a worker of this file"),
+            std::string::npos)
+      << unknown;
+}
+
+TEST_F(SetFile, WrongTypesAndRangesAreNamed) {
+  EXPECT_NE(error_of("[w]\ncommand = 'x'\ncount = 'two'\n")
+                .find("count must be an integer, not a string"),
+            std::string::npos);
+  EXPECT_NE(error_of("[w]\ncommand = 'x'\nrestart = 'alway'\n").find("did you mean 'always'"),
+            std::string::npos);
+  EXPECT_NE(error_of("[w]\ncommand = 'x'\nready_fd = 2\n").find("from 3 to 1023"),
+            std::string::npos);
+  EXPECT_NE(error_of("[w]\ncommand = 'x'\nlog_size = '10Q'\n").find("log_size must be"),
+            std::string::npos);
+  EXPECT_NE(error_of("[w]\ncommand = 'x'\ngrace = -1\n").find("from 0 to 3600"), std::string::npos);
+  EXPECT_NE(error_of("[w]\ncommand = 'x'\ncwd = 'nowhere'\n").find("is not a directory"),
+            std::string::npos);
+  EXPECT_NE(error_of("[w]\ncommand = 'x'\nenv_file = 'none.env'\n").find("env_file"),
+            std::string::npos);
+  EXPECT_NE(error_of("[w]\ncommand = 'x'\nname = 'bad name'\n").find("is not good"),
+            std::string::npos);
+  EXPECT_NE(error_of("count = 3\n[w]\ncommand = 'x'\n").find("outside any worker's table"),
+            std::string::npos);
+  EXPECT_NE(error_of("name = 'x'\n").find("no worker"), std::string::npos);
+  // A TOML syntax error keeps toml++'s position.
+  auto syntax = error_of("[w]\ncommand = 'x\n");
+  EXPECT_NE(syntax.find("tether.toml:2:"), std::string::npos) << syntax;
+}
+
+// Inputs fuzz_setfile found reaching assertions and unreachable points of
+// toml++ 3.3 (file.cpp): each is an error with its place, never a crash.
+TEST_F(SetFile, HostileBytesAreErrorsNotCrashes) {
+  auto nul = error_of(std::string("[a]\ncommand = 'x'\n[b\0]\n", 21));
+  EXPECT_NE(nul.find("tether.toml:3:3: a control character (0x00)"), std::string::npos) << nul;
+  auto esc = error_of("[a]\ncommand = '\x1b[2J'\n");
+  EXPECT_NE(esc.find("tether.toml:2:12: a control character (0x1b)"), std::string::npos) << esc;
+  auto bytes = error_of("[a]\ncommand = 'caf\xc3'\n");
+  EXPECT_NE(bytes.find("tether.toml:2:15: bytes that are not UTF-8"), std::string::npos) << bytes;
+  auto surrogate = error_of("[a]\ncommand = '\xed\xa0\x80'\n");
+  EXPECT_NE(surrogate.find("not UTF-8"), std::string::npos) << surrogate;
+  auto key = error_of("[ = { PORT = 1 }\n");
+  EXPECT_NE(key.find("tether.toml:1:"), std::string::npos) << key;
+  for (const char* text :
+       {"[a]\nx = 0o\xc3\xa9\n", "[a]\nx = 0o\xef\xba\xbf\n", "[a]\nx = 1\xe3\x80\x81\n"}) {
+    auto m = error_of(text);
+    EXPECT_NE(m.find("tether.toml:2:"), std::string::npos) << m;
+  }
+  // Text that is UTF-8 is fine where TOML allows it.
+  auto set = tether::parse_set_toml(
+      "[caf\xc3\xa9]\ncommand = 'echo h\xc3\xa9llo'\n# \xe3\x80\x80\n", dir_ / "tether.toml");
+  ASSERT_FALSE(set.has_value());  // a bare key must be ASCII
+  auto quoted = tether::parse_set_toml(
+      "[a]\ncommand = 'echo h\xc3\xa9llo \xef\xba\xbf'\n# \xe3\x80\x80\n", dir_ / "tether.toml");
+  ASSERT_TRUE(quoted.has_value()) << quoted.error().message();
+  EXPECT_EQ(quoted->workers[0].command.back(), "echo h\xc3\xa9llo \xef\xba\xbf");
+}
+
+TEST_F(SetFile, ABadEnvFileLineIsPlacedInThatFile) {
+  write("bad.env", "A=1\n\nnot a pair\n");
+  auto m = error_of("[w]\ncommand = 'x'\nenv_file = 'bad.env'\n");
+  EXPECT_NE(m.find("bad.env:3:1: a line that is not NAME=VALUE"), std::string::npos) << m;
+}
+
+TEST_F(SetFile, WhatIsNotARegularFileIsRefusedUnread) {
+  fs::path fifo = dir_ / "tether.toml";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto set = tether::load_set_file(fifo);  // never blocks on the FIFO
+  ASSERT_FALSE(set.has_value());
+  EXPECT_NE(set.error().message().find("not a regular file"), std::string::npos);
+  fs::path real = write("real.toml", "[w]\ncommand='x'\n");
+  fs::path link = dir_ / "link.toml";
+  fs::create_symlink(real, link);
+  auto via_link = tether::load_set_file(link);
+  ASSERT_FALSE(via_link.has_value());
+  std::string big(2u << 20, '#');
+  auto huge = tether::load_set_file(write("big.toml", big));
+  ASSERT_FALSE(huge.has_value());
+  EXPECT_NE(huge.error().message().find("more than"), std::string::npos);
+}
+
+TEST_F(SetFile, ReadsAProcfile) {
+  auto set = tether::load_set_file(
+      write("Procfile", "# the app\nweb: exec sleep 100 --port $PORT\n\nworker:   ./run.sh\r\n"));
+  ASSERT_TRUE(set.has_value()) << set.error().message();
+  ASSERT_EQ(set->workers.size(), 2u);
+  EXPECT_EQ(set->workers[0].name, "web");
+  EXPECT_EQ(set->workers[0].command,
+            (std::vector<std::string>{"/bin/sh", "-c", "exec sleep 100 --port $PORT"}));
+  EXPECT_EQ(set->workers[1].name, "worker");
+  EXPECT_EQ(set->workers[1].command, (std::vector<std::string>{"/bin/sh", "-c", "./run.sh"}));
+  EXPECT_EQ(set->workers[1].line, 4);
+
+  auto bad = tether::load_set_file(write("Procfile.dev", "web: x\nno colon here\n"));
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message().find("Procfile.dev:2:1: a line that is not 'name: command'"),
+            std::string::npos)
+      << bad.error().message();
+  auto empty = tether::load_set_file(write("Procfile.e", "web:   \n"));
+  ASSERT_FALSE(empty.has_value());
+  EXPECT_NE(empty.error().message().find("no command after the colon"), std::string::npos);
+  auto bytes = tether::load_set_file(write("Procfile.u", "web: echo \xff\n"));
+  ASSERT_FALSE(bytes.has_value());
+  EXPECT_NE(bytes.error().message().find(
+                "Procfile.u:1:1: [web]: the command's word 2 is not valid UTF-8"),
+            std::string::npos)
+      << bytes.error().message();
+  auto dup = tether::load_set_file(write("Procfile.d", "web: x\nweb: y\n"));
+  ASSERT_FALSE(dup.has_value());
+  EXPECT_NE(dup.error().message().find("Procfile.d:2:1:"), std::string::npos)
+      << dup.error().message();
+}
+
+}  // namespace
