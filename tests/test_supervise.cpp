@@ -9,9 +9,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -1083,4 +1085,184 @@ TEST_F(Supervise, OpenRefusesWordsThatAreNotUtf8AndOutOfRangeOptions) {
   // Valid UTF-8 that is not ASCII is fine.
   std::string id = open({"--env", "GREETING=héllo wörld", "--", "sleep", "1000"});
   EXPECT_EQ(status(id)["state"], "up");
+}
+
+// ---------------------------------------------------------------- sets (tether up)
+
+// A set's file in a directory of its own (not the state directory, which
+// must be left empty).
+class Sets : public Supervise {
+ protected:
+  void SetUp() override {
+    Supervise::SetUp();
+    files_ = fs::temp_directory_path() / tether_test::unique_name("tether-set");
+    ASSERT_EQ(::mkdir(files_.c_str(), 0700), 0);
+  }
+  void TearDown() override {
+    Supervise::TearDown();
+    std::error_code ec;
+    fs::remove_all(files_, ec);
+  }
+  fs::path write(const std::string& text, const std::string& name = "tether.toml") {
+    std::ofstream(files_ / name) << text;
+    return files_ / name;
+  }
+  CliResult set_cli(const std::string& sub, std::vector<std::string> args = {}) {
+    args.insert(args.begin(), {"-f", (files_ / "tether.toml").string()});
+    return cli(sub, args);
+  }
+  // name -> pid of every live worker.
+  std::map<std::string, int> pids() {
+    auto l = cli("list", {"--json"});
+    EXPECT_EQ(l.code, 0) << l.err;
+    std::map<std::string, int> out;
+    if (l.code != 0) return out;
+    json all = json::parse(l.out);
+    for (const auto& w : all["workers"]) out[w["name"].get<std::string>()] = w["pid"].get<int>();
+    return out;
+  }
+  std::string order() {
+    std::ifstream in(files_ / "order");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+  // A worker that says when it is up (then ready) and when it is told to go.
+  std::string worker(const std::string& tag) {
+    return fmt::format(
+        "command = \"trap 'echo down-{0} >> {1}/order; exit 0' TERM; echo up-{0} >> {1}/order; "
+        "echo ready >&3; while :; do sleep 0.05; done\"\nwait_ready = true\n",
+        tag, files_.string());
+  }
+  fs::path files_;
+};
+
+TEST_F(Sets, AnAfterChainComesUpInOrderAndGoesDownInReverse) {
+  write("name = \"shop\"\n[web]\n" + worker("web") + "count = 2\nafter = [\"api\"]\n[db]\n" +
+        worker("db") + "[api]\n" + worker("api") + "after = \"db\"\n");
+  auto up = set_cli("up");
+  ASSERT_EQ(up.code, 0) << up.err << up.out;
+  EXPECT_NE(up.out.find("set shop: 4 started"), std::string::npos) << up.out;
+  EXPECT_EQ(order(), "up-db\nup-api\nup-web\nup-web\n");
+  auto p = pids();
+  EXPECT_EQ(p.size(), 4u);
+  for (auto n : {"db", "api", "web-1", "web-2"}) EXPECT_GT(p[n], 0) << n;
+  EXPECT_EQ(status("web-1")["set"], "shop");
+
+  auto down = set_cli("down");
+  ASSERT_EQ(down.code, 0) << down.err << down.out;
+  EXPECT_EQ(order(), "up-db\nup-api\nup-web\nup-web\ndown-web\ndown-web\ndown-api\ndown-db\n");
+  EXPECT_TRUE(pids().empty());
+}
+
+TEST_F(Sets, UpTwiceChangesNothingAndAnEditedDefinitionRestartsOnlyItself) {
+  std::string a = "[a]\ncommand = [\"sleep\", \"1000\"]\n";
+  std::string b = "[b]\ncommand = \"exec sleep 1001\"\ncount = 2\n";
+  write(a + b);
+  ASSERT_EQ(set_cli("up").code, 0);
+  auto before = pids();
+  ASSERT_EQ(before.size(), 3u);
+  auto again = set_cli("up");
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_NE(again.out.find("0 started, 0 restarted, 3 unchanged, 0 exited"), std::string::npos)
+      << again.out;
+  EXPECT_EQ(pids(), before);
+
+  write("[a]\ncommand = [\"sleep\", \"1002\"]\n" + b);
+  auto edited = set_cli("up");
+  ASSERT_EQ(edited.code, 0) << edited.err;
+  EXPECT_NE(edited.out.find("0 started, 1 restarted, 2 unchanged"), std::string::npos)
+      << edited.out;
+  auto after = pids();
+  EXPECT_NE(after["a"], before["a"]);
+  EXPECT_GT(after["a"], 0);
+  EXPECT_EQ(after["b-1"], before["b-1"]);
+  EXPECT_EQ(after["b-2"], before["b-2"]);
+  EXPECT_EQ(status("a")["command"], (json{"sleep", "1002"}));
+
+  // A definition removed from the file goes with the next whole `up`.
+  write(b);
+  ASSERT_EQ(set_cli("up").code, 0);
+  after = pids();
+  EXPECT_FALSE(after.contains("a"));
+  EXPECT_EQ(after.size(), 2u);
+}
+
+TEST_F(Sets, ScaleGrowsAndShrinksWithoutTouchingTheOthers) {
+  write("[w]\ncommand = \"exec sleep 1000\"\ncount = 2\n[other]\ncommand = \"exec sleep 1000\"\n");
+  ASSERT_EQ(set_cli("up").code, 0);
+  auto before = pids();
+  auto grow = set_cli("scale", {"w=4"});
+  ASSERT_EQ(grow.code, 0) << grow.err;
+  auto p = pids();
+  EXPECT_EQ(p.size(), 5u);
+  EXPECT_EQ(p["w-1"], before["w-1"]);
+  EXPECT_EQ(p["w-2"], before["w-2"]);
+  EXPECT_EQ(p["other"], before["other"]);
+  EXPECT_GT(p["w-4"], 0);
+  auto shrink = set_cli("scale", {"w=1"});
+  ASSERT_EQ(shrink.code, 0) << shrink.err;
+  p = pids();
+  EXPECT_EQ(p.size(), 2u);
+  EXPECT_TRUE(p.contains("w"));
+  EXPECT_EQ(p["other"], before["other"]);
+  EXPECT_EQ(set_cli("scale", {"w=x"}).code, 2);
+  EXPECT_EQ(set_cli("scale", {"nosuch=2"}).code, 2);
+  // down of one definition leaves the rest.
+  ASSERT_EQ(set_cli("down", {"w"}).code, 0);
+  p = pids();
+  EXPECT_EQ(p.size(), 1u);
+  EXPECT_EQ(p["other"], before["other"]);
+}
+
+TEST_F(Sets, EachBadFileGetsItsPlaceAndChangesNothing) {
+  std::string good = "[a]\ncommand = \"exec sleep 1000\"\n[b]\ncommand = \"exec sleep 1000\"\n";
+  write(good);
+  ASSERT_EQ(set_cli("up").code, 0);
+  auto before = pids();
+  std::string file = (files_ / "tether.toml").string();
+  struct Case {
+    std::string text, message;
+  };
+  for (const auto& c : std::vector<Case>{
+           {"[a]\ncommand = 'x'\nafter = 'b'\n[b]\ncommand = 'y'\nafter = 'a'\n",
+            file + ":1:2: a cycle in after: a -> b -> a"},
+           {"[a]\ncomand = 'x'\n",
+            file + ":2:1: [a]: unknown key 'comand' (did you mean 'command'?)"},
+           {"[a]\ncount = 2\n", file + ":1:2: [a]: no command"},
+           {"[a]\ncommand = 'x'\n[b]\nname = 'a'\ncommand = 'y'\n",
+            file + ":3:2: [b]: the name 'a' is also the name of [a]"},
+           {"[a]\ncommand = 'x'\ncount = 0\n", file + ":3:9: [a]: count is 0"},
+       }) {
+    write(c.text);
+    auto r = set_cli("up");
+    EXPECT_EQ(r.code, 6) << c.text;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("nothing was changed"), std::string::npos) << r.err;
+    EXPECT_EQ(pids(), before) << c.text;
+    EXPECT_EQ(set_cli("down").code, 6);
+    EXPECT_EQ(pids(), before) << c.text;
+  }
+  EXPECT_EQ(cli("up", {"-f", (files_ / "missing.toml").string()}).code, 6);
+}
+
+TEST_F(Sets, ANameTakenOutsideTheSetIsRefusedBeforeAnythingStarts) {
+  std::string id = open({"--name", "b", "--", "sleep", "1000"});
+  write("[a]\ncommand = \"exec sleep 1000\"\n[b]\ncommand = \"exec sleep 1000\"\n");
+  auto r = set_cli("up");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("the name 'b' is taken by worker " + id), std::string::npos) << r.err;
+  auto p = pids();
+  EXPECT_EQ(p.size(), 1u);
+  EXPECT_TRUE(p.contains("b"));
+}
+
+TEST_F(Sets, AProcfileComesUp) {
+  write("web: exec sleep 1000\nclock: exec sleep 1001\n", "Procfile");
+  auto r = cli("up", {"-f", (files_ / "Procfile").string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto p = pids();
+  EXPECT_EQ(p.size(), 2u);
+  EXPECT_GT(p["web"], 0);
+  EXPECT_EQ(status("clock")["command"], (json{"/bin/sh", "-c", "exec sleep 1001"}));
 }

@@ -133,6 +133,7 @@ static int run_main(int argc, char** argv) {
 
   auto* demo_cmd = app.add_subcommand("demo", "Show processes and pipes at work, step by step");
   tether_cli::add_worker_commands(app);
+  tether_cli::add_set_commands(app);
 
   try {
     app.parse(argc, argv);
@@ -143,6 +144,7 @@ static int run_main(int argc, char** argv) {
   if (*run_cmd) return run(run_opt.argv, run_opt.timeout_s, run_opt.verbose);
   if (*demo_cmd) return demo();
   if (int code = tether_cli::run_workers(); code >= 0) return code;
+  if (int code = tether_cli::run_sets(); code >= 0) return code;
   fmt::print("{}", app.help());
   return 0;
 }

@@ -41,6 +41,7 @@ int report_error(const tether::Error& e) {
   if (e == tether::errc::no_such_worker) return 3;
   if (e == tether::errc::not_running) return 4;
   if (e == std::errc::timed_out) return 5;
+  if (e == tether::errc::bad_definition) return 6;
   return 1;
 }
 
@@ -75,6 +76,8 @@ std::string self_exe() {
   return ec ? "tether" : p.string();
 }
 
+}  // namespace
+
 std::string new_id() {
   unsigned char b[4];
   if (::getrandom(b, sizeof b, 0) != sizeof b) {
@@ -83,6 +86,8 @@ std::string new_id() {
   }
   return fmt::format("{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3]);
 }
+
+namespace {
 
 tether::Result<tether::StateDir> state_dir(bool create) {
   return tether::StateDir::open_default(create);
@@ -114,6 +119,7 @@ json to_json(const tether::WorkerInfo& w) {
             {"command", w.command},
             {"dir", w.dir.string()},
             {"uptime_s", w.uptime().count() / 1000}};
+  if (!w.set.empty()) j["set"] = w.set;
   if (w.last_exit_code) j["last_exit"] = {{"code", *w.last_exit_code}};
   if (w.last_exit_signal) {
     j["last_exit"] = {{"signal", *w.last_exit_signal},
@@ -145,6 +151,142 @@ std::string join(const std::vector<std::string>& v) {
   }
   return out;
 }
+
+}  // namespace
+
+// The supervisors are started by launchers (see below); all or none: on any
+// failure every one started is stopped again and each failure explained.
+int start_specs(const tether::StateDir& dir, std::vector<Start>& starts, double timeout,
+                const char* what) {
+  std::map<std::string, Start*> by_id;
+  for (auto& st : starts) by_id[st.spec.id] = &st;
+
+  // The supervisors are tether-supervise, a small static program installed
+  // beside this one (or this one, as `tether _supervise`, if it is missing):
+  // a clean process image, without this command's parser. One such process
+  // takes up to 500 specs and forks one supervisor for each, so workers
+  // started together share its pages and cost one fork each, not one exec
+  // (docs/benchmarks.md). The specs go through a pipe, never argv (which
+  // every user can read), with the checked state directory as fd 4; every
+  // supervisor answers on one report pipe (tether/supervise/launch.hpp).
+  std::string program = (fs::path(self_exe()).parent_path() / "tether-supervise").string();
+  if (::access(program.c_str(), X_OK) != 0) program = self_exe();
+  auto report = tether::make_pipe();
+  if (!report) return report_error(report.error());
+  constexpr std::size_t kBatch = 500;  // one launcher's share
+  std::vector<tether::Process> launchers;
+  for (std::size_t first = 0; first < starts.size(); first += kBatch) {
+    tether::launch::Launch batch;
+    batch.state_dir = dir.path();
+    for (std::size_t i = first; i < std::min(starts.size(), first + kBatch); ++i) {
+      batch.specs.push_back(starts[i].spec);
+    }
+    auto specs = tether::make_pipe();
+    if (!specs) return report_error(specs.error());
+    tether::Command c(program);
+    c.arg0("tether-supervise").arg("_supervise");
+    auto launched = c.new_session()  // detached: no terminal, no SIGHUP when it closes
+                        .stdin_from(tether::Stdio::fd(specs->first.get()))
+                        .stdout_to(tether::Stdio::null())
+                        .stderr_to(tether::Stdio::null())
+                        .pass_fd(report->second.get(), tether::launch::kReportFd)
+                        .pass_fd(dir.fd(), tether::launch::kStateFd)
+                        .spawn();
+    if (!launched) return report_error(launched.error());
+    specs->first.reset();
+    tether::PipeWriter to_launcher(std::move(specs->second), false);
+    // It reads the whole launch before it does anything, so this does not
+    // wait on anything but the pipe; a launcher that died early is EPIPE.
+    if (auto w = to_launcher.write_all(tether::launch::encode_launch(batch)); !w) {
+      fmt::print(stderr, "tether: {}: hand the specs to {}: {}\n", what, program,
+                 w.error().message());
+    }
+    (void)to_launcher.close();
+    if (starts.size() == 1) {
+      starts[0].supervisor = launched->pid();
+      launched->set_on_drop(tether::OnDrop::detach);  // it is the supervisor: it outlives us
+    } else {
+      launched->set_on_drop(tether::OnDrop::wait);  // it forks the supervisors and leaves
+    }
+    launchers.push_back(std::move(*launched));
+  }
+  report->second.reset();
+
+  // Every answer, or the deadline, or the end of the pipe (all have closed it).
+  auto deadline = seconds(timeout);
+  std::size_t pending = starts.size();
+  bool timed_out = false;
+  tether::LineReader lines(tether::launch::kMaxLaunch);
+  tether::PipeReader reader(std::move(report->first));
+  while (pending > 0) {
+    std::byte chunk[4096];
+    auto n = reader.read(chunk, deadline);
+    if (!n) {
+      timed_out = n.error() == std::errc::timed_out;
+      break;
+    }
+    if (*n == 0) break;
+    lines.feed(std::string_view(reinterpret_cast<const char*>(chunk), *n));
+    while (auto line = lines.next()) {
+      auto r = tether::launch::decode_report(line->text);
+      if (!r) continue;    // not ours to trust: ignored
+      if (r->id == "-") {  // the launcher itself failed: it speaks for every spec
+        for (auto& st : starts) {
+          if (!st.answered) st.error = r->text, st.answered = true, --pending;
+        }
+        continue;
+      }
+      auto it = by_id.find(r->id);
+      if (it == by_id.end()) continue;
+      Start& st = *it->second;
+      if (r->kind == tether::launch::Report::Kind::forked) {  // may come after its own answer
+        st.supervisor = r->supervisor;
+        continue;
+      }
+      if (st.answered) continue;
+      st.answered = true;
+      --pending;
+      if (r->kind == tether::launch::Report::Kind::ok) {
+        st.worker = r->worker;
+        st.supervisor = r->supervisor;
+      } else {
+        st.error = r->text;
+      }
+    }
+  }
+  bool all_ok = std::all_of(starts.begin(), starts.end(),
+                            [](const Start& st) { return st.answered && st.error.empty(); });
+  if (!all_ok) {
+    // All or nothing: every supervisor is stopped again (SIGTERM to a
+    // supervisor is `exit`: its worker goes, its directory goes), then waited
+    // for; every failure is explained.
+    std::vector<tether::Pidfd> stopping;
+    for (auto& st : starts) {
+      if (st.answered && !st.error.empty()) {
+        fmt::print(stderr, "tether: {} {}: {}\n", what, st.spec.name, st.error);
+      } else if (!st.answered && timed_out) {
+        fmt::print(stderr, "tether: {} {}: the worker was not {} within {} s (stopped it)\n", what,
+                   st.spec.name, st.spec.wait_ready ? "ready" : "running", timeout);
+      } else if (!st.answered) {
+        fmt::print(stderr,
+                   "tether: {} {}: its supervisor ended before answering (see its log, if "
+                   "any, under {})\n",
+                   what, st.spec.name, dir.path().string());
+      }
+      if (st.supervisor > 0) {
+        // SIGTERM to a supervisor is `exit`: its worker goes, its directory goes.
+        if (auto p = tether::Pidfd::open(st.supervisor); p && p->send_signal(SIGTERM)) {
+          stopping.push_back(std::move(*p));
+        }
+      }
+    }
+    for (auto& p : stopping) (void)p.wait_ended(30s, "supervisor");
+    return timed_out ? 5 : 1;
+  }
+  return 0;
+}
+
+namespace {
 
 // ---------------------------------------------------------------- open
 
@@ -209,14 +351,7 @@ int do_open() {
     return 2;
   }
   // --count N: N workers NAME-1 … NAME-N, all or none (as supervisord's numprocs).
-  struct Start {
-    tether::SupervisorSpec spec;
-    pid_t supervisor = 0, worker = 0;
-    std::string error;
-    bool answered = false;
-  };
   std::vector<Start> starts(static_cast<std::size_t>(opt.count));
-  std::map<std::string, Start*> by_id;
   for (int i = 0; i < opt.count; ++i) {
     Start& st = starts[static_cast<std::size_t>(i)];
     st.spec = spec;
@@ -224,130 +359,8 @@ int do_open() {
       st.spec.id = new_id();
       st.spec.name = fmt::format("{}-{}", spec.name, i + 1);
     }
-    by_id[st.spec.id] = &st;
   }
-
-  // The supervisors are tether-supervise, a small static program installed
-  // beside this one (or this one, as `tether _supervise`, if it is missing):
-  // a clean process image, without this command's parser. One such process
-  // takes up to 500 specs and forks one supervisor for each, so workers
-  // started together share its pages and cost one fork each, not one exec
-  // (docs/benchmarks.md). The specs go through a pipe, never argv (which
-  // every user can read), with the checked state directory as fd 4; every
-  // supervisor answers on one report pipe (tether/supervise/launch.hpp).
-  std::string program = (fs::path(self_exe()).parent_path() / "tether-supervise").string();
-  if (::access(program.c_str(), X_OK) != 0) program = self_exe();
-  auto report = tether::make_pipe();
-  if (!report) return report_error(report.error());
-  constexpr std::size_t kBatch = 500;  // one launcher's share
-  std::vector<tether::Process> launchers;
-  for (std::size_t first = 0; first < starts.size(); first += kBatch) {
-    tether::launch::Launch batch;
-    batch.state_dir = dir->path();
-    for (std::size_t i = first; i < std::min(starts.size(), first + kBatch); ++i) {
-      batch.specs.push_back(starts[i].spec);
-    }
-    auto specs = tether::make_pipe();
-    if (!specs) return report_error(specs.error());
-    tether::Command c(program);
-    c.arg0("tether-supervise").arg("_supervise");
-    auto launched = c.new_session()  // detached: no terminal, no SIGHUP when it closes
-                        .stdin_from(tether::Stdio::fd(specs->first.get()))
-                        .stdout_to(tether::Stdio::null())
-                        .stderr_to(tether::Stdio::null())
-                        .pass_fd(report->second.get(), tether::launch::kReportFd)
-                        .pass_fd(dir->fd(), tether::launch::kStateFd)
-                        .spawn();
-    if (!launched) return report_error(launched.error());
-    specs->first.reset();
-    tether::PipeWriter to_launcher(std::move(specs->second), false);
-    // It reads the whole launch before it does anything, so this does not
-    // wait on anything but the pipe; a launcher that died early is EPIPE.
-    if (auto w = to_launcher.write_all(tether::launch::encode_launch(batch)); !w) {
-      fmt::print(stderr, "tether: open: hand the specs to {}: {}\n", program, w.error().message());
-    }
-    (void)to_launcher.close();
-    if (opt.count == 1) {
-      starts[0].supervisor = launched->pid();
-      launched->set_on_drop(tether::OnDrop::detach);  // it is the supervisor: it outlives us
-    } else {
-      launched->set_on_drop(tether::OnDrop::wait);  // it forks the supervisors and leaves
-    }
-    launchers.push_back(std::move(*launched));
-  }
-  report->second.reset();
-
-  // Every answer, or the deadline, or the end of the pipe (all have closed it).
-  auto deadline = seconds(opt.timeout);
-  std::size_t pending = starts.size();
-  bool timed_out = false;
-  tether::LineReader lines(tether::launch::kMaxLaunch);
-  tether::PipeReader reader(std::move(report->first));
-  while (pending > 0) {
-    std::byte chunk[4096];
-    auto n = reader.read(chunk, deadline);
-    if (!n) {
-      timed_out = n.error() == std::errc::timed_out;
-      break;
-    }
-    if (*n == 0) break;
-    lines.feed(std::string_view(reinterpret_cast<const char*>(chunk), *n));
-    while (auto line = lines.next()) {
-      auto r = tether::launch::decode_report(line->text);
-      if (!r) continue;    // not ours to trust: ignored
-      if (r->id == "-") {  // the launcher itself failed: it speaks for every spec
-        for (auto& st : starts) {
-          if (!st.answered) st.error = r->text, st.answered = true, --pending;
-        }
-        continue;
-      }
-      auto it = by_id.find(r->id);
-      if (it == by_id.end()) continue;
-      Start& st = *it->second;
-      if (r->kind == tether::launch::Report::Kind::forked) {  // may come after its own answer
-        st.supervisor = r->supervisor;
-        continue;
-      }
-      if (st.answered) continue;
-      st.answered = true;
-      --pending;
-      if (r->kind == tether::launch::Report::Kind::ok) {
-        st.worker = r->worker;
-        st.supervisor = r->supervisor;
-      } else {
-        st.error = r->text;
-      }
-    }
-  }
-  bool all_ok = std::all_of(starts.begin(), starts.end(),
-                            [](const Start& st) { return st.answered && st.error.empty(); });
-  if (!all_ok) {
-    // All or nothing: every supervisor is stopped again (SIGTERM to a
-    // supervisor is `exit`: its worker goes, its directory goes), then waited
-    // for; every failure is explained.
-    std::vector<tether::Pidfd> stopping;
-    for (auto& st : starts) {
-      if (st.answered && !st.error.empty()) {
-        fmt::print(stderr, "tether: open {}: {}\n", st.spec.name, st.error);
-      } else if (!st.answered && timed_out) {
-        fmt::print(stderr, "tether: open {}: the worker was not {} within {} s (stopped it)\n",
-                   st.spec.name, st.spec.wait_ready ? "ready" : "running", opt.timeout);
-      } else if (!st.answered) {
-        fmt::print(stderr,
-                   "tether: open {}: its supervisor ended before answering (see its log, if "
-                   "any, under {})\n",
-                   st.spec.name, dir->path().string());
-      }
-      if (st.supervisor > 0) {
-        // SIGTERM to a supervisor is `exit`: its worker goes, its directory goes.
-        if (auto p = tether::Pidfd::open(st.supervisor); p && p->send_signal(SIGTERM)) {
-          stopping.push_back(std::move(*p));
-        }
-      }
-    }
-    for (auto& p : stopping) (void)p.wait_ended(30s, "supervisor");
-    return timed_out ? 5 : 1;
-  }
+  if (int rc = start_specs(*dir, starts, opt.timeout, "open"); rc != 0) return rc;
   json out = json::array();
   for (auto& st : starts) {
     fs::path wdir = dir->worker_path(st.spec.id);
@@ -628,9 +641,23 @@ int do_demo_worker() {
   return run_demo_worker(interval);
 }
 
+CLI::App* with_key(CLI::App* cmd) {
+  cmd->add_option("worker", opt.key, "The worker: its pid, id or name")->required();
+  return cmd;
+}
+
+CLI::App* with_wait(CLI::App* cmd) {
+  cmd->add_flag("--no-wait", opt.no_wait, "Return once the command is delivered");
+  cmd->add_option("--timeout", opt.timeout, "Seconds to wait for the effect (default 10)")
+      ->check(positive_seconds());
+  return cmd;
+}
+
+}  // namespace
+
 // A number of seconds: positive and finite (CLI::Range lets NaN through,
 // and 0 or a negative number must not mean "no limit" by accident).
-CLI::Validator positive_seconds(double max = 1e9, bool zero_too = false) {
+CLI::Validator positive_seconds(double max, bool zero_too) {
   return CLI::Validator(
       [max, zero_too](std::string& text) -> std::string {
         double v = 0;
@@ -649,20 +676,6 @@ CLI::Validator positive_seconds(double max = 1e9, bool zero_too = false) {
       },
       "SECONDS>0");
 }
-
-CLI::App* with_key(CLI::App* cmd) {
-  cmd->add_option("worker", opt.key, "The worker: its pid, id or name")->required();
-  return cmd;
-}
-
-CLI::App* with_wait(CLI::App* cmd) {
-  cmd->add_flag("--no-wait", opt.no_wait, "Return once the command is delivered");
-  cmd->add_option("--timeout", opt.timeout, "Seconds to wait for the effect (default 10)")
-      ->check(positive_seconds());
-  return cmd;
-}
-
-}  // namespace
 
 CLI::App* add_run_command(CLI::App& app, RunOptions& into) {
   auto* cmd = app.add_subcommand("run", "Run a command, report how it ended and what it used");

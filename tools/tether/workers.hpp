@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "tether/supervise.hpp"
 #include "tether/sys.hpp"
 
 namespace tether_cli {
@@ -15,6 +16,10 @@ namespace tether_cli {
 void add_worker_commands(CLI::App& app);
 int run_workers();
 
+// Adds up, down and scale (sets.cpp); run_sets() as run_workers().
+void add_set_commands(CLI::App& app);
+int run_sets();
+
 // `tether run`'s options, as its command line sets them.
 struct RunOptions {
   std::vector<std::string> argv;
@@ -23,6 +28,28 @@ struct RunOptions {
 };
 // Adds `run` to `app`, parsing into `into`; returns the subcommand.
 CLI::App* add_run_command(CLI::App& app, RunOptions& into);
+
+// A --timeout's check: a number of seconds, positive (or zero, when
+// zero_too) and finite, at most max (CLI::Range lets NaN through).
+CLI::Validator positive_seconds(double max = 1e9, bool zero_too = false);
+
+// A fresh worker id: 8 hex digits.
+std::string new_id();
+
+// One supervisor to start, and what became of it.
+struct Start {
+  tether::SupervisorSpec spec;  // its id set
+  pid_t supervisor = 0, worker = 0;
+  std::string error;
+  bool answered = false;
+};
+// Starts them all together (one launcher per 500, each forking a
+// supervisor per spec) and waits up to `timeout` s for each to be running,
+// or ready when it waits for readiness. All or none: on any failure every
+// one is stopped again, each failure is explained ("tether: WHAT NAME: …"),
+// and the exit code is returned; 0 when all started.
+int start_specs(const tether::StateDir& dir, std::vector<Start>& starts, double timeout,
+                const char* what);
 
 // The error's exit code (docs/cli.md) after printing its message.
 int report_error(const tether::Error& e);

@@ -1,0 +1,338 @@
+// tether up / down / scale: a set of workers described in a file
+// (tether.toml or a Procfile; tether/supervise/file.hpp). No daemon: each
+// worker is an ordinary worker with its own supervisor, labelled with its
+// set and definition in its spec.json, which is what `up` compares with the
+// file. See docs/supervisor.md.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "tether/supervise.hpp"
+#include "tether/supervise/file.hpp"
+#include "tether/supervise/launch.hpp"
+#include "workers.hpp"
+
+namespace tether_cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct SetOptions {
+  std::string file;
+  std::vector<std::string> names;
+  double timeout = 30.0;
+};
+
+SetOptions sopt;
+CLI::App *up_cmd, *down_cmd, *scale_cmd;
+
+constexpr int kBadFile = 6;
+
+// The file given with -f, else ./tether.toml, else ./Procfile.
+tether::Result<tether::SetDefinition> load() {
+  fs::path file = sopt.file;
+  if (file.empty()) {
+    struct stat st {};
+    file = ::lstat("tether.toml", &st) == 0 || ::lstat("Procfile", &st) != 0 ? "tether.toml"
+                                                                             : "Procfile";
+  }
+  return tether::load_set_file(file);
+}
+
+int bad_file(const tether::Error& e) {
+  fmt::print(stderr, "tether: {}\ntether: the set's file is bad; nothing was changed\n",
+             e.message());
+  return kBadFile;
+}
+
+bool same_spec(tether::SupervisorSpec a, tether::SupervisorSpec b) {
+  a.id.clear();
+  b.id.clear();
+  return tether::launch::encode_spec(a) == tether::launch::encode_spec(b);
+}
+
+// A live worker of the set, with the spec it runs (when it could be read).
+struct Member {
+  tether::WorkerInfo info;
+  std::optional<tether::SupervisorSpec> spec;
+  std::string definition() const { return spec ? spec->definition : std::string(); }
+};
+
+struct Live {
+  std::map<std::string, Member> members;             // the set's, by name
+  std::map<std::string, tether::WorkerInfo> others;  // the rest, by name
+};
+
+tether::Result<Live> live_workers(const tether::StateDir& dir, const std::string& set) {
+  auto all = tether::list_workers(dir);
+  if (!all) return std::unexpected(all.error());
+  Live live;
+  for (auto& w : all->workers) {
+    if (!w.supervisor_alive || w.state == tether::WorkerState::exited) continue;
+    if (w.set == set) {
+      Member m{w, std::nullopt};
+      if (auto s = tether::read_worker_spec(w); s) m.spec = std::move(*s);
+      live.members.emplace(w.name, std::move(m));
+    } else {
+      live.others.emplace(w.name, w);
+    }
+  }
+  return live;
+}
+
+// Exits them all at once (a thread each, up to 64 at a time), each waited
+// for; one already gone counts as exited. Returns how many failed.
+int exit_all(const std::vector<tether::WorkerInfo>& workers, const char* what) {
+  std::vector<std::string> errors(workers.size());
+  constexpr std::size_t kAtOnce = 64;
+  for (std::size_t first = 0; first < workers.size(); first += kAtOnce) {
+    std::vector<std::thread> threads;
+    for (std::size_t i = first; i < std::min(workers.size(), first + kAtOnce); ++i) {
+      threads.emplace_back([&, i] {
+        auto r = tether::exit_worker(workers[i],
+                                     tether::Deadline(std::chrono::duration<double>(sopt.timeout)));
+        if (!r && r.error() != tether::errc::no_such_worker) errors[i] = r.error().message();
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  int failed = 0;
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    if (!errors[i].empty()) {
+      fmt::print(stderr, "tether: {} {}: {}\n", what, workers[i].display_name(), errors[i]);
+      ++failed;
+    }
+  }
+  return failed;
+}
+
+// The definitions named on the command line (all when none is), checked.
+std::optional<std::set<std::string>> selected(const tether::SetDefinition& set) {
+  std::set<std::string> out;
+  for (const auto& n : sopt.names) {
+    if (set.find(n) == nullptr) {
+      fmt::print(stderr, "tether: {} defines no worker '{}'\n", set.file.string(), n);
+      return std::nullopt;
+    }
+    out.insert(n);
+  }
+  if (out.empty()) {
+    for (const auto& d : set.workers) out.insert(d.name);
+  }
+  return out;
+}
+
+// Brings the chosen definitions to the file's (or `counts`') numbers of
+// instances, level by level of `after`: what runs as defined is left
+// alone, what runs otherwise is exited and started again, what is missing
+// is started, and instances beyond the count (or of definitions the file
+// no longer has, when all are chosen) are exited last.
+int converge(const tether::SetDefinition& set, const std::set<std::string>& chosen,
+             const std::map<std::string, int>& counts, bool prune_unknown) {
+  auto dir = tether::StateDir::open_default(true);
+  if (!dir) return report_error(dir.error());
+  auto live = live_workers(*dir, set.name);
+  if (!live) return report_error(live.error());
+
+  // Everything checked before anything changes: a name of the file taken
+  // by a worker of another set (or of none) is an error.
+  std::set<std::string> wanted;
+  for (const auto& d : set.workers) {
+    if (!chosen.contains(d.name)) continue;
+    int n = counts.contains(d.name) ? counts.at(d.name) : d.count;
+    for (int i = 1; i <= n; ++i) {
+      auto name = tether::instance_name(d.name, i, n);
+      if (auto it = live->others.find(name); it != live->others.end()) {
+        fmt::print(stderr,
+                   "tether: up: the name '{}' is taken by worker {}, which is not of set '{}' "
+                   "(exit it, or rename the definition); nothing was changed\n",
+                   name, it->second.id, set.name);
+        return 1;
+      }
+      wanted.insert(name);
+    }
+  }
+
+  int started = 0, unchanged = 0, restarted = 0, exited = 0;
+  for (const auto& level : set.levels()) {
+    std::vector<Start> starts;
+    std::vector<tether::WorkerInfo> replace;
+    for (auto idx : level) {
+      const auto& d = set.workers[idx];
+      if (!chosen.contains(d.name)) continue;
+      int n = counts.contains(d.name) ? counts.at(d.name) : d.count;
+      for (auto& spec : tether::instance_specs(set, d, n)) {
+        auto it = live->members.find(spec.name);
+        if (it != live->members.end()) {
+          if (it->second.spec && same_spec(*it->second.spec, spec)) {
+            ++unchanged;
+            fmt::print("{:<20} unchanged (pid {})\n", spec.name, it->second.info.pid);
+            continue;
+          }
+          replace.push_back(it->second.info);
+          ++restarted;
+        } else {
+          ++started;
+        }
+        spec.id = new_id();
+        Start st;
+        st.spec = std::move(spec);
+        starts.push_back(std::move(st));
+      }
+    }
+    // A changed definition: its old instance goes before the new one comes
+    // (they share the name, which is claimed).
+    if (exit_all(replace, "up: exit the old") > 0) return 1;
+    if (starts.empty()) continue;
+    if (int rc = start_specs(*dir, starts, sopt.timeout, "up"); rc != 0) return rc;
+    std::set<std::string> replaced;
+    for (const auto& w : replace) replaced.insert(w.name);
+    for (const auto& st : starts) {
+      fmt::print("{:<20} {} (id {}, pid {})\n", st.spec.name,
+                 replaced.contains(st.spec.name) ? "restarted: its definition changed" : "started",
+                 st.spec.id, st.worker);
+    }
+  }
+
+  // Instances beyond the count, and (for a whole `up`) workers of
+  // definitions the file no longer has.
+  std::vector<tether::WorkerInfo> extra;
+  for (const auto& [name, m] : live->members) {
+    if (wanted.contains(name)) continue;
+    bool ours =
+        chosen.contains(m.definition()) || (prune_unknown && set.find(m.definition()) == nullptr);
+    if (ours) extra.push_back(m.info);
+  }
+  if (int failed = exit_all(extra, "up: exit"); failed > 0) return 1;
+  for (const auto& w : extra) fmt::print("{:<20} exited: beyond the count\n", w.name);
+  exited = static_cast<int>(extra.size());
+  fmt::print("set {}: {} started, {} restarted, {} unchanged, {} exited\n", set.name, started,
+             restarted, unchanged, exited);
+  return 0;
+}
+
+int do_up() {
+  auto set = load();
+  if (!set) return bad_file(set.error());
+  auto chosen = selected(*set);
+  if (!chosen) return 2;
+  return converge(*set, *chosen, {}, sopt.names.empty());
+}
+
+int do_scale() {
+  auto set = load();
+  if (!set) return bad_file(set.error());
+  std::map<std::string, int> counts;
+  std::set<std::string> chosen;
+  for (const auto& arg : sopt.names) {
+    auto eq = arg.find('=');
+    int n = -1;
+    if (eq != std::string::npos) {
+      try {
+        std::size_t used = 0;
+        n = std::stoi(arg.substr(eq + 1), &used);
+        if (used != arg.size() - eq - 1) n = -1;
+      } catch (...) {
+        n = -1;
+      }
+    }
+    if (n < 0 || n > 10000) {
+      fmt::print(stderr, "tether: scale: '{}' is not NAME=N (N from 0 to 10000)\n", arg);
+      return 2;
+    }
+    std::string name = arg.substr(0, eq);
+    if (set->find(name) == nullptr) {
+      fmt::print(stderr, "tether: {} defines no worker '{}'\n", set->file.string(), name);
+      return 2;
+    }
+    counts[name] = n;
+    chosen.insert(name);
+  }
+  return converge(*set, chosen, counts, false);
+}
+
+int do_down() {
+  auto set = load();
+  if (!set) return bad_file(set.error());
+  auto chosen = selected(*set);
+  if (!chosen) return 2;
+  auto dir = tether::StateDir::open_default(false);
+  if (!dir) {
+    if (dir.error() == std::errc::no_such_file_or_directory) {
+      fmt::print("set {}: nothing runs\n", set->name);
+      return 0;
+    }
+    return report_error(dir.error());
+  }
+  auto live = live_workers(*dir, set->name);
+  if (!live) return report_error(live.error());
+  // Backwards through the levels: what starts after a worker stops before
+  // it. Workers of definitions the file no longer has go first.
+  auto levels = set->levels();
+  std::vector<std::vector<tether::WorkerInfo>> by_level(levels.size() + 1);
+  for (const auto& [name, m] : live->members) {
+    const auto* d = set->find(m.definition());
+    if (d == nullptr) {
+      if (sopt.names.empty()) by_level.back().push_back(m.info);
+      continue;
+    }
+    if (!chosen->contains(d->name)) continue;
+    for (std::size_t l = 0; l < levels.size(); ++l) {
+      for (auto idx : levels[l]) {
+        if (&set->workers[idx] == d) by_level[l].push_back(m.info);
+      }
+    }
+  }
+  int failed = 0, exited = 0;
+  std::vector<std::size_t> order{levels.size()};  // the unknown ones first
+  for (auto l = levels.size(); l-- > 0;) order.push_back(l);
+  for (auto l : order) {
+    failed += exit_all(by_level[l], "down");
+    for (const auto& w : by_level[l]) {
+      fmt::print("{:<20} exited\n", w.name);
+      ++exited;
+    }
+  }
+  fmt::print("set {}: {} exited{}\n", set->name, exited - failed,
+             failed > 0 ? fmt::format(", {} failed", failed) : "");
+  return failed > 0 ? 1 : 0;
+}
+
+}  // namespace
+
+void add_set_commands(CLI::App& app) {
+  auto with_file = [](CLI::App* cmd) {
+    cmd->add_option("-f,--file", sopt.file,
+                    "The set's file (default: ./tether.toml, else ./Procfile)");
+    cmd->add_option("--timeout", sopt.timeout,
+                    "Seconds to wait for each level to start or stop (default 30)")
+        ->check(positive_seconds(86400.0));
+    return cmd;
+  };
+  up_cmd = with_file(app.add_subcommand(
+      "up", "Start a set of workers from a file; leave alone what runs as defined"));
+  up_cmd->add_option("names", sopt.names, "Only these definitions (default: all)");
+  down_cmd = with_file(app.add_subcommand("down", "Stop a set's workers, in reverse order"));
+  down_cmd->add_option("names", sopt.names, "Only these definitions (default: all)");
+  scale_cmd =
+      with_file(app.add_subcommand("scale", "Run N instances of a definition: tether scale web=4"));
+  scale_cmd->add_option("counts", sopt.names, "NAME=N …")->required();
+}
+
+int run_sets() {
+  if (*up_cmd) return do_up();
+  if (*down_cmd) return do_down();
+  if (*scale_cmd) return do_scale();
+  return -1;
+}
+
+}  // namespace tether_cli
