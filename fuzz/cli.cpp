@@ -120,7 +120,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (*cmd) {
       FUZZ_CHECK(std::isfinite(opt.timeout) && opt.timeout > 0 && opt.timeout <= 1e9,
                  "%s --timeout %g", cmd->get_name().c_str(), opt.timeout);
-      FUZZ_CHECK(!opt.key.empty() || cmd->count("worker") > 0, "no worker");
+      FUZZ_CHECK(!opt.keys.empty(), "no worker");
     }
   }
   if (*demo_worker_cmd && demo_worker_cmd->count("--poll-interval") && opt.poll_interval > 0 &&

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <atomic>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
@@ -1265,4 +1266,74 @@ TEST_F(Sets, AProcfileComesUp) {
   EXPECT_EQ(p.size(), 2u);
   EXPECT_GT(p["web"], 0);
   EXPECT_EQ(status("clock")["command"], (json{"/bin/sh", "-c", "exec sleep 1001"}));
+}
+
+TEST_F(Sets, ARollingRestartNeverHasFewerThanNMinusOneReady) {
+  // Each instance takes a moment to be ready again, so a roll that did not
+  // wait would be seen with two down at once.
+  write(
+      "[w]\ncommand = \"sleep 0.2; echo ready >&3; exec sleep 1000\"\nwait_ready = true\n"
+      "count = 3\n");
+  ASSERT_EQ(set_cli("up").code, 0);
+  auto before = pids();
+  ASSERT_EQ(before.size(), 3u);
+  std::atomic<bool> done{false};
+  std::atomic<int> fewest{3}, samples{0};
+  std::thread watch([&] {
+    while (!done) {
+      auto l = cli("list", {"--json"});
+      if (l.code != 0) continue;
+      json all = json::parse(l.out);
+      int up = 0;
+      for (const auto& w : all["workers"]) up += w["state"] == "up" ? 1 : 0;
+      fewest = std::min(fewest.load(), up);
+      ++samples;
+    }
+  });
+  auto r = cli("restart", {"--rolling", "w"});
+  done = true;
+  watch.join();
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("w: 3 restarted, one at a time"), std::string::npos) << r.out;
+  auto after = pids();
+  ASSERT_EQ(after.size(), 3u);
+  for (const auto& [name, pid] : after) EXPECT_NE(pid, before[name]) << name;
+  EXPECT_GT(samples.load(), 3);
+  EXPECT_GE(fewest.load(), 2) << "samples: " << samples.load();
+  EXPECT_EQ(cli("restart", {"--rolling", "nosuch"}).code, 3);
+}
+
+TEST_F(Sets, BulkFormsTakeSeveralWorkersASetOrAll) {
+  write("name = \"bulk\"\n[w]\ncommand = \"exec sleep 1000\"\ncount = 2\n");
+  ASSERT_EQ(set_cli("up").code, 0);
+  std::string lone = open({"--name", "lone", "--", "sleep", "1000"});
+  std::string other = open({"--name", "other", "--", "sleep", "1000"});
+
+  auto stop = cli("stop", {"bulk"});
+  ASSERT_EQ(stop.code, 0) << stop.err;
+  EXPECT_EQ(status("w-1")["state"], "down");
+  EXPECT_EQ(status("w-2")["state"], "down");
+  EXPECT_EQ(status("lone")["state"], "up");
+  auto start = cli("start", {"bulk"});
+  ASSERT_EQ(start.code, 0) << start.err;
+  EXPECT_EQ(status("w-1")["state"], "up");
+
+  // An unknown one anywhere: nothing is sent to the others.
+  auto before = pids();
+  auto bad = cli("restart", {"w-1", "nosuch"});
+  EXPECT_EQ(bad.code, 3);
+  EXPECT_EQ(pids(), before);
+
+  auto two = cli("exit", {"lone", other});
+  ASSERT_EQ(two.code, 0) << two.err;
+  EXPECT_NE(two.out.find("worker lone"), std::string::npos) << two.out;
+  auto p = pids();
+  EXPECT_EQ(p.size(), 2u);
+  EXPECT_FALSE(p.contains("lone"));
+  auto all = cli("exit", {"all"});
+  ASSERT_EQ(all.code, 0) << all.err;
+  EXPECT_TRUE(pids().empty());
+  auto none = cli("exit", {"all"});
+  EXPECT_EQ(none.code, 0);
+  EXPECT_NE(none.out.find("no workers"), std::string::npos);
 }

@@ -309,6 +309,55 @@ int do_down() {
 
 }  // namespace
 
+int rolling_restart(const std::string& key, double timeout) {
+  auto dir = tether::StateDir::open_default(false);
+  if (!dir) {
+    if (dir.error() == std::errc::no_such_file_or_directory) {
+      return report_error(
+          tether::Error(tether::errc::no_such_worker, fmt::format("no worker of '{}' runs", key)));
+    }
+    return report_error(dir.error());
+  }
+  auto all = tether::list_workers(*dir);
+  if (!all) return report_error(all.error());
+  // The instances of a definition (or every worker of a set, or the one
+  // worker of that name), in name order.
+  std::vector<tether::WorkerInfo> chosen;
+  for (const auto& w : all->workers) {
+    if (!w.supervisor_alive || w.state == tether::WorkerState::exited) continue;
+    bool of_set = w.set == key;
+    bool of_definition = false;
+    if (!w.set.empty() && !of_set) {
+      auto spec = tether::read_worker_spec(w);
+      of_definition = spec && spec->definition == key;
+    }
+    if (of_set || of_definition) chosen.push_back(w);
+  }
+  if (chosen.empty()) {
+    auto one = tether::find_worker(*dir, key);
+    if (!one) return report_error(one.error());
+    chosen.push_back(*one);
+  }
+  // One at a time: the next is restarted only once this one is up again
+  // (ready, when it says when it is) with a new pid; so at most one is
+  // ever down. A failure stops the roll, leaving the rest as they were.
+  for (const auto& w : chosen) {
+    auto deadline = tether::Deadline(std::chrono::duration<double>(timeout));
+    if (auto r = tether::send_command(w, "restart"); !r) return report_error(r.error());
+    auto now = tether::wait_worker_state(w, tether::WorkerState::up, deadline, w.pid, w.commands);
+    if (!now) {
+      fmt::print(stderr,
+                 "tether: restart --rolling: {} did not come up again; the roll stops "
+                 "here (the workers after it were not restarted)\n",
+                 w.display_name());
+      return report_error(now.error());
+    }
+    fmt::print("{:<20} restarted, pid {} (was {})\n", now->name, now->pid, w.pid);
+  }
+  fmt::print("{}: {} restarted, one at a time\n", key, chosen.size());
+  return 0;
+}
+
 void add_set_commands(CLI::App& app) {
   auto with_file = [](CLI::App* cmd) {
     cmd->add_option("-f,--file", sopt.file,

@@ -18,6 +18,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -57,12 +58,13 @@ struct Options {
   std::string name, restart = "on-failure", cwd;
   std::vector<std::string> command, env;
   bool non_blocking = false, wait_ready = false, json_out = false, no_wait = false, tty = false;
-  bool prune = false, follow = false;
+  bool prune = false, follow = false, rolling = false;
   double poll_interval = 1.0, grace = 5.0, timeout = 10.0, check_interval = 60.0;
   int max_restarts = -1, ready_fd = 3, lines = 20, log_keep = 3, count = 1;
   std::uint64_t log_size = 1u << 20;
   // the others
   std::string key, signal;
+  std::vector<std::string> keys;  // exit, stop, start, restart: one or more
   std::vector<std::string> words;
 };
 
@@ -467,25 +469,101 @@ int do_status() {
 
 // ---------------------------------------------------------------- commands
 
-int do_exit() {
-  auto w = find(opt.key);
-  if (!w) return report_error(w.error());
-  if (auto r = tether::exit_worker(*w, seconds(opt.timeout), !opt.no_wait); !r) {
+// The workers KEYS name: each a pid, id or name, or a set's name (its
+// workers, when no worker is called that), or `all` (every live one).
+// Duplicates are dropped; an unknown key is an error before anything is
+// sent.
+tether::Result<std::vector<tether::WorkerInfo>> resolve(const std::vector<std::string>& keys) {
+  std::vector<tether::WorkerInfo> out;
+  std::optional<std::vector<tether::WorkerInfo>> live;
+  auto all_live = [&]() -> tether::Result<void> {
+    if (live) return {};
+    live.emplace();
+    auto dir = state_dir(false);
+    if (!dir) {
+      if (dir.error() == std::errc::no_such_file_or_directory) return {};
+      return std::unexpected(dir.error());
+    }
+    auto all = tether::list_workers(*dir);
+    if (!all) return std::unexpected(all.error());
+    for (auto& w : all->workers) {
+      if (w.supervisor_alive && w.state != tether::WorkerState::exited) live->push_back(w);
+    }
+    return {};
+  };
+  auto add = [&](const tether::WorkerInfo& w) {
+    if (std::none_of(out.begin(), out.end(), [&](const auto& o) { return o.id == w.id; })) {
+      out.push_back(w);
+    }
+  };
+  for (const auto& key : keys) {
+    if (key == "all") {
+      if (auto r = all_live(); !r) return std::unexpected(r.error());
+      for (const auto& w : *live) add(w);
+      continue;
+    }
+    auto w = find(key);
+    if (w) {
+      add(*w);
+      continue;
+    }
+    if (w.error() != tether::errc::no_such_worker) return std::unexpected(w.error());
+    if (auto r = all_live(); !r) return std::unexpected(r.error());
+    bool any = false;
+    for (const auto& l : *live) {
+      if (l.set == key) add(l), any = true;
+    }
+    if (!any) return std::unexpected(w.error());
+  }
+  return out;
+}
+
+int exit_one(const tether::WorkerInfo& w) {
+  if (auto r = tether::exit_worker(w, seconds(opt.timeout), !opt.no_wait); !r) {
     return report_error(r.error());
   }
-  if (!opt.no_wait) fmt::print("worker {} has exited\n", who(*w));
+  if (!opt.no_wait) fmt::print("worker {} has exited\n", who(w));
   return 0;
 }
 
-int do_updown(const char* command, tether::WorkerState state, bool restart) {
-  auto w = find(opt.key);
-  if (!w) return report_error(w.error());
-  if (auto r = tether::send_command(*w, command); !r) return report_error(r.error());
+int do_exit() {
+  auto ws = resolve(opt.keys);
+  if (!ws) return report_error(ws.error());
+  if (ws->size() == 1) return exit_one(ws->front());
+  // Several: all at once (a thread each, 64 at a time), each waited for.
+  std::vector<std::optional<tether::Error>> errors(ws->size());
+  constexpr std::size_t kAtOnce = 64;
+  for (std::size_t first = 0; first < ws->size(); first += kAtOnce) {
+    std::vector<std::thread> threads;
+    for (std::size_t i = first; i < std::min(ws->size(), first + kAtOnce); ++i) {
+      threads.emplace_back([&, i] {
+        auto r = tether::exit_worker((*ws)[i], seconds(opt.timeout), !opt.no_wait);
+        if (!r && r.error() != tether::errc::no_such_worker) errors[i] = r.error();
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  int rc = 0;
+  for (std::size_t i = 0; i < ws->size(); ++i) {
+    if (errors[i]) {
+      int code = report_error(*errors[i]);  // said here, in order
+      if (rc == 0) rc = code;
+    } else if (!opt.no_wait) {
+      fmt::print("worker {} has exited\n", who((*ws)[i]));
+    }
+  }
+  if (ws->empty()) fmt::print("no workers\n");
+  return rc;
+}
+
+int updown_one(const tether::WorkerInfo& w, const char* command, tether::WorkerState state,
+               bool restart) {
+  if (auto r = tether::send_command(w, command); !r) return report_error(r.error());
   if (opt.no_wait) return 0;
   // Its effect: a state read before the supervisor acted on this command
   // (another client's stop still in the FIFO) does not count.
   auto now =
-      tether::wait_worker_state(*w, state, seconds(opt.timeout), restart ? w->pid : 0, w->commands);
+      tether::wait_worker_state(w, state, seconds(opt.timeout), restart ? w.pid : 0, w.commands);
   if (!now) return report_error(now.error());
   if (now->pid > 0) {
     fmt::print("worker {} is {}, pid {}\n", who(*now), tether::to_string(now->state), now->pid);
@@ -493,6 +571,45 @@ int do_updown(const char* command, tether::WorkerState state, bool restart) {
     fmt::print("worker {} is {}\n", who(*now), tether::to_string(now->state));
   }
   return 0;
+}
+
+int do_updown(const char* command, tether::WorkerState state, bool restart) {
+  auto ws = resolve(opt.keys);
+  if (!ws) return report_error(ws.error());
+  // Several: the command goes to each, then each is waited for, so they
+  // stop (or start) together; the first failure's code is returned.
+  int rc = 0;
+  if (ws->size() > 1 && !opt.no_wait) {
+    std::vector<bool> sent(ws->size());
+    for (std::size_t i = 0; i < ws->size(); ++i) {
+      auto r = tether::send_command((*ws)[i], command);
+      sent[i] = r.has_value();
+      if (!r) {
+        int code = report_error(r.error());
+        if (rc == 0) rc = code;
+      }
+    }
+    for (std::size_t i = 0; i < ws->size(); ++i) {
+      if (!sent[i]) continue;
+      const auto& w = (*ws)[i];
+      auto now = tether::wait_worker_state(w, state, seconds(opt.timeout), restart ? w.pid : 0,
+                                           w.commands);
+      if (!now) {
+        int code = report_error(now.error());
+        if (rc == 0) rc = code;
+        continue;
+      }
+      fmt::print("worker {} is {}{}\n", who(*now), tether::to_string(now->state),
+                 now->pid > 0 ? fmt::format(", pid {}", now->pid) : "");
+    }
+    return rc;
+  }
+  for (const auto& w : *ws) {
+    int code = updown_one(w, command, state, restart);
+    if (rc == 0) rc = code;
+  }
+  if (ws->empty()) fmt::print("no workers\n");
+  return rc;
 }
 
 int do_signal() {
@@ -646,6 +763,12 @@ CLI::App* with_key(CLI::App* cmd) {
   return cmd;
 }
 
+CLI::App* with_keys(CLI::App* cmd) {
+  cmd->add_option("workers", opt.keys, "The workers: pids, ids or names; a set's name; or all")
+      ->required();
+  return cmd;
+}
+
 CLI::App* with_wait(CLI::App* cmd) {
   cmd->add_flag("--no-wait", opt.no_wait, "Return once the command is delivered");
   cmd->add_option("--timeout", opt.timeout, "Seconds to wait for the effect (default 10)")
@@ -738,12 +861,15 @@ void add_worker_commands(CLI::App& app) {
   status_cmd = with_key(app.add_subcommand("status", "Show one worker"));
   status_cmd->add_flag("--json", opt.json_out, "JSON");
 
-  exit_cmd = with_wait(with_key(app.add_subcommand("exit", "Stop a worker and its supervisor")));
-  stop_cmd =
-      with_wait(with_key(app.add_subcommand("stop", "Take a worker down (its supervisor stays)")));
-  start_cmd = with_wait(with_key(app.add_subcommand("start", "Bring a stopped worker up")));
+  exit_cmd = with_wait(with_keys(app.add_subcommand("exit", "Stop workers and their supervisors")));
+  stop_cmd = with_wait(
+      with_keys(app.add_subcommand("stop", "Take workers down (their supervisors stay)")));
+  start_cmd = with_wait(with_keys(app.add_subcommand("start", "Bring stopped workers up")));
   restart_cmd =
-      with_wait(with_key(app.add_subcommand("restart", "Stop a worker and start it again")));
+      with_wait(with_keys(app.add_subcommand("restart", "Stop workers and start them again")));
+  restart_cmd->add_flag("--rolling", opt.rolling,
+                        "The instances of a set's definition (or a set's workers), one at a "
+                        "time, each up again before the next");
 
   signal_cmd = with_key(app.add_subcommand("signal", "Send a signal to a worker's process group"));
   signal_cmd->add_option("signal", opt.signal, "TERM, SIGHUP, 10, …")->required();
@@ -767,6 +893,13 @@ int run_workers() {
   if (*exit_cmd) return do_exit();
   if (*stop_cmd) return do_updown("stop", tether::WorkerState::down, false);
   if (*start_cmd) return do_updown("start", tether::WorkerState::up, false);
+  if (*restart_cmd && opt.rolling) {
+    if (opt.keys.size() != 1) {
+      fmt::print(stderr, "tether: restart --rolling takes one definition or set\n");
+      return 2;
+    }
+    return rolling_restart(opt.keys.front(), opt.timeout);
+  }
   if (*restart_cmd) return do_updown("restart", tether::WorkerState::up, true);
   if (*signal_cmd) return do_signal();
   if (*send_cmd) return do_send();

@@ -19,6 +19,9 @@ int run_workers();
 // Adds up, down and scale (sets.cpp); run_sets() as run_workers().
 void add_set_commands(CLI::App& app);
 int run_sets();
+// tether restart --rolling KEY: the instances of a definition (or the
+// workers of a set) restarted one at a time, each up again before the next.
+int rolling_restart(const std::string& key, double timeout);
 
 // `tether run`'s options, as its command line sets them.
 struct RunOptions {
