@@ -316,10 +316,16 @@ TEST_F(Shm, AbandonedSegmentsAreToldFromLiveOnesAndOnlyTheyAreRemoved) {
 // ---------------------------------------------------------------- memfd
 
 TEST_F(Shm, MemfdIsSharedWithForkChildrenAndNamesNothing) {
-  auto before = must(tether::posix_shared_memory_list()).size();
-  auto mem = must(tether::Memfd::create(4096, "tt-memfd"));
+  // Other tests create and remove names in parallel: look for this one's
+  // unique label, not at the count.
+  auto label = tether_test::unique_name("tt-memfd");
+  auto mem = must(tether::Memfd::create(4096, label));
   auto map = must(mem.map());
-  EXPECT_EQ(must(tether::posix_shared_memory_list()).size(), before);
+  for (const auto& entry : must(tether::posix_shared_memory_list()))
+    EXPECT_EQ(entry.name.find(label), std::string::npos) << entry.name;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm", ec))
+    EXPECT_EQ(entry.path().filename().string().find(label), std::string::npos) << entry.path();
   EXPECT_EQ(run_in_child([&] {
               std::memcpy(map.data(), "child", 6);
               return 0;
