@@ -4,13 +4,14 @@
 // again and decoded again: the second encoding must equal the first (a
 // stable round trip), and a report line must stay one line under PIPE_BUF.
 //
-// Input: [which] then the text.
+// Input: [which] then the text; which 3 is a saved file (saved.hpp).
 #include <limits.h>
 
 #include <string>
 
 #include "check.hpp"
 #include "tether/supervise/launch.hpp"
+#include "tether/supervise/saved.hpp"
 
 namespace launch = tether::launch;
 
@@ -69,11 +70,28 @@ void report(std::string_view line) {
   FUZZ_CHECK(once == twice, "report round trip unstable:\n%s%s", once.c_str(), twice.c_str());
 }
 
+// A saved file (tether/supervise/saved.hpp): whatever decodes encodes to
+// a text that decodes to the same workers.
+void saved(std::string_view text) {
+  auto s = tether::decode_saved(text, "saved.jsonl");
+  if (!s) return;
+  std::string once = tether::encode_saved(*s);
+  auto again = tether::decode_saved(once, "saved.jsonl");
+  FUZZ_CHECK(again.has_value(), "an encoded saved file does not decode: %s",
+             again.error().message().c_str());
+  FUZZ_CHECK(again->workers.size() == s->workers.size(), "saved round trip lost workers");
+  FUZZ_CHECK(tether::encode_saved(*again) == once, "saved round trip unstable");
+  // The start order covers every worker once, whatever `after` says.
+  std::size_t n = 0;
+  for (const auto& level : tether::start_levels(s->workers)) n += level.size();
+  FUZZ_CHECK(n == s->workers.size(), "start_levels placed %zu of %zu", n, s->workers.size());
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   fuzz::Input in(data, size);
-  std::uint8_t which = in.byte() % 3;
+  std::uint8_t which = in.byte() % 4;
   std::string_view text = in.rest();
   switch (which) {
     case 0:
@@ -84,6 +102,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       break;
     case 2:
       report(text);
+      break;
+    case 3:
+      saved(text);
       break;
   }
   return 0;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "tether/supervise/file.hpp"
+#include "tether/supervise/saved.hpp"
 
 namespace {
 
@@ -290,6 +291,102 @@ TEST_F(SetFile, ReadsAProcfile) {
   ASSERT_FALSE(dup.has_value());
   EXPECT_NE(dup.error().message().find("Procfile.d:2:1:"), std::string::npos)
       << dup.error().message();
+}
+
+// ---------------------------------------------------------------- saved workers
+
+tether::SupervisorSpec saved_spec(std::string name, std::string set, std::string definition,
+                                  std::vector<std::string> after) {
+  tether::SupervisorSpec s;
+  s.id = "0000000" + std::to_string(name.size());
+  s.name = std::move(name);
+  s.command = {"sleep", "1"};
+  s.set = std::move(set);
+  s.definition = std::move(definition);
+  s.after = std::move(after);
+  return s;
+}
+
+TEST(Saved, StartLevelsFollowAfterWithinASetOnly) {
+  std::vector<tether::SupervisorSpec> w = {
+      saved_spec("web-1", "shop", "web", {"api"}), saved_spec("web-2", "shop", "web", {"api"}),
+      saved_spec("api", "shop", "api", {"db"}),    saved_spec("db", "shop", "db", {}),
+      saved_spec("lone", "", "", {"db"}),     // of no set: its after means nothing
+      saved_spec("x", "other", "x", {"db"}),  // another set's db is not this one's
+  };
+  auto levels = tether::start_levels(w);
+  ASSERT_EQ(levels.size(), 3u);
+  EXPECT_EQ(levels[0], (std::vector<std::size_t>{3, 4, 5}));
+  EXPECT_EQ(levels[1], (std::vector<std::size_t>{2}));
+  EXPECT_EQ(levels[2], (std::vector<std::size_t>{0, 1}));
+  // A cycle (a hand-edited file): every worker is still placed, once.
+  std::vector<tether::SupervisorSpec> cycle = {saved_spec("a", "s", "a", {"b"}),
+                                               saved_spec("b", "s", "b", {"a"})};
+  std::size_t placed = 0;
+  for (const auto& l : tether::start_levels(cycle)) placed += l.size();
+  EXPECT_EQ(placed, 2u);
+}
+
+TEST(Saved, TheFileRoundTripsAndABadOneIsRefusedWithItsLine) {
+  tether::SavedWorkers saved;
+  saved.saved_ms = 42;
+  saved.workers = {saved_spec("db", "shop", "db", {}), saved_spec("web", "shop", "web", {"db"})};
+  auto text = tether::encode_saved(saved);
+  auto back = tether::decode_saved(text, "f");
+  ASSERT_TRUE(back.has_value()) << back.error().message();
+  EXPECT_EQ(back->saved_ms, 42);
+  ASSERT_EQ(back->workers.size(), 2u);
+  EXPECT_EQ(back->workers[1].after, (std::vector<std::string>{"db"}));
+  EXPECT_EQ(tether::encode_saved(*back), text);
+  struct Case {
+    std::string text, message;
+  };
+  for (const auto& c : std::vector<Case>{
+           {"", "f:0: empty"},
+           {"{}\n", "f:1: not a file of saved workers"},
+           {"{\"kind\":\"tether saved workers\",\"version\":2}\n", "f:1: saved by another version"},
+           {text + "{\"id\":", "f:4: the last line is cut short"},
+           {text + "[1]\n", "f:4: "},
+       }) {
+    auto r = tether::decode_saved(c.text, "f");
+    ASSERT_FALSE(r.has_value()) << c.text;
+    EXPECT_EQ(r.error(), tether::errc::bad_record);
+    EXPECT_NE(r.error().message().find(c.message), std::string::npos) << r.error().message();
+  }
+}
+
+TEST(Saved, WriteReplacesTheFileWholeAndLeavesNoTemporaryFile) {
+  auto root = fs::temp_directory_path() / ("tt-config-" + std::to_string(::getpid()));
+  auto dir = tether::ConfigDir::open(root / "tether");  // its parent made too, 0700
+  ASSERT_TRUE(dir.has_value()) << dir.error().message();
+  struct stat st {};
+  ASSERT_EQ(::stat(root.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  auto empty = tether::read_saved(*dir);
+  ASSERT_TRUE(empty.has_value()) << empty.error().message();
+  EXPECT_TRUE(empty->workers.empty());
+  tether::SavedWorkers saved;
+  saved.workers = {saved_spec("db", "shop", "db", {})};
+  ASSERT_TRUE(tether::write_saved(*dir, saved).has_value());
+  ASSERT_TRUE(tether::update_saved(*dir, [](tether::SavedWorkers& s) {
+                s.workers.push_back(saved_spec("web", "shop", "web", {"db"}));
+              }).has_value());
+  auto now = tether::read_saved(*dir);
+  ASSERT_TRUE(now.has_value());
+  EXPECT_EQ(now->workers.size(), 2u);
+  EXPECT_GT(now->saved_ms, 0);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(root / "tether"))
+    names.push_back(e.path().filename());
+  EXPECT_EQ(names, (std::vector<std::string>{"saved.jsonl"}));
+  ASSERT_EQ(::stat((root / "tether/saved.jsonl").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // A spec that JSON cannot carry is refused before anything is written.
+  saved.workers[0].name = "bad\xff";
+  EXPECT_FALSE(tether::write_saved(*dir, saved).has_value());
+  EXPECT_EQ(tether::read_saved(*dir)->workers.size(), 2u);
+  std::error_code ec;
+  fs::remove_all(root, ec);
 }
 
 }  // namespace

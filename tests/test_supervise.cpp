@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "support.hpp"
+#include "tether/supervise/saved.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
@@ -40,6 +41,10 @@ class Supervise : public Clean {
     Clean::SetUp();
     dir_ = fs::temp_directory_path() / tether_test::unique_name("tether-state");
     ASSERT_EQ(::mkdir(dir_.c_str(), 0700), 0);
+    // `up` records sets in the configuration directory: one of the test's
+    // own, never the user's.
+    config_ = fs::temp_directory_path() / tether_test::unique_name("tether-config");
+    ASSERT_EQ(::mkdir(config_.c_str(), 0700), 0);
   }
   void TearDown() override {
     // Exit whatever is still there; then nothing may be left.
@@ -62,13 +67,17 @@ class Supervise : public Clean {
       ADD_FAILURE() << "left behind: " << e.path();
     }
     fs::remove_all(dir_, ec);
+    fs::remove_all(config_, ec);
     Clean::TearDown();
   }
 
   CliResult cli(const std::string& sub, const std::vector<std::string>& args = {},
                 tether::Deadline deadline = 30s) {
     tether::Command c(TETHER_CLI);
-    c.arg(sub).args(args).env("TETHER_DIR", dir_.string());
+    c.arg(sub)
+        .args(args)
+        .env("TETHER_DIR", dir_.string())
+        .env("TETHER_CONFIG_DIR", config_.string());
     auto o = c.output({}, deadline);
     if (!o) return {-1, "", o.error().message()};
     CliResult r{o->status.code().value_or(128 + o->status.signal().value_or(0)), o->out, o->err};
@@ -107,7 +116,7 @@ class Supervise : public Clean {
     return false;
   }
 
-  fs::path dir_;
+  fs::path dir_, config_;
 };
 
 // A pidfd for a process that is not our child; readable once it has ended.
@@ -1336,4 +1345,258 @@ TEST_F(Sets, BulkFormsTakeSeveralWorkersASetOrAll) {
   auto none = cli("exit", {"all"});
   EXPECT_EQ(none.code, 0);
   EXPECT_NE(none.out.find("no workers"), std::string::npos);
+}
+
+namespace {
+
+// A reboot, as the workers see it: every supervisor and worker killed at
+// once (no one exits cleanly), then the state directory emptied, as /run is.
+void reboot(const fs::path& state, const json& workers) {
+  std::vector<tether::Fd> gone;
+  for (const auto& w : workers) {
+    for (auto key : {"supervisor_pid", "pid"}) {
+      auto pid = w[key].get<int>();
+      if (pid <= 0) continue;
+      gone.push_back(pidfd(pid));
+      ::kill(key == std::string("pid") ? -pid : pid, SIGKILL);  // the worker's group
+    }
+  }
+  for (const auto& fd : gone) {
+    if (fd) {
+      EXPECT_TRUE(ends_within(fd, 10s));
+    }
+  }
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(state, ec)) fs::remove_all(e.path(), ec);
+}
+
+}  // namespace
+
+TEST_F(Sets, SaveThenARebootThenResurrectBringsTheSameWorkersBackInOrder) {
+  write("name = \"shop\"\n[web]\n" + worker("web") + "count = 2\nafter = [\"api\"]\n[db]\n" +
+        worker("db") + "[api]\n" + worker("api") + "after = \"db\"\n");
+  ASSERT_EQ(set_cli("up").code, 0);
+  std::string solo = open({"--name", "solo", "--", "sleep", "1000"});
+  auto saved = cli("save");
+  ASSERT_EQ(saved.code, 0) << saved.err;
+  EXPECT_NE(saved.out.find("saved 5 workers"), std::string::npos) << saved.out;
+  struct stat st {};
+  ASSERT_EQ(::stat((config_ / "saved.jsonl").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);  // specs hold the workers' environment
+  auto l = cli("list", {"--json"});
+  ASSERT_EQ(l.code, 0);
+  json before = json::parse(l.out)["workers"];
+  std::map<std::string, std::string> ids;
+  for (const auto& w : before) ids[w["name"]] = w["id"];
+
+  reboot(dir_, before);
+  fs::remove(files_ / "order");
+  ASSERT_TRUE(pids().empty());
+  auto back = cli("resurrect");
+  ASSERT_EQ(back.code, 0) << back.err << back.out;
+  EXPECT_NE(back.out.find("resurrected 5 workers"), std::string::npos) << back.out;
+  // The set's order without its file: db, then api, then the webs.
+  EXPECT_EQ(order(), "up-db\nup-api\nup-web\nup-web\n");
+  auto l2 = cli("list", {"--json"});
+  ASSERT_EQ(l2.code, 0);
+  json after = json::parse(l2.out)["workers"];
+  ASSERT_EQ(after.size(), 5u);
+  for (const auto& w : after) {
+    EXPECT_EQ(w["state"], "up") << w["name"];
+    EXPECT_EQ(w["id"], ids[w["name"]]) << "the saved id again: " << w["name"];
+  }
+  EXPECT_EQ(status("web-2")["set"], "shop");
+  // Twice: what runs is left alone.
+  auto again = cli("resurrect");
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_NE(again.out.find("resurrected 0 workers"), std::string::npos) << again.out;
+  EXPECT_NE(again.out.find("5 already running"), std::string::npos) << again.out;
+  EXPECT_EQ(pids().size(), 5u);
+}
+
+TEST_F(Sets, UpRecordsItsSetAndDownForgetsIt) {
+  write("name = \"rec\"\n[a]\ncommand = \"exec sleep 1000\"\ncount = 2\n");
+  std::string lone = open({"--name", "lone", "--", "sleep", "1000"});
+  ASSERT_EQ(cli("save").code, 0);  // lone alone
+  ASSERT_EQ(set_cli("up").code, 0);
+  auto config = must(tether::ConfigDir::open(config_, false));
+  auto names = [&] {
+    std::vector<std::string> out;
+    for (const auto& s : must(tether::read_saved(config)).workers) out.push_back(s.name);
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  EXPECT_EQ(names(), (std::vector<std::string>{"a-1", "a-2", "lone"}));
+  ASSERT_EQ(set_cli("scale", {"a=3"}).code, 0);
+  EXPECT_EQ(names(), (std::vector<std::string>{"a-1", "a-2", "a-3", "lone"}));
+  ASSERT_EQ(set_cli("down").code, 0);
+  EXPECT_EQ(names(), (std::vector<std::string>{"lone"}));
+  // No temporary file is left beside it.
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(config_)) files.push_back(e.path().filename());
+  EXPECT_EQ(files, (std::vector<std::string>{"saved.jsonl"}));
+}
+
+TEST_F(Sets, ResurrectRefusesASavedFileThatIsNotOneAndChangesNothing) {
+  for (const std::string& text :
+       {std::string("garbage\n"),
+        std::string("{\"kind\":\"tether saved workers\",\"version\":9}\n"),
+        std::string("{\"kind\":\"tether saved workers\",\"version\":1}\n"
+                    "{\"id\":\"x\"}\n")}) {
+    std::ofstream(config_ / "saved.jsonl", std::ios::trunc) << text;
+    auto r = cli("resurrect");
+    EXPECT_EQ(r.code, 1) << text;
+    EXPECT_NE(r.err.find((config_ / "saved.jsonl").string() + ":"), std::string::npos) << r.err;
+    EXPECT_TRUE(pids().empty());
+  }
+  // A FIFO where the file should be: refused at once, never waited on.
+  fs::remove(config_ / "saved.jsonl");
+  ASSERT_EQ(::mkfifo((config_ / "saved.jsonl").c_str(), 0600), 0);
+  auto fifo = cli("resurrect", {}, 10s);
+  EXPECT_EQ(fifo.code, 1);
+  EXPECT_NE(fifo.err.find("not a regular file"), std::string::npos) << fifo.err;
+  // A configuration directory others may write in is refused.
+  fs::remove(config_ / "saved.jsonl");
+  ASSERT_EQ(::chmod(config_.c_str(), 0777), 0);
+  auto open_dir = cli("save");
+  EXPECT_EQ(open_dir.code, 1);
+  EXPECT_NE(open_dir.err.find("lets other users write in it"), std::string::npos) << open_dir.err;
+  ASSERT_EQ(::chmod(config_.c_str(), 0700), 0);
+  // Nothing saved: nothing to do, and that is no error.
+  auto nothing = cli("resurrect");
+  EXPECT_EQ(nothing.code, 0) << nothing.err;
+  EXPECT_NE(nothing.out.find("nothing is saved"), std::string::npos) << nothing.out;
+}
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// `systemd-analyze verify` of the files, where it is installed: "" when it
+// found nothing to say, else what it said; nullopt when it is missing.
+std::optional<std::string> systemd_verify(const std::vector<fs::path>& units) {
+  if (::access("/usr/bin/systemd-analyze", X_OK) != 0) return std::nullopt;
+  tether::Command c("/usr/bin/systemd-analyze");
+  c.arg("verify");
+  for (const auto& u : units) c.arg(u.string());
+  auto o = c.output({}, 60s);
+  if (!o) return o.error().message();
+  return o->status.success() ? o->err : o->status.describe() + ": " + o->err;
+}
+
+}  // namespace
+
+TEST_F(Sets, StartupWritesAUnitWhoseCommandBringsTheSavedWorkersBack) {
+  write("name = \"boot\"\n[db]\n" + worker("db") + "[web]\n" + worker("web") +
+        "after = [\"db\"]\n");
+  ASSERT_EQ(set_cli("up").code, 0);
+  fs::path units = files_ / "units";
+  auto r = cli("startup", {"--user", "--unit-dir", units.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  fs::path unit = units / "tether-resurrect.service";
+  std::string text = read_text(unit);
+  EXPECT_NE(text.find("Type=oneshot\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("RemainAfterExit=yes\n"), std::string::npos) << text;
+  if (auto v = systemd_verify({unit})) {
+    EXPECT_EQ(*v, "") << text;
+  }
+
+  // The unit's command, with the unit's environment, after a reboot.
+  std::map<std::string, std::string> env;
+  std::vector<std::string> argv;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    auto unquote = [](std::string w) {
+      return w.size() >= 2 && w.front() == '"' && w.back() == '"' ? w.substr(1, w.size() - 2) : w;
+    };
+    if (line.starts_with("Environment=")) {
+      auto kv = unquote(line.substr(12));
+      env[kv.substr(0, kv.find('='))] = kv.substr(kv.find('=') + 1);
+    } else if (line.starts_with("ExecStart=")) {
+      std::istringstream words(line.substr(10));
+      for (std::string w; words >> w;) argv.push_back(unquote(w));
+    }
+  }
+  ASSERT_EQ(argv.size(), 2u) << text;
+  EXPECT_EQ(argv[1], "resurrect");
+  EXPECT_EQ(env["TETHER_CONFIG_DIR"], config_.string());
+  EXPECT_EQ(env["TETHER_DIR"], dir_.string());
+  auto l = cli("list", {"--json"});
+  ASSERT_EQ(l.code, 0);
+  reboot(dir_, json::parse(l.out)["workers"]);
+  fs::remove(files_ / "order");
+  tether::Command boot(argv[0]);
+  boot.arg(argv[1]).env_remove("TETHER_DIR").env_remove("TETHER_CONFIG_DIR");
+  for (const auto& [k, v] : env) boot.env(k, v);
+  auto o = boot.output({}, 60s);
+  ASSERT_TRUE(o) << o.error().message();
+  EXPECT_TRUE(o->status.success()) << o->err << o->out;
+  EXPECT_EQ(order(), "up-db\nup-web\n");
+  EXPECT_EQ(pids().size(), 2u);
+
+  // Written again over its own file; never over someone else's.
+  EXPECT_EQ(cli("startup", {"--user", "--unit-dir", units.string()}).code, 0);
+  std::ofstream(unit, std::ios::trunc) << "[Unit]\nDescription=mine\n";
+  auto theirs = cli("startup", {"--user", "--unit-dir", units.string()});
+  EXPECT_EQ(theirs.code, 1);
+  EXPECT_NE(theirs.err.find("was not written by tether"), std::string::npos) << theirs.err;
+  EXPECT_EQ(read_text(unit), "[Unit]\nDescription=mine\n");
+  EXPECT_EQ(cli("startup", {"--remove", "--unit-dir", units.string()}).code, 1);
+  EXPECT_TRUE(fs::exists(unit));
+  ASSERT_EQ(cli("startup", {"--user", "--force", "--unit-dir", units.string()}).code, 0);
+  auto removed = cli("startup", {"--remove", "--unit-dir", units.string()});
+  ASSERT_EQ(removed.code, 0) << removed.err;
+  EXPECT_FALSE(fs::exists(unit));
+  EXPECT_TRUE(fs::is_empty(units));
+}
+
+TEST_F(Sets, ExportSystemdWritesAUnitPerWorkerThatSystemdAccepts) {
+  write(
+      "name = \"shop\"\n[db]\ncommand = [\"sleep\", \"1000\"]\n[web]\n"
+      "command = \"echo \\\"$HOME\\\" 100%\"\ncount = 2\nafter = [\"db\"]\nrestart = \"always\"\n"
+      "env = { GREETING = \"50% \\\"off\\\"\" }\n");
+  fs::path out = files_ / "units";
+  ASSERT_EQ(::mkdir(out.c_str(), 0700), 0);
+  auto r = cli("export", {"systemd", out.string(), "-f", (files_ / "tether.toml").string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::vector<fs::path> units;
+  for (const auto& e : fs::directory_iterator(out)) units.push_back(e.path());
+  std::sort(units.begin(), units.end());
+  ASSERT_EQ(units.size(), 4u);
+  EXPECT_EQ(units[0].filename(), "shop-db.service");
+  EXPECT_EQ(units[3].filename(), "shop.target");
+  std::string web = read_text(out / "shop-web-2.service");
+  EXPECT_NE(web.find("After=shop-db.service\nWants=shop-db.service\n"), std::string::npos) << web;
+  EXPECT_NE(web.find("ExecStart=\"/bin/sh\" \"-c\" \"echo \\\"$$HOME\\\" 100%%\"\n"),
+            std::string::npos)
+      << web;
+  EXPECT_NE(web.find("Environment=\"GREETING=50%% \\\"off\\\"\"\n"), std::string::npos) << web;
+  EXPECT_NE(web.find("Restart=always\n"), std::string::npos) << web;
+  EXPECT_NE(web.find("WorkingDirectory=" + files_.string() + "\n"), std::string::npos) << web;
+  EXPECT_NE(read_text(out / "shop.target")
+                .find("Wants=shop-db.service shop-web-1.service shop-web-2.service\n"),
+            std::string::npos);
+  if (auto v = systemd_verify(units)) {
+    EXPECT_EQ(*v, "");
+  }
+  EXPECT_TRUE(pids().empty()) << "export starts nothing";
+
+  // A file of someone else's among them: refused, and nothing is written.
+  std::ofstream(out / "shop-db.service", std::ios::trunc) << "mine\n";
+  auto before = read_text(out / "shop-web-1.service");
+  write("name = \"shop\"\n[db]\ncommand = 'x'\n[web]\ncommand = 'y'\ncount = 2\n");
+  auto refused = cli("export", {"systemd", out.string(), "-f", (files_ / "tether.toml").string()});
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_NE(refused.err.find("was not written by tether"), std::string::npos) << refused.err;
+  EXPECT_EQ(read_text(out / "shop-db.service"), "mine\n");
+  EXPECT_EQ(read_text(out / "shop-web-1.service"), before);
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(out)) ++n;
+  EXPECT_EQ(n, 4u) << "no temporary file left";
+  EXPECT_EQ(cli("export", {"launchd", out.string()}).code, 2);
 }

@@ -284,6 +284,13 @@ Result<std::size_t> read_some(int fd, std::span<std::byte> buf, std::string_view
 // discards the signal it caused. EINTR is retried.
 Result<std::size_t> write_some(int fd, std::span<const std::byte> data, std::string_view what);
 
+// write_some() until all of `data` is written: for a blocking descriptor
+// (a file); a non-blocking one that fills fails with EAGAIN.
+Result<void> write_all(int fd, std::span<const std::byte> data, std::string_view what);
+inline Result<void> write_all(int fd, std::string_view text, std::string_view what) {
+  return write_all(fd, std::as_bytes(std::span(text)), what);
+}
+
 // write_some() for several buffers in one system call (writev semantics).
 // `rwf_flags` are pwritev2 flags for this call alone: RWF_NOWAIT makes it
 // fail with EAGAIN rather than wait, whatever the descriptor's mode (an

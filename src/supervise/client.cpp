@@ -128,13 +128,21 @@ StateDir StateDir::adopt(Fd fd, fs::path path) noexcept {
 }
 
 Result<StateDir> StateDir::open(fs::path path, bool create) {
+  auto d = sd::open_owned_directory(std::move(path), create, "state directory", 077, "TETHER_DIR");
+  if (!d) return std::unexpected(d.error());
+  return adopt(std::move(d->first), std::move(d->second));
+}
+
+Result<std::pair<Fd, fs::path>> sd::open_owned_directory(fs::path path, bool create,
+                                                         std::string_view kind, mode_t forbidden,
+                                                         std::string_view variable) {
   {
     std::error_code ec;
     auto a = fs::absolute(path, ec);
     if (!ec) path = a.lexically_normal();
   }
   if (path.filename().empty()) path = path.parent_path();  // a trailing slash
-  std::string what = "state directory " + path.string();
+  std::string what = fmt::format("{} {}", kind, path.string());
   auto parent = open_checked_parent(path.parent_path(), what);
   if (!parent) return std::unexpected(parent.error());
   std::string last = path.filename().string();
@@ -146,37 +154,35 @@ Result<StateDir> StateDir::open(fs::path path, bool create) {
       return fail(errno, what);
     }
   }
+  auto not_ours = [&](uid_t uid) {
+    return fail(EACCES, fmt::format("{}: owned by uid {}, not by you (uid {}); set {} to a "
+                                    "directory of yours",
+                                    what, uid, ::geteuid(), variable));
+  };
   Fd fd(::openat(parent->get(), last.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) {
     int err = errno;
     struct stat st {};
     if (::fstatat(parent->get(), last.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
       if (S_ISLNK(st.st_mode)) return fail(ELOOP, what + ": is a symbolic link (refused)");
-      if (st.st_uid != ::geteuid()) {
-        return fail(EACCES, fmt::format("{}: owned by uid {}, not by you (uid {}); set "
-                                        "TETHER_DIR to a directory of yours",
-                                        what, st.st_uid, ::geteuid()));
-      }
+      if (st.st_uid != ::geteuid()) return not_ours(st.st_uid);
     }
     return fail(err, what);
   }
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return fail(errno, what);
-  if (st.st_uid != ::geteuid()) {
-    return fail(EACCES, fmt::format("{}: owned by uid {}, not by you (uid {}); set TETHER_DIR "
-                                    "to a directory of yours",
-                                    what, st.st_uid, ::geteuid()));
-  }
+  if (st.st_uid != ::geteuid()) return not_ours(st.st_uid);
   // Made by us: exactly 0700 whatever the umask.
   if (made && (st.st_mode & 07777) != 0700) {
     if (::fchmod(fd.get(), 0700) != 0) return fail(errno, what);
     st.st_mode = (st.st_mode & ~07777u) | 0700;
   }
-  if ((st.st_mode & 077) != 0) {
-    return fail(EACCES, fmt::format("{}: mode {:04o} lets other users in (it must be 0700)", what,
-                                    st.st_mode & 07777));
+  if ((st.st_mode & forbidden) != 0) {
+    return fail(EACCES, fmt::format("{}: mode {:04o} lets other users {} (chmod {:o} it)", what,
+                                    st.st_mode & 07777, forbidden == 077 ? "in" : "write in it",
+                                    st.st_mode & 0777 & ~forbidden));
   }
-  return adopt(std::move(fd), std::move(path));
+  return std::pair<Fd, fs::path>(std::move(fd), std::move(path));
 }
 
 // ---------------------------------------------------------------- listing

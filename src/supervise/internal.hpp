@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "tether/supervise.hpp"
 
@@ -30,6 +31,18 @@ inline constexpr std::size_t kStatusReserve = 4096;
 inline constexpr std::size_t kMaxStatus = 1 << 20;
 
 std::int64_t now_ms();
+
+// Opens (creating it 0700 when `create`) a directory that must be ours,
+// as StateDir::open and ConfigDir::open check theirs: every ancestor
+// belongs to us or to root and is not writable by others unless sticky,
+// the directory itself is no symbolic link, and none of the `forbidden`
+// mode bits is set. `kind` names it in messages ("state directory"),
+// `variable` is the environment variable that chooses another.
+Result<std::pair<Fd, std::filesystem::path>> open_owned_directory(std::filesystem::path path,
+                                                                  bool create,
+                                                                  std::string_view kind,
+                                                                  mode_t forbidden,
+                                                                  std::string_view variable);
 
 // Opens <state>/<name> as a directory of ours, relative to the state
 // directory's descriptor, never following a symbolic link.

@@ -235,12 +235,9 @@ Result<void> Supervisor::setup() {
     Fd spec(::openat(dirfd_.get(), sd::kSpecFile,
                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!spec || ::fchmod(spec.get(), 0600) != 0) return fail(errno, "create the spec of " + shown);
-    std::string text = launch::encode_spec(spec_) + "\n";
-    for (std::size_t at = 0; at < text.size();) {
-      auto n = write_some(spec.get(), std::as_bytes(std::span(text)).subspan(at),
-                          "write the spec of " + shown);
-      if (!n) return std::unexpected(n.error());
-      at += *n;
+    if (auto w = write_all(spec.get(), launch::encode_spec(spec_) + "\n", "the spec of " + shown);
+        !w) {
+      return w;
     }
   }
   write_status();

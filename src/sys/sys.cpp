@@ -318,6 +318,15 @@ Result<std::size_t> write_some(int fd, std::span<const std::byte> data, std::str
   return static_cast<std::size_t>(n);
 }
 
+Result<void> write_all(int fd, std::span<const std::byte> data, std::string_view what) {
+  while (!data.empty()) {
+    auto n = write_some(fd, data, what);
+    if (!n) return std::unexpected(n.error());
+    data = data.subspan(*n);
+  }
+  return {};
+}
+
 Result<int> poll_fds(std::span<pollfd> fds, Deadline deadline) {
   for (;;) {
     int n;

@@ -134,6 +134,7 @@ static int run_main(int argc, char** argv) {
   auto* demo_cmd = app.add_subcommand("demo", "Show processes and pipes at work, step by step");
   tether_cli::add_worker_commands(app);
   tether_cli::add_set_commands(app);
+  tether_cli::add_boot_commands(app);
 
   try {
     app.parse(argc, argv);
@@ -145,6 +146,7 @@ static int run_main(int argc, char** argv) {
   if (*demo_cmd) return demo();
   if (int code = tether_cli::run_workers(); code >= 0) return code;
   if (int code = tether_cli::run_sets(); code >= 0) return code;
+  if (int code = tether_cli::run_boot(); code >= 0) return code;
   fmt::print("{}", app.help());
   return 0;
 }

@@ -18,6 +18,7 @@
 #include "tether/supervise.hpp"
 #include "tether/supervise/file.hpp"
 #include "tether/supervise/launch.hpp"
+#include "tether/supervise/saved.hpp"
 #include "workers.hpp"
 
 namespace tether_cli {
@@ -37,21 +38,33 @@ CLI::App *up_cmd, *down_cmd, *scale_cmd;
 
 constexpr int kBadFile = 6;
 
-// The file given with -f, else ./tether.toml, else ./Procfile.
 tether::Result<tether::SetDefinition> load() {
-  fs::path file = sopt.file;
-  if (file.empty()) {
-    struct stat st {};
-    file = ::lstat("tether.toml", &st) == 0 || ::lstat("Procfile", &st) != 0 ? "tether.toml"
-                                                                             : "Procfile";
-  }
-  return tether::load_set_file(file);
+  return load_set(sopt.file);
 }
 
-int bad_file(const tether::Error& e) {
-  fmt::print(stderr, "tether: {}\ntether: the set's file is bad; nothing was changed\n",
-             e.message());
-  return kBadFile;
+// What of the set runs now is what `tether resurrect` will start after a
+// reboot: recorded in the configuration directory (saved.hpp). The set
+// runs either way; a record that cannot be written is said, not fatal.
+void record(const tether::StateDir* dir, const std::string& set) {
+  auto config = tether::ConfigDir::open_default(dir != nullptr);
+  if (!config) {
+    if (dir == nullptr && config.error() == std::errc::no_such_file_or_directory) return;
+    fmt::print(stderr, "tether: warning: set {} is not recorded for `tether resurrect`: {}\n", set,
+               config.error().message());
+    return;
+  }
+  tether::Result<void> r;
+  if (dir != nullptr) {
+    if (auto n = tether::save_set(*config, *dir, set); !n) r = std::unexpected(n.error());
+  } else {
+    r = tether::update_saved(*config, [&](tether::SavedWorkers& saved) {
+      std::erase_if(saved.workers, [&](const tether::SupervisorSpec& s) { return s.set == set; });
+    });
+  }
+  if (!r) {
+    fmt::print(stderr, "tether: warning: set {} is not recorded for `tether resurrect`: {}\n", set,
+               r.error().message());
+  }
 }
 
 bool same_spec(tether::SupervisorSpec a, tether::SupervisorSpec b) {
@@ -217,6 +230,7 @@ int converge(const tether::SetDefinition& set, const std::set<std::string>& chos
   exited = static_cast<int>(extra.size());
   fmt::print("set {}: {} started, {} restarted, {} unchanged, {} exited\n", set.name, started,
              restarted, unchanged, exited);
+  record(&*dir, set.name);
   return 0;
 }
 
@@ -269,6 +283,7 @@ int do_down() {
   if (!dir) {
     if (dir.error() == std::errc::no_such_file_or_directory) {
       fmt::print("set {}: nothing runs\n", set->name);
+      if (sopt.names.empty()) record(nullptr, set->name);
       return 0;
     }
     return report_error(dir.error());
@@ -304,10 +319,28 @@ int do_down() {
   }
   fmt::print("set {}: {} exited{}\n", set->name, exited - failed,
              failed > 0 ? fmt::format(", {} failed", failed) : "");
+  record(&*dir, set->name);
   return failed > 0 ? 1 : 0;
 }
 
 }  // namespace
+
+// The file given with -f, else ./tether.toml, else ./Procfile.
+tether::Result<tether::SetDefinition> load_set(const std::string& given) {
+  fs::path file = given;
+  if (file.empty()) {
+    struct stat st {};
+    file = ::lstat("tether.toml", &st) == 0 || ::lstat("Procfile", &st) != 0 ? "tether.toml"
+                                                                             : "Procfile";
+  }
+  return tether::load_set_file(file);
+}
+
+int bad_file(const tether::Error& e) {
+  fmt::print(stderr, "tether: {}\ntether: the set's file is bad; nothing was changed\n",
+             e.message());
+  return kBadFile;
+}
 
 int rolling_restart(const std::string& key, double timeout) {
   auto dir = tether::StateDir::open_default(false);

@@ -72,13 +72,13 @@ Options opt;
 CLI::App *open_cmd, *list_cmd, *status_cmd, *exit_cmd, *stop_cmd, *start_cmd, *restart_cmd,
     *signal_cmd, *send_cmd, *logs_cmd, *demo_worker_cmd;
 
+}  // namespace
+
 std::string self_exe() {
   std::error_code ec;
   auto p = fs::read_symlink("/proc/self/exe", ec);
   return ec ? "tether" : p.string();
 }
-
-}  // namespace
 
 std::string new_id() {
   unsigned char b[4];

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "tether/supervise.hpp"
+#include "tether/supervise/file.hpp"
 #include "tether/sys.hpp"
 
 namespace tether_cli {
@@ -35,6 +36,19 @@ CLI::App* add_run_command(CLI::App& app, RunOptions& into);
 // A --timeout's check: a number of seconds, positive (or zero, when
 // zero_too) and finite, at most max (CLI::Range lets NaN through).
 CLI::Validator positive_seconds(double max = 1e9, bool zero_too = false);
+
+// This program's path (/proc/self/exe), or "tether".
+std::string self_exe();
+
+// The set's file: `file`, else ./tether.toml, else ./Procfile, loaded.
+tether::Result<tether::SetDefinition> load_set(const std::string& file);
+// Prints a bad set file's error and says nothing was changed: exit code 6.
+int bad_file(const tether::Error& e);
+
+// Adds save, resurrect, startup and export (boot.cpp); run_boot() as
+// run_workers().
+void add_boot_commands(CLI::App& app);
+int run_boot();
 
 // A fresh worker id: 8 hex digits.
 std::string new_id();
