@@ -1600,3 +1600,39 @@ TEST_F(Sets, ExportSystemdWritesAUnitPerWorkerThatSystemdAccepts) {
   EXPECT_EQ(n, 4u) << "no temporary file left";
   EXPECT_EQ(cli("export", {"launchd", out.string()}).code, 2);
 }
+
+TEST_F(Supervise, ListAndStatusShowWhatTheWorkerAndItsChildrenUse) {
+  // A child holding 32 MiB it has touched (dd's buffer, blocked on a pipe
+  // nobody reads), after the worker has burned some CPU itself.
+  std::string id = open({"--name", "user", "--", "sh", "-c",
+                         "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; "
+                         "dd if=/dev/zero bs=32M count=1 2>/dev/null | sleep 1000"});
+  json usage;
+  for (int i = 0; i < 2000; ++i) {  // a bound against hanging, not a measurement
+    usage = status(id)["usage"];
+    if (usage.is_object() && usage["processes"].get<int>() >= 3 &&
+        usage["rss_bytes"].get<std::uint64_t>() > (32u << 20) && usage["cpu_ms"].get<int>() > 0) {
+      break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(usage.is_object()) << usage;
+  EXPECT_EQ(usage["processes"], 3) << usage;  // sh, dd, sleep
+  EXPECT_GT(usage["rss_bytes"].get<std::uint64_t>(), 32u << 20) << usage;
+  EXPECT_GT(usage["pss_bytes"].get<std::uint64_t>(), 16u << 20) << usage;
+  EXPECT_LE(usage["pss_bytes"].get<std::uint64_t>(), usage["rss_bytes"].get<std::uint64_t>());
+  EXPECT_GT(usage["cpu_ms"].get<int>(), 0) << usage;
+  EXPECT_GT(usage["cpu_percent"].get<double>(), 0.0) << usage;
+  auto l = cli("list");
+  ASSERT_EQ(l.code, 0);
+  EXPECT_NE(l.out.find("CPU%"), std::string::npos) << l.out;
+  EXPECT_NE(l.out.find("PSS"), std::string::npos) << l.out;
+  EXPECT_NE(l.out.find("M "), std::string::npos) << l.out;  // tens of MiB, shown as M
+  auto s = cli("status", {id});
+  EXPECT_NE(s.out.find("3 processes"), std::string::npos) << s.out;
+  json listed = json::parse(cli("list", {"--json"}).out)["workers"][0]["usage"];
+  EXPECT_EQ(listed["processes"], 3) << listed;
+  // Taken down: nothing runs, nothing is counted.
+  ASSERT_EQ(cli("stop", {id}).code, 0);
+  EXPECT_TRUE(status(id)["usage"].is_null()) << status(id);
+}

@@ -205,6 +205,27 @@ struct SupervisorSpec;
 // does not parse.
 Result<SupervisorSpec> read_worker_spec(const WorkerInfo& worker);
 
+// ---------------------------------------------------------------- usage
+
+// What a worker and the processes it started use now, from /proc.
+struct WorkerUsage {
+  int processes = 0;  // the worker and every live process of its session
+  // CPU time (user + system) of those processes, and that time over the
+  // worker's uptime, as ps's %CPU (100 is one core busy all along).
+  std::chrono::milliseconds cpu{0};
+  double cpu_percent = 0;
+  std::uint64_t rss_bytes = 0;  // resident memory, shared pages counted in each process
+  std::uint64_t pss_bytes = 0;  // proportional share: shared pages divided among their users
+};
+
+// The usage of each worker (nullopt for one not running), in one pass over
+// /proc: a process counts for a worker when it is in the worker's session
+// (the worker leads one) and started no earlier than the worker, whose own
+// start time must match the record (a recycled pid is never counted).
+// `pss` reads each process's smaps_rollup too, the costly part.
+std::vector<std::optional<WorkerUsage>> worker_usage(const std::vector<WorkerInfo>& workers,
+                                                     bool pss = true);
+
 // ---------------------------------------------------------------- names
 
 // A worker name: 1 to 64 characters of [A-Za-z0-9._+@:-], not starting with

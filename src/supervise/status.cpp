@@ -403,14 +403,14 @@ std::optional<sd::ProcStat> sd::read_proc_stat(pid_t pid) {
   // Fields 3.. : state ppid pgrp session tty_nr tpgid flags minflt cminflt
   // majflt cmajflt utime stime cutime cstime priority nice num_threads
   // itrealvalue starttime (proc(5)).
-  std::uint64_t field[20] = {};
+  std::uint64_t field[22] = {};
   int index = 3;
   std::size_t pos = 0;
-  while (index <= 22 && pos < s.size()) {
+  while (index <= 24 && pos < s.size()) {
     while (pos < s.size() && s[pos] == ' ') ++pos;
     std::size_t end = s.find(' ', pos);
     if (end == std::string_view::npos) end = s.size();
-    if (index >= 5) {
+    if (index >= 4) {
       std::uint64_t v = 0;
       auto token = s.substr(pos, end - pos);
       auto r = std::from_chars(token.data(), token.data() + token.size(), v);
@@ -420,11 +420,14 @@ std::optional<sd::ProcStat> sd::read_proc_stat(pid_t pid) {
     pos = end;
     ++index;
   }
-  if (index <= 22) return std::nullopt;
+  if (index <= 24) return std::nullopt;
   ProcStat st;
+  st.ppid = static_cast<pid_t>(field[4 - 3]);
   st.pgrp = static_cast<pid_t>(field[5 - 3]);
   st.session = static_cast<pid_t>(field[6 - 3]);
+  st.cpu_ticks = field[14 - 3] + field[15 - 3];
   st.start_ticks = field[22 - 3];
+  st.rss_pages = field[24 - 3];
   return st;
 }
 

@@ -1,1 +1,93 @@
-// placeholder
+// What workers use, read from /proc in one pass (see worker_usage in
+// tether/supervise.hpp): `tether list`, `status` and `top` show it.
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "internal.hpp"
+
+namespace tether {
+
+namespace sd = supervise_detail;
+
+namespace {
+
+// The Pss: line of /proc/<pid>/smaps_rollup, in bytes (0 when unreadable:
+// another user's process, or one that just ended).
+std::uint64_t pss_of(pid_t pid) {
+  Fd fd(::open(fmt::format("/proc/{}/smaps_rollup", pid).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return 0;
+  char buf[4096];
+  ssize_t n = retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf - 1); });
+  if (n <= 0) return 0;
+  std::string_view s(buf, static_cast<std::size_t>(n));
+  auto at = s.find("\nPss:");
+  if (at == std::string_view::npos) return 0;
+  s.remove_prefix(at + 5);
+  while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+  std::uint64_t kib = 0;
+  std::from_chars(s.data(), s.data() + s.size(), kib);
+  return kib * 1024;
+}
+
+}  // namespace
+
+std::vector<std::optional<WorkerUsage>> worker_usage(const std::vector<WorkerInfo>& workers,
+                                                     bool pss) {
+  std::vector<std::optional<WorkerUsage>> out(workers.size());
+  // Session (the worker's pid) → the worker.
+  std::map<pid_t, std::size_t> by_session;
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    const auto& w = workers[i];
+    if (w.pid > 1 && w.pid_start != 0 && w.supervisor_alive) by_session.emplace(w.pid, i);
+  }
+  if (by_session.empty()) return out;
+  static const long page = ::sysconf(_SC_PAGESIZE);
+  static const long ticks = ::sysconf(_SC_CLK_TCK);
+  DIR* d = ::opendir("/proc");
+  if (!d) return out;
+  std::vector<bool> leader_seen(workers.size(), false);
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    pid_t pid = 0;
+    auto name = std::string_view(e->d_name);
+    if (std::from_chars(name.data(), name.data() + name.size(), pid).ec != std::errc()) continue;
+    auto st = sd::read_proc_stat(pid);
+    if (!st) continue;
+    auto it = by_session.find(st->session);
+    if (it == by_session.end()) continue;
+    const auto& w = workers[it->second];
+    bool leader = pid == w.pid;
+    if (leader ? st->start_ticks != w.pid_start : st->start_ticks < w.pid_start) continue;
+    if (leader) leader_seen[it->second] = true;
+    auto& u = out[it->second];
+    if (!u) u.emplace();
+    ++u->processes;
+    u->cpu += std::chrono::milliseconds(st->cpu_ticks * 1000 / static_cast<std::uint64_t>(ticks));
+    u->rss_bytes += st->rss_pages * static_cast<std::uint64_t>(page);
+    if (pss) u->pss_bytes += pss_of(pid);
+  }
+  ::closedir(d);
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    // Without its leader, the session is not the worker's (it ended, and
+    // what is left was counted by chance of a reused session id).
+    if (!leader_seen[i]) {
+      out[i].reset();
+      continue;
+    }
+    auto up = workers[i].uptime();
+    if (out[i] && up.count() > 0) {
+      out[i]->cpu_percent =
+          100.0 * static_cast<double>(out[i]->cpu.count()) / static_cast<double>(up.count());
+    }
+  }
+  return out;
+}
+
+}  // namespace tether

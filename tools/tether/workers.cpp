@@ -108,6 +108,25 @@ std::string uptime(const tether::WorkerInfo& w) {
   return fmt::format("{}d{:02}h", s / 86400, (s % 86400) / 3600);
 }
 
+// "812K", "3.4M", "1.2G": memory as people read it.
+std::string bytes_shown(std::uint64_t b) {
+  if (b < 1024 * 1024) return fmt::format("{}K", b / 1024);
+  if (b < 1024ull * 1024 * 1024) return fmt::format("{:.1f}M", static_cast<double>(b) / 1048576.0);
+  return fmt::format("{:.1f}G", static_cast<double>(b) / 1073741824.0);
+}
+
+void add_usage(json& j, const std::optional<tether::WorkerUsage>& u) {
+  if (!u) {
+    j["usage"] = nullptr;
+    return;
+  }
+  j["usage"] = {{"processes", u->processes},
+                {"cpu_ms", u->cpu.count()},
+                {"cpu_percent", std::round(u->cpu_percent * 10) / 10},
+                {"rss_bytes", u->rss_bytes},
+                {"pss_bytes", u->pss_bytes}};
+}
+
 json to_json(const tether::WorkerInfo& w) {
   json j = {{"id", w.id},
             {"name", w.name},
@@ -415,9 +434,12 @@ int do_list() {
   }
   if (opt.json_out) {
     json pids = json::object(), list = json::array();
-    for (const auto& w : workers) {
+    auto usage = tether::worker_usage(workers);
+    for (std::size_t i = 0; i < workers.size(); ++i) {
+      const auto& w = workers[i];
       if (w.pid > 0 && w.supervisor_alive) pids[std::to_string(w.pid)] = w.id;
       list.push_back(to_json(w));
+      add_usage(list.back(), usage[i]);
     }
     fmt::print("{}\n", json({{"pids", pids}, {"workers", list}}).dump());
     return 0;
@@ -426,13 +448,20 @@ int do_list() {
     fmt::print("no workers\n");
     return 0;
   }
-  fmt::print("{:<9} {:<16} {:>7} {:<15} {:>7} {:>8}  {:<22} {}\n", "ID", "NAME", "PID", "STATE",
-             "UPTIME", "RESTARTS", "LAST EXIT", "COMMAND");
-  for (const auto& w : workers) {
-    fmt::print("{:<9} {:<16} {:>7} {:<15} {:>7} {:>8}  {:<22} {}\n", printable(w.id),
-               printable(w.name), w.pid > 0 ? std::to_string(w.pid) : "-",
+  // CPU over each worker's uptime, as ps's %CPU; RSS and PSS of the worker
+  // and what it started (worker_usage).
+  auto usage = tether::worker_usage(workers);
+  fmt::print("{:<9} {:<16} {:>7} {:<15} {:>7} {:>8} {:>5} {:>6} {:>6}  {:<22} {}\n", "ID", "NAME",
+             "PID", "STATE", "UPTIME", "RESTARTS", "CPU%", "RSS", "PSS", "LAST EXIT", "COMMAND");
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    const auto& w = workers[i];
+    const auto& u = usage[i];
+    fmt::print("{:<9} {:<16} {:>7} {:<15} {:>7} {:>8} {:>5} {:>6} {:>6}  {:<22} {}\n",
+               printable(w.id), printable(w.name), w.pid > 0 ? std::to_string(w.pid) : "-",
                tether::to_string(w.state), uptime(w), w.restarts,
-               w.last_exit().empty() ? "-" : w.last_exit(), printable(join(w.command)));
+               u ? fmt::format("{:.1f}", u->cpu_percent) : "-", u ? bytes_shown(u->rss_bytes) : "-",
+               u ? bytes_shown(u->pss_bytes) : "-", w.last_exit().empty() ? "-" : w.last_exit(),
+               printable(join(w.command)));
   }
   return 0;
 }
@@ -452,17 +481,27 @@ tether::Result<tether::WorkerInfo> find(const std::string& key) {
 int do_status() {
   auto w = find(opt.key);
   if (!w) return report_error(w.error());
+  auto u = tether::worker_usage({*w})[0];
   if (opt.json_out) {
-    fmt::print("{}\n", to_json(*w).dump());
+    json j = to_json(*w);
+    add_usage(j, u);
+    fmt::print("{}\n", j.dump());
     return 0;
+  }
+  std::string used = "-";
+  if (u) {
+    used = fmt::format("cpu {:.1f}% ({:.2f} s), rss {}, pss {}, {} process{}", u->cpu_percent,
+                       static_cast<double>(u->cpu.count()) / 1000.0, bytes_shown(u->rss_bytes),
+                       bytes_shown(u->pss_bytes), u->processes, u->processes == 1 ? "" : "es");
   }
   fmt::print(
       "worker {}\n  state      {} (wants {})\n  pid        {}\n  supervisor {}\n  uptime     "
-      "{}\n  restarts   {} (policy {})\n  last exit  {}\n  command    {}\n  directory  {}\n",
+      "{}\n  restarts   {} (policy {})\n  last exit  {}\n  uses       {}\n  command    {}\n"
+      "  directory  {}\n",
       printable(who(*w)), tether::to_string(w->state), tether::to_string(w->want),
       w->pid > 0 ? std::to_string(w->pid) : "-",
       w->supervisor_alive ? std::to_string(w->supervisor_pid) : "dead", uptime(*w), w->restarts,
-      tether::to_string(w->restart_policy), w->last_exit().empty() ? "-" : w->last_exit(),
+      tether::to_string(w->restart_policy), w->last_exit().empty() ? "-" : w->last_exit(), used,
       printable(join(w->command)), printable(w->dir.string()));
   return 0;
 }
