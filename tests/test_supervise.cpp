@@ -1636,3 +1636,105 @@ TEST_F(Supervise, ListAndStatusShowWhatTheWorkerAndItsChildrenUse) {
   ASSERT_EQ(cli("stop", {id}).code, 0);
   EXPECT_TRUE(status(id)["usage"].is_null()) << status(id);
 }
+
+TEST_F(Supervise, LogsOfSeveralWorkersAreMergedInTimeOrderWithTheirNames) {
+  // Two workers take turns, each waiting until the other's line is in its
+  // log (so stamped) before writing the next: the true order is a1 b1 a2 b2.
+  fs::path turn = dir_.parent_path() / tether_test::unique_name("tt-turn");
+  auto step = [&](const std::string& line, const std::string& wait, const std::string& done) {
+    return fmt::format(
+        "{0}until [ -e {1}{2} ]; do sleep 0.01; done; echo {3}; "
+        "until grep -q {3} \"$TETHER_DIR/$TETHER_WORKER_ID/worker.log\"; do sleep 0.01; done; "
+        "touch {1}{4}; ",
+        "", turn.string(), wait, line, done);
+  };
+  ASSERT_EQ(::close(::open((turn.string() + "0").c_str(), O_CREAT | O_WRONLY, 0600)), 0);
+  std::string a = open({"--name", "alpha", "--", "sh", "-c",
+                        step("a1", "0", "1") + step("a2", "2", "3") + "exec sleep 1000"});
+  std::string b = open({"--name", "b", "--", "sh", "-c",
+                        step("b1", "1", "2") + step("b2", "3", "4") + "exec sleep 1000"});
+  for (int i = 0; i < 2000 && !fs::exists(turn.string() + "4"); ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(fs::exists(turn.string() + "4"));
+  auto merged = cli("logs", {"-n", "-1"});  // none named: all of them
+  ASSERT_EQ(merged.code, 0) << merged.err;
+  std::vector<std::string> said;
+  std::istringstream lines(merged.out);
+  for (std::string line; std::getline(lines, line);) {
+    for (auto w : {"a1", "a2", "b1", "b2"}) {
+      if (line.ends_with(std::string(" ") + w))
+        said.push_back(line.substr(0, line.find('|') + 1) + w);
+    }
+  }
+  // Plain when piped, the names padded to the longest.
+  EXPECT_EQ(said, (std::vector<std::string>{"alpha |a1", "b     |b1", "alpha |a2", "b     |b2"}))
+      << merged.out;
+  EXPECT_EQ(merged.out.find("\x1b["), std::string::npos);
+  // Several named, and the last lines only.
+  auto two = cli("logs", {a, b, "-n", "2"});
+  ASSERT_EQ(two.code, 0) << two.err;
+  EXPECT_NE(two.out.find("alpha | "), std::string::npos) << two.out;
+  EXPECT_NE(two.out.find("b2"), std::string::npos) << two.out;
+  EXPECT_EQ(std::count(two.out.begin(), two.out.end(), '\n'), 2) << two.out;
+  // One worker: its log as before, without prefixes.
+  auto one = cli("logs", {a, "-n", "-1"});
+  ASSERT_EQ(one.code, 0);
+  EXPECT_EQ(one.out.find("alpha |"), std::string::npos) << one.out;
+  EXPECT_NE(one.out.find("a2"), std::string::npos) << one.out;
+  EXPECT_EQ(cli("logs", {"nosuch"}).code, 3);
+  // Signalled together: the bulk form of signal.
+  EXPECT_EQ(cli("signal", {a, b, "BOGUS"}).code, 2);
+  ASSERT_EQ(cli("signal", {a, b, "KILL"}).code, 0);
+  for (int i = 0; i < 2000; ++i) {
+    if (status(a)["restarts"] == 1 && status(b)["restarts"] == 1) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(status(a)["restarts"], 1);
+  EXPECT_EQ(status(b)["restarts"], 1);
+  for (int k = 0; k <= 4; ++k) fs::remove(turn.string() + std::to_string(k));
+}
+
+TEST_F(Supervise, MergedLogsFollowEveryWorkerAndEndWhenAllHaveGone) {
+  std::string a = open({"--name", "fa", "--log-size", "4096"});
+  std::string b = open({"--name", "fb"});
+  tether::Command follow(TETHER_CLI);
+  follow.args({"logs", "-f", "-n", "0", a, b}).env("TETHER_DIR", dir_.string());
+  auto p = must(follow.stdout_to(tether::Stdio::pipe()).stderr_to(tether::Stdio::null()).spawn());
+  tether::PipeReader out(std::move(p.stdout_fd()));
+  std::string seen;
+  auto read_until = [&](const std::string& text) {
+    std::byte buf[4096];
+    while (seen.find(text) == std::string::npos) {
+      auto n = out.read(buf, 20s);
+      if (!n || *n == 0) return false;
+      seen.append(reinterpret_cast<const char*>(buf), *n);
+    }
+    return true;
+  };
+  // Until the follower shows a line it may not be watching yet: send again.
+  for (int i = 0; i < 200 && seen.find("fa | ") == std::string::npos; ++i) {
+    ASSERT_EQ(cli("send", {a, "ping"}).code, 0);
+    std::byte buf[4096];
+    if (auto n = out.read(buf, 100ms); n && *n > 0) {
+      seen.append(reinterpret_cast<const char*>(buf), *n);
+    }
+  }
+  ASSERT_NE(seen.find("fa | "), std::string::npos) << seen;
+  ASSERT_EQ(cli("send", {b, "from-b"}).code, 0);
+  EXPECT_TRUE(read_until("fb | ")) << seen;
+  EXPECT_TRUE(read_until("received: from-b")) << seen;
+  // a's log rotated under the follower: nothing lost.
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_EQ(cli("send", {a, "line-" + std::to_string(i) + std::string(60, '.')}).code, 0);
+  }
+  EXPECT_TRUE(read_until("received: line-39")) << seen.substr(0, 500);
+  for (int i = 0; i < 40; ++i) {
+    EXPECT_NE(seen.find("received: line-" + std::to_string(i) + "."), std::string::npos) << i;
+  }
+  ASSERT_EQ(cli("exit", {a}).code, 0);
+  ASSERT_EQ(cli("exit", {b}).code, 0);
+  auto st = p.wait(20s);  // it ends by itself once both have gone
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_TRUE(st->success());
+}

@@ -17,6 +17,7 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -654,18 +655,25 @@ int do_updown(const char* command, tether::WorkerState state, bool restart) {
 int do_signal() {
   // Checked here, where a bad one can be refused with exit 2, not only by
   // the supervisor, which can only log it.
+  opt.signal = opt.keys.back();
+  opt.keys.pop_back();
   auto sig = tether::parse_signal(opt.signal);
   if (!sig) {
     fmt::print(stderr, "tether: signal: '{}' is not a signal (TERM, SIGHUP, 10, …)\n",
                printable(opt.signal));
     return 2;
   }
-  auto w = find(opt.key);
-  if (!w) return report_error(w.error());
-  if (auto r = tether::send_command(*w, "signal " + std::to_string(*sig)); !r) {
-    return report_error(r.error());
+  // Every worker resolved before any is signalled.
+  auto ws = resolve(opt.keys);
+  if (!ws) return report_error(ws.error());
+  int rc = 0;
+  for (const auto& w : *ws) {
+    if (auto r = tether::send_command(w, "signal " + std::to_string(*sig)); !r) {
+      int code = report_error(r.error());
+      if (rc == 0) rc = code;
+    }
   }
-  return 0;
+  return rc;
 }
 
 int do_send() {
@@ -679,9 +687,176 @@ int do_send() {
 
 // ---------------------------------------------------------------- logs
 
+// ---------------------------------------------------------------- merged logs
+
+// Several workers' logs as one, in time order (every log line starts with
+// its UTC timestamp, so the text sorts as the time does), each line
+// prefixed with its worker's name: in a colour of its own on a terminal
+// (unless NO_COLOR is set), plain when piped. -f follows them all, woken
+// by inotify on their directories, until every one has gone.
+struct Followed {
+  tether::WorkerInfo info;
+  tether::Fd dir;
+  std::FILE* file = nullptr;
+  ino_t inode = 0;
+  std::string prefix;
+  std::string partial;  // a line whose end has not been written yet
+  std::string last_time;
+};
+
+// "2026-12-03T11:59:55.716Z": the timestamp a log line starts with, or "".
+std::string_view line_time(std::string_view line) {
+  if (line.size() >= 24 && line[4] == '-' && line[10] == 'T' && line[23] == 'Z') {
+    return line.substr(0, 24);
+  }
+  return {};
+}
+
+int merged_logs(std::vector<tether::WorkerInfo> workers) {
+  const bool colour = ::isatty(STDOUT_FILENO) == 1 && std::getenv("NO_COLOR") == nullptr;
+  std::size_t width = 0;
+  for (const auto& w : workers) width = std::max(width, printable(w.name).size());
+  static constexpr int kColours[] = {36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91};
+  std::vector<Followed> logs;
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    Followed f;
+    f.info = workers[i];
+    auto dir = tether::open_worker_directory(f.info);
+    if (!dir) continue;  // gone meanwhile
+    f.dir = std::move(*dir);
+    auto name = fmt::format("{:<{}} |", printable(f.info.name), width);
+    f.prefix = colour ? fmt::format("\x1b[{}m{}\x1b[0m ", kColours[i % std::size(kColours)], name)
+                      : name + " ";
+    if (auto fd = tether::open_worker_file(f.info, "worker.log"); fd) {
+      struct stat st {};
+      ::fstat(fd->get(), &st);
+      f.inode = st.st_ino;
+      f.file = ::fdopen(fd->release(), "re");
+    }
+    logs.push_back(std::move(f));
+  }
+  struct Line {
+    std::string time;
+    std::size_t log;
+    std::string text;
+  };
+  // The complete lines each log has now; a line without a timestamp of its
+  // own (none should be) sorts with the one before it.
+  auto read_lines = [&](std::size_t i, std::vector<Line>& out) {
+    auto& f = logs[i];
+    if (f.file == nullptr) return;
+    std::clearerr(f.file);
+    char* buf = nullptr;
+    std::size_t cap = 0;
+    ssize_t len;
+    while ((len = ::getline(&buf, &cap, f.file)) > 0) {
+      f.partial.append(buf, static_cast<std::size_t>(len));
+      if (f.partial.back() != '\n') continue;
+      auto t = line_time(f.partial);
+      if (!t.empty()) f.last_time = std::string(t);
+      out.push_back({f.last_time, i, std::move(f.partial)});
+      f.partial.clear();
+    }
+    std::free(buf);
+  };
+  auto print = [&](std::vector<Line>& lines, std::size_t keep) {
+    std::stable_sort(lines.begin(), lines.end(),
+                     [](const Line& a, const Line& b) { return a.time < b.time; });
+    std::size_t first = lines.size() > keep ? lines.size() - keep : 0;
+    for (std::size_t k = first; k < lines.size(); ++k) {
+      std::fputs(logs[lines[k].log].prefix.c_str(), stdout);
+      std::fputs(lines[k].text.c_str(), stdout);
+    }
+    std::fflush(stdout);
+  };
+  std::vector<Line> lines;
+  for (std::size_t i = 0; i < logs.size(); ++i) read_lines(i, lines);
+  print(lines, opt.lines < 0 ? lines.size() : static_cast<std::size_t>(opt.lines));
+  if (!opt.follow) {
+    for (auto& f : logs) {
+      if (f.file) std::fclose(f.file);
+    }
+    return 0;
+  }
+  tether::Fd in(::inotify_init1(IN_CLOEXEC));
+  std::map<int, std::size_t> by_watch;
+  for (std::size_t i = 0; i < logs.size(); ++i) {
+    int wd =
+        ::inotify_add_watch(in.get(), fmt::format("/proc/self/fd/{}", logs[i].dir.get()).c_str(),
+                            IN_MODIFY | IN_CREATE | IN_MOVE_SELF | IN_DELETE_SELF);
+    if (wd >= 0) by_watch[wd] = i;
+  }
+  std::size_t alive = by_watch.size();
+  while (alive > 0) {
+    alignas(inotify_event) char buf[4096];
+    ssize_t n = ::read(in.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    std::set<std::size_t> touched, gone;
+    for (ssize_t at = 0; at < n;) {
+      const auto* ev = reinterpret_cast<const inotify_event*>(buf + at);
+      if (auto it = by_watch.find(ev->wd); it != by_watch.end()) {
+        touched.insert(it->second);
+        if ((ev->mask & (IN_MOVE_SELF | IN_DELETE_SELF | IN_IGNORED)) != 0) gone.insert(it->second);
+      }
+      at += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+    }
+    std::vector<Line> fresh;
+    for (auto i : touched) {
+      auto& f = logs[i];
+      read_lines(i, fresh);
+      // Rotated: what is left of the old file was read; the new one next.
+      struct stat now {};
+      if (!gone.contains(i) &&
+          ::fstatat(f.dir.get(), "worker.log", &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+          now.st_ino != f.inode) {
+        if (f.file) std::fclose(f.file);
+        f.file = nullptr;
+        if (auto fd = tether::open_worker_file(f.info, "worker.log"); fd) {
+          f.inode = now.st_ino;
+          f.file = ::fdopen(fd->release(), "re");
+          read_lines(i, fresh);
+        }
+      }
+    }
+    print(fresh, fresh.size());
+    for (auto i : gone) {
+      for (auto it = by_watch.begin(); it != by_watch.end(); ++it) {
+        if (it->second == i) {
+          by_watch.erase(it);
+          --alive;
+          break;
+        }
+      }
+    }
+  }
+  for (auto& f : logs) {
+    if (f.file) std::fclose(f.file);
+  }
+  return 0;
+}
+
 int do_logs() {
-  auto w = find(opt.key);
-  if (!w) return report_error(w.error());
+  // No worker, several, a set's name or all: merged. One: its log alone.
+  bool one = opt.keys.size() == 1 && opt.keys[0] != "all";
+  std::optional<tether::WorkerInfo> single;
+  if (one) {
+    auto w = find(opt.keys[0]);
+    if (w) {
+      single = std::move(*w);
+    } else if (w.error() != tether::errc::no_such_worker) {
+      return report_error(w.error());
+    }
+  }
+  if (!single) {
+    auto ws = resolve(opt.keys.empty() ? std::vector<std::string>{"all"} : opt.keys);
+    if (!ws) return report_error(ws.error());
+    if (ws->empty()) {
+      fmt::print("no workers\n");
+      return 0;
+    }
+    return merged_logs(std::move(*ws));
+  }
+  auto w = tether::Result<tether::WorkerInfo>(std::move(*single));
   // Through the worker's directory as listed, never by its path again.
   auto dirfd = tether::open_worker_directory(*w);
   if (!dirfd) return report_error(dirfd.error());
@@ -910,13 +1085,22 @@ void add_worker_commands(CLI::App& app) {
                         "The instances of a set's definition (or a set's workers), one at a "
                         "time, each up again before the next");
 
-  signal_cmd = with_key(app.add_subcommand("signal", "Send a signal to a worker's process group"));
-  signal_cmd->add_option("signal", opt.signal, "TERM, SIGHUP, 10, …")->required();
+  // WORKER… SIGNAL: the last word is the signal (the one-worker form came
+  // first, and stays as it was).
+  signal_cmd = app.add_subcommand("signal", "Send a signal to workers' process groups");
+  signal_cmd
+      ->add_option("workers", opt.keys,
+                   "The workers (pids, ids or names; a set's name; or all), then the signal: "
+                   "TERM, SIGHUP, 10, …")
+      ->required()
+      ->expected(2, 1 << 20);
 
   send_cmd = with_key(app.add_subcommand("send", "Deliver a line to a worker's standard input"));
   send_cmd->add_option("message", opt.words, "The message")->required();
 
-  logs_cmd = with_key(app.add_subcommand("logs", "Show a worker's log"));
+  logs_cmd = app.add_subcommand("logs", "Show a worker's log, or several merged in time order");
+  logs_cmd->add_option("workers", opt.keys,
+                       "The workers (pids, ids or names; a set's name; default: all)");
   logs_cmd->add_flag("-f,--follow", opt.follow, "Keep printing as the log grows");
   logs_cmd->add_option("-n,--lines", opt.lines, "Lines to show (default 20; -1: all)");
 
