@@ -1604,9 +1604,10 @@ TEST_F(Sets, ExportSystemdWritesAUnitPerWorkerThatSystemdAccepts) {
 TEST_F(Supervise, ListAndStatusShowWhatTheWorkerAndItsChildrenUse) {
   // A child holding 32 MiB it has touched (dd's buffer, blocked on a pipe
   // nobody reads), after the worker has burned some CPU itself.
-  std::string id = open({"--name", "user", "--", "sh", "-c",
-                         "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; "
-                         "dd if=/dev/zero bs=32M count=1 2>/dev/null | sleep 1000"});
+  const std::string script =
+      "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; "
+      "dd if=/dev/zero bs=32M count=1 2>/dev/null | sleep 1000";
+  std::string id = open({"--name", "user", "--", "sh", "-c", script});
   json usage;
   for (int i = 0; i < 2000; ++i) {  // a bound against hanging, not a measurement
     usage = status(id)["usage"];

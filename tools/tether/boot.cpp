@@ -306,7 +306,7 @@ fs::path user_unit_dir() {
 }
 
 // Runs systemctl (with --user for a user's unit); its failure is printed.
-bool systemctl(bool user, std::vector<std::string> args) {
+bool systemctl(bool user, const std::vector<std::string>& args) {
   tether::Command c("systemctl");
   if (user) c.arg("--user");
   for (const auto& a : args) c.arg(a);
@@ -467,7 +467,7 @@ int do_export() {
       for (const auto& w : spec.command) exec += (exec.empty() ? "" : " ") + unit_word(w, true);
       std::string env;
       for (const auto& [k, v] : spec.env) {
-        env += fmt::format("Environment={}\n", unit_word(k + "=" + v, false));
+        env += fmt::format("Environment={}\n", unit_word(fmt::format("{}={}", k, v), false));
       }
       std::string notes;
       if (d.wait_ready) {

@@ -111,7 +111,7 @@ std::string uptime(const tether::WorkerInfo& w) {
 
 // "812K", "3.4M", "1.2G": memory as people read it.
 std::string bytes_shown(std::uint64_t b) {
-  if (b < 1024 * 1024) return fmt::format("{}K", b / 1024);
+  if (b < 1024ull * 1024) return fmt::format("{}K", b / 1024);
   if (b < 1024ull * 1024 * 1024) return fmt::format("{:.1f}M", static_cast<double>(b) / 1048576.0);
   return fmt::format("{:.1f}G", static_cast<double>(b) / 1073741824.0);
 }
