@@ -478,6 +478,54 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : bench::summarize(std::move(v)).median;
 }
 
+// A set's file against --count, and `list` of N workers with their CPU and
+// memory: the same N `sleep infinity` workers, started in turns (open, up,
+// open, up, …) so the machine's drift falls on both alike. Every command
+// goes through popen, so each figure includes one `sh -c` (about 1 ms).
+void tether_set_rows(const std::string& tether, int n, int pairs) {
+  fs::path base = fs::temp_directory_path() / fmt::format("bench-supervise-set-{}", getpid());
+  fs::create_directories(base / "state");
+  fs::create_directories(base / "config");
+  fs::permissions(base, fs::perms(0700));
+  fs::permissions(base / "state", fs::perms(0700));
+  fs::permissions(base / "config", fs::perms(0700));
+  std::string file = (base / "tether.toml").string();
+  std::ofstream(file) << fmt::format(
+      "name = \"bench\"\n[w]\ncommand = [\"sleep\", \"infinity\"]\ncount = {}\n", n);
+  std::vector<std::string> env = {"TETHER_DIR=" + (base / "state").string(),
+                                  "TETHER_CONFIG_DIR=" + (base / "config").string()};
+  std::vector<double> open_s, up_s, list_ms, json_ms;
+  for (int p = 0; p < pairs; ++p) {
+    auto t0 = clk::now();
+    capture(
+        {tether, "open", "--count", std::to_string(n), "--name", "o", "--", "sleep", "infinity"},
+        env);
+    open_s.push_back(ms_since(t0) / 1000);
+    capture({tether, "exit", "all"}, env);
+    t0 = clk::now();
+    capture({tether, "up", "-f", file}, env);
+    up_s.push_back(ms_since(t0) / 1000);
+    for (int k = 0; k < 5; ++k) {
+      t0 = clk::now();
+      capture({tether, "list"}, env);
+      list_ms.push_back(ms_since(t0));
+      t0 = clk::now();
+      capture({tether, "list", "--json"}, env);
+      json_ms.push_back(ms_since(t0));
+    }
+    capture({tether, "down", "-f", file}, env);
+  }
+  fmt::print("
+| tether, {} workers ({} turns, median) | |\n|---|---:|\n", n, pairs);
+  fmt::print("| `open --count {}` (s) | {:.3f} |\n", n, median(open_s));
+  fmt::print("| `up` of a file with `count = {}` (s) | {:.3f} |\n", n, median(up_s));
+  fmt::print("| up / open | {:.2f} |\n", median(up_s) / median(open_s));
+  fmt::print("| `list` with CPU, RSS, PSS (ms) | {:.1f} |\n", median(list_ms));
+  fmt::print("| `list --json` (ms) | {:.1f} |\n", median(json_ms));
+  std::error_code ec;
+  fs::remove_all(base, ec);
+}
+
 bool on_path(const std::string& prog) {
   const char* path = std::getenv("PATH");
   std::istringstream dirs(path ? path : "/usr/bin:/bin");
@@ -576,6 +624,7 @@ int main(int argc, char** argv) {
     }
     fmt::print("\n");
   }
+  if (results.count("tether")) tether_set_rows(tether, n, quick ? 1 : 3);
   fmt::print(
       "\nblocking stop: runit `sv -w 10 -v down`, s6 `s6-svc -wd -d`, `supervisorctl stop`, "
       "`tether stop`.\n");
