@@ -515,8 +515,7 @@ void tether_set_rows(const std::string& tether, int n, int pairs) {
     }
     capture({tether, "down", "-f", file}, env);
   }
-  fmt::print("
-| tether, {} workers ({} turns, median) | |\n|---|---:|\n", n, pairs);
+  fmt::print("\n| tether, {} workers ({} turns, median) | |\n|---|---:|\n", n, pairs);
   fmt::print("| `open --count {}` (s) | {:.3f} |\n", n, median(open_s));
   fmt::print("| `up` of a file with `count = {}` (s) | {:.3f} |\n", n, median(up_s));
   fmt::print("| up / open | {:.2f} |\n", median(up_s) / median(open_s));
