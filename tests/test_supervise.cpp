@@ -1392,6 +1392,10 @@ TEST_F(Sets, SaveThenARebootThenResurrectBringsTheSameWorkersBackInOrder) {
   reboot(dir_, before);
   fs::remove(files_ / "order");
   ASSERT_TRUE(pids().empty());
+  // A save before the resurrect would forget them all: refused.
+  auto empty = cli("save");
+  EXPECT_EQ(empty.code, 1);
+  EXPECT_NE(empty.err.find("saving would forget the 5 saved"), std::string::npos) << empty.err;
   auto back = cli("resurrect");
   ASSERT_EQ(back.code, 0) << back.err << back.out;
   EXPECT_NE(back.out.find("resurrected 5 workers"), std::string::npos) << back.out;

@@ -201,15 +201,6 @@ Result<std::vector<SupervisorSpec>> live_specs(const StateDir& dir,
   return out;
 }
 
-Result<std::size_t> save_live(const ConfigDir& config, const StateDir& dir) {
-  auto live = live_specs(dir);
-  if (!live) return std::unexpected(live.error());
-  std::size_t n = live->size();
-  auto r = update_saved(config, [&](SavedWorkers& saved) { saved.workers = std::move(*live); });
-  if (!r) return std::unexpected(r.error());
-  return n;
-}
-
 Result<std::size_t> save_set(const ConfigDir& config, const StateDir& dir, std::string_view set) {
   auto live = live_specs(dir, set);
   if (!live) return std::unexpected(live.error());

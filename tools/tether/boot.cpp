@@ -58,15 +58,28 @@ int do_save() {
   }
   auto config = tether::ConfigDir::open_default(true);
   if (!config) return report_error(config.error());
-  std::size_t n = 0;
+  std::vector<tether::SupervisorSpec> live;
   if (state) {
-    auto saved = tether::save_live(*config, *state);
-    if (!saved) return report_error(saved.error());
-    n = *saved;
-  } else {
-    auto r = tether::update_saved(*config, [](tether::SavedWorkers& s) { s.workers.clear(); });
-    if (!r) return report_error(r.error());
+    auto l = tether::live_specs(*state);
+    if (!l) return report_error(l.error());
+    live = std::move(*l);
   }
+  // Nothing runs (after a reboot, before `resurrect`): saving would forget
+  // every saved worker. Said, and refused unless asked for.
+  if (live.empty() && !bopt.force) {
+    auto old = tether::read_saved(*config);
+    if (old && !old->workers.empty()) {
+      fmt::print(stderr,
+                 "tether: save: no worker runs; saving would forget the {} saved in {} (run "
+                 "`tether resurrect` first, or `tether save --force` to forget them)\n",
+                 old->workers.size(), (config->path() / "saved.jsonl").string());
+      return 1;
+    }
+  }
+  std::size_t n = live.size();
+  auto r =
+      tether::update_saved(*config, [&](tether::SavedWorkers& s) { s.workers = std::move(live); });
+  if (!r) return report_error(r.error());
   fmt::print("saved {} worker{} in {}\n", n, n == 1 ? "" : "s",
              (config->path() / "saved.jsonl").string());
   return 0;
@@ -537,6 +550,7 @@ int do_export() {
 
 void add_boot_commands(CLI::App& app) {
   save_cmd = app.add_subcommand("save", "Record the running workers, to resurrect after a reboot");
+  save_cmd->add_flag("--force", bopt.force, "Save even when nothing runs (forgets what was saved)");
   resurrect_cmd =
       app.add_subcommand("resurrect", "Start the saved workers that are not running, in order");
   resurrect_cmd

@@ -77,11 +77,9 @@ Result<void> update_saved(const ConfigDir& dir, const std::function<void(SavedWo
 // live: they are saved, and resurrect starts them.
 Result<std::vector<SupervisorSpec>> live_specs(const StateDir& dir,
                                                std::optional<std::string_view> set = {});
-// `tether save`: every live worker saved, replacing what was. save_set: the
-// set's saved workers replaced by its live ones (none: the set is
-// forgotten), the rest left as they are (what `up`, `scale` and `down`
-// record).
-Result<std::size_t> save_live(const ConfigDir& config, const StateDir& dir);
+// The set's saved workers replaced by its live ones (none: the set is
+// forgotten), the rest left as they are: what `up`, `scale` and `down`
+// record.
 Result<std::size_t> save_set(const ConfigDir& config, const StateDir& dir, std::string_view set);
 
 // The order to start saved workers in: each level once every one of the
