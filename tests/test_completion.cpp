@@ -15,19 +15,15 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "support.hpp"
+#include "cli_support.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
-using tether_test::Clean;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Outcome {
-  int code = -1;
-  std::string out, err;
-};
+using Outcome = tether_test::CliResult;
 
 std::vector<std::string> lines(const std::string& text) {
   std::vector<std::string> out;
@@ -38,13 +34,6 @@ std::vector<std::string> lines(const std::string& text) {
 
 bool has(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
-}
-
-// A private directory (mkdtemp: mode 0700, a unique name).
-fs::path private_dir(const char* stem) {
-  std::string templ = (fs::temp_directory_path() / fmt::format("{}-XXXXXX", stem)).string();
-  if (::mkdtemp(templ.data()) == nullptr) throw std::runtime_error("mkdtemp " + templ);
-  return templ;
 }
 
 bool on_path(const std::string& program) {
@@ -63,43 +52,15 @@ std::string bash_quoted(const std::string& s) {
   return out + "'";
 }
 
-class Completion : public Clean {
+class Completion : public tether_test::CliCase {
  protected:
-  void SetUp() override {
-    Clean::SetUp();
-    dir_ = private_dir("tether-completion-state");
-    config_ = private_dir("tether-completion-config");
-  }
-  void TearDown() override {
-    auto l = tether("list", {"--json"});
-    if (l.code != 0) ADD_FAILURE() << "list: " << l.code << " " << l.err << l.out;
-    if (l.code == 0) {
-      json all = json::parse(l.out);
-      for (const auto& w : all["workers"]) {
-        auto id = w["id"].get<std::string>();
-        auto x = tether("exit", {id});
-        if (x.code != 0) ADD_FAILURE() << "exit " << id << ": " << x.code << " " << x.err;
-      }
-    }
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(dir_, ec)) {
-      ADD_FAILURE() << "left behind: " << e.path();
-    }
-    fs::remove_all(dir_, ec);
-    fs::remove_all(config_, ec);
-    Clean::TearDown();
-  }
-
-  // Every command gets the test's own directories, and a PATH on which
+  // Every command gets the case's own directories, and a PATH on which
   // `tether` is the one just built.
   Outcome run(tether::Command c) {
-    c.env("TETHER_DIR", dir_.string())
-        .env("TETHER_CONFIG_DIR", config_.string())
-        .env("PATH", fs::path(TETHER_CLI).parent_path().string() + ":" +
+    with_dirs(c).env("PATH",
+                     fs::path(TETHER_CLI).parent_path().string() + ":" +
                          (std::getenv("PATH") != nullptr ? std::getenv("PATH") : "/usr/bin:/bin"));
-    auto o = c.output({}, 60s);
-    if (!o) return {-1, "", o.error().message()};
-    return {o->status.code().value_or(128 + o->status.signal().value_or(0)), o->out, o->err};
+    return outcome(c, 60s);
   }
 
   Outcome tether(const std::string& sub, const std::vector<std::string>& args = {}) {

@@ -19,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli_support.hpp"
 #include "support.hpp"
 #include "tether/supervise/saved.hpp"
 
@@ -30,75 +31,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct CliResult {
-  int code = -1;
-  std::string out, err;
-};
+using tether_test::CliResult;
 
-class Supervise : public Clean {
+class Supervise : public tether_test::CliCase {
  protected:
-  void SetUp() override {
-    Clean::SetUp();
-    dir_ = fs::temp_directory_path() / tether_test::unique_name("tether-state");
-    ASSERT_EQ(::mkdir(dir_.c_str(), 0700), 0);
-    // `up` records sets in the configuration directory: one of the test's
-    // own, never the user's.
-    config_ = fs::temp_directory_path() / tether_test::unique_name("tether-config");
-    ASSERT_EQ(::mkdir(config_.c_str(), 0700), 0);
-  }
-  void TearDown() override {
-    // Exit whatever is still there; then nothing may be left.
-    auto l = cli("list", {"--json"});
-    if (l.code != 0) ADD_FAILURE() << "list: " << l.code << " " << l.err << l.out;
-    if (l.code == 0) {
-      json all = json::parse(l.out);  // named: a range-for over a temporary's member dangles
-      for (const auto& w : all["workers"]) {
-        auto id = w["id"].get<std::string>();
-        if (w["state"] == "dead-supervisor") {
-          cli("list", {"--prune"});
-        } else {
-          auto x = cli("exit", {id});
-          if (x.code != 0) ADD_FAILURE() << "exit " << id << ": " << x.code << " " << x.err;
-        }
-      }
-    }
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(dir_, ec)) {
-      ADD_FAILURE() << "left behind: " << e.path();
-    }
-    fs::remove_all(dir_, ec);
-    fs::remove_all(config_, ec);
-    Clean::TearDown();
-  }
-
-  CliResult cli(const std::string& sub, const std::vector<std::string>& args = {},
-                tether::Deadline deadline = 30s) {
-    tether::Command c(TETHER_CLI);
-    c.arg(sub)
-        .args(args)
-        .env("TETHER_DIR", dir_.string())
-        .env("TETHER_CONFIG_DIR", config_.string());
-    auto o = c.output({}, deadline);
-    if (!o) return {-1, "", o.error().message()};
-    CliResult r{o->status.code().value_or(128 + o->status.signal().value_or(0)), o->out, o->err};
-    return r;
-  }
-
-  // Opens a worker and returns its id.
-  std::string open(std::vector<std::string> args) {
-    args.insert(args.begin(), "--json");
-    auto r = cli("open", args);
-    EXPECT_EQ(r.code, 0) << r.err;
-    if (r.code != 0) throw std::runtime_error("open failed: " + r.err);
-    return json::parse(r.out)["id"].get<std::string>();
-  }
-
-  json status(const std::string& key) {
-    auto r = cli("status", {key, "--json"});
-    if (r.code != 0) throw std::runtime_error("status failed: " + r.err);
-    return json::parse(r.out);
-  }
-
   std::string log_of(const std::string& id) {
     std::ifstream in(dir_ / id / "worker.log");
     std::stringstream ss;
@@ -115,8 +51,6 @@ class Supervise : public Clean {
     }
     return false;
   }
-
-  fs::path dir_, config_;
 };
 
 // A pidfd for a process that is not our child; readable once it has ended.
@@ -484,13 +418,7 @@ TEST_F(Supervise, LogsFollowPrintsNewLinesAndEndsWhenTheWorkerExits) {
   tether::PipeReader out(std::move(p.stdout_fd()));
   std::string seen;
   auto read_until = [&](const std::string& text) {
-    std::byte buf[4096];
-    while (seen.find(text) == std::string::npos) {
-      auto n = out.read(buf, 20s);
-      if (!n || *n == 0) return false;
-      seen.append(reinterpret_cast<const char*>(buf), *n);
-    }
-    return true;
+    return tether_test::read_until(out, seen, text);
   };
   // Once it shows a first line, it is following (-n -1: what was written
   // before it opened the log is printed from the file).
@@ -1709,13 +1637,7 @@ TEST_F(Supervise, MergedLogsFollowEveryWorkerAndEndWhenAllHaveGone) {
   tether::PipeReader out(std::move(p.stdout_fd()));
   std::string seen;
   auto read_until = [&](const std::string& text) {
-    std::byte buf[4096];
-    while (seen.find(text) == std::string::npos) {
-      auto n = out.read(buf, 20s);
-      if (!n || *n == 0) return false;
-      seen.append(reinterpret_cast<const char*>(buf), *n);
-    }
-    return true;
+    return tether_test::read_until(out, seen, text);
   };
   // Until the follower shows a line it may not be watching yet: send again.
   for (int i = 0; i < 200 && seen.find("fa | ") == std::string::npos; ++i) {

@@ -15,6 +15,7 @@ packages=(
   util-linux  # setpriv: tests run a client as another user
   runit daemontools  # sv, svok, svstat, svc: tested against tether's workers
   zsh         # the zsh completion script is tested in it
+  tmux        # tether top is tested in a tmux pane (send-keys, capture-pane)
   systemd     # systemd-analyze verify: the units `startup` and `export systemd` write
   libboost-dev  # Boost.Interprocess, a peer in bench_sync (compiled in CI, so it keeps building)
 )

@@ -136,6 +136,7 @@ static int run_main(int argc, char** argv) {
   tether_cli::add_worker_commands(app);
   tether_cli::add_set_commands(app);
   tether_cli::add_boot_commands(app);
+  tether_cli::add_top_command(app);
   tether_cli::add_completion_command(app);
 
   try {
@@ -149,6 +150,7 @@ static int run_main(int argc, char** argv) {
   if (int code = tether_cli::run_workers(); code >= 0) return code;
   if (int code = tether_cli::run_sets(); code >= 0) return code;
   if (int code = tether_cli::run_boot(); code >= 0) return code;
+  if (int code = tether_cli::run_top(); code >= 0) return code;
   if (int code = tether_cli::run_completion(); code >= 0) return code;
   fmt::print("{}", app.help());
   return 0;

@@ -90,8 +90,6 @@ std::string new_id() {
   return fmt::format("{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3]);
 }
 
-namespace {
-
 tether::Result<tether::StateDir> state_dir(bool create) {
   return tether::StateDir::open_default(create);
 }
@@ -115,6 +113,8 @@ std::string bytes_shown(std::uint64_t b) {
   if (b < 1024ull * 1024 * 1024) return fmt::format("{:.1f}M", static_cast<double>(b) / 1048576.0);
   return fmt::format("{:.1f}G", static_cast<double>(b) / 1073741824.0);
 }
+
+namespace {
 
 void add_usage(json& j, const std::optional<tether::WorkerUsage>& u) {
   if (!u) {
@@ -150,6 +150,8 @@ json to_json(const tether::WorkerInfo& w) {
   return j;
 }
 
+}  // namespace
+
 // What reaches a terminal: no control characters or escape sequences from
 // a name, a command or a path.
 std::string printable(std::string_view s) {
@@ -173,8 +175,6 @@ std::string join(const std::vector<std::string>& v) {
   }
   return out;
 }
-
-}  // namespace
 
 // The supervisors are started by launchers (see below); all or none: on any
 // failure every one started is stopped again and each failure explained.

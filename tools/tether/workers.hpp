@@ -50,6 +50,10 @@ int bad_file(const tether::Error& e);
 void add_boot_commands(CLI::App& app);
 int run_boot();
 
+// Adds top (top.cpp); run_top() as run_workers().
+void add_top_command(CLI::App& app);
+int run_top();
+
 // A fresh worker id: 8 hex digits.
 std::string new_id();
 
@@ -67,6 +71,19 @@ struct Start {
 // and the exit code is returned; 0 when all started.
 int start_specs(const tether::StateDir& dir, std::vector<Start>& starts, double timeout,
                 const char* what);
+
+// The state directory ($TETHER_DIR, …), made when `create`.
+tether::Result<tether::StateDir> state_dir(bool create);
+// How the list shows a worker: its name, else its id.
+std::string who(const tether::WorkerInfo& w);
+// "42s", "3m05s", "2h10m", "4d01h"; "-" when not running.
+std::string uptime(const tether::WorkerInfo& w);
+// "812K", "3.4M", "1.2G".
+std::string bytes_shown(std::uint64_t b);
+// Control characters shown as \xNN: what reaches a terminal.
+std::string printable(std::string_view s);
+// Words joined by single spaces.
+std::string join(const std::vector<std::string>& v);
 
 // The error's exit code (docs/cli.md) after printing its message.
 int report_error(const tether::Error& e);

@@ -1,0 +1,207 @@
+// tether top (tools/tether/top.cpp) in a real terminal: a tmux pane on a
+// server of the case's own (its socket in a private directory), driven with
+// send-keys and read with capture-pane. Every case has its own state and
+// configuration directories, exits every worker it opened, kills its tmux
+// server and leaves nothing behind.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <functional>
+#include <sstream>
+#include <thread>
+
+#include "cli_support.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using tether_test::CliResult;
+namespace fs = std::filesystem;
+
+namespace {
+
+bool on_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path != nullptr ? path : "");
+  for (std::string d; std::getline(dirs, d, ':');) {
+    if (!d.empty() && ::access((fs::path(d) / program).c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> words(const std::string& line) {
+  std::istringstream in(line);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+// The line of `screen` whose second word (NAME) is `name`, or "".
+std::string row_of(const std::string& screen, const std::string& name) {
+  std::istringstream in(screen);
+  for (std::string line; std::getline(in, line);) {
+    auto w = words(line);
+    if (w.size() > 2 && w[1] == name) return line;
+  }
+  return "";
+}
+
+// The CPU% column of a worker's row, or -1.
+double cpu_of(const std::string& screen, const std::string& name) {
+  auto w = words(row_of(screen, name));
+  if (w.size() < 5) return -1;
+  try {
+    return std::stod(w[4]);
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
+class Top : public tether_test::CliCase {
+ protected:
+  void SetUp() override {
+    CliCase::SetUp();
+    if (!on_path("tmux"))
+      GTEST_SKIP() << "tmux is not installed (tools/install-deps.sh installs it)";
+    tmux_dir_ = tether_test::private_dir("tether-tmux");
+  }
+  void TearDown() override {
+    if (!tmux_dir_.empty()) {
+      tmux({"kill-server"});
+      std::error_code ec;
+      fs::remove_all(tmux_dir_, ec);
+    }
+    CliCase::TearDown();
+  }
+
+  CliResult tmux(const std::vector<std::string>& args) {
+    tether::Command c("tmux");
+    c.args({"-S", (tmux_dir_ / "socket").string(), "-f", "/dev/null"}).args(args);
+    c.env("TERM", "xterm-256color");
+    return outcome(c, 20s);
+  }
+
+  // `tether top ARGS…` in a pane of `width` × `height`, its shell printing
+  // how it ended.
+  void start(const std::vector<std::string>& args, int width = 160, int height = 30) {
+    std::string cmd = fmt::format("env TETHER_DIR={} TETHER_CONFIG_DIR={} {} top", dir_.string(),
+                                  config_.string(), TETHER_CLI);
+    for (const auto& a : args) cmd += " " + a;
+    // The shell stays (reading a line) so its last words stay on the pane.
+    cmd += "; echo top-ended-$?; read line";
+    auto r = tmux({"new-session", "-d", "-s", "top", "-x", std::to_string(width), "-y",
+                   std::to_string(height), cmd});
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+
+  std::string screen() { return tmux({"capture-pane", "-p", "-t", "top"}).out; }
+
+  // Waits (up to 20 s: a bound against hanging, not a measurement) until
+  // the pane shows what `ok` wants; the last screen is in `last_`.
+  bool shows(const std::function<bool(const std::string&)>& ok) {
+    for (int i = 0; i < 400; ++i) {
+      last_ = screen();
+      if (ok(last_)) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+  bool shows(const std::string& text) {
+    return shows([&](const std::string& s) { return s.find(text) != std::string::npos; });
+  }
+
+  // True once top has ended with code 0: the pane's shell says how it
+  // ended (tmux's own #{pane_dead_status} is sometimes never filled in).
+  bool ends_with_code_0() { return shows("top-ended-0"); }
+
+  fs::path tmux_dir_;
+  std::string last_;
+};
+
+}  // namespace
+
+TEST_F(Top, ShowsTheWorkersUpdatesThemSortsAndQuitsWithQ) {
+  open({"--name", "idle", "--", "sleep", "1000"});
+  open({"--name", "spin", "--", "sh", "-c", "while :; do :; done"});
+  start({"--interval", "0.2"});
+  ASSERT_TRUE(shows([](const std::string& s) {
+    return !row_of(s, "idle").empty() && !row_of(s, "spin").empty();
+  })) << last_;
+  EXPECT_NE(last_.find("tether top"), std::string::npos) << last_;
+  EXPECT_NE(row_of(last_, "spin").find(" up "), std::string::npos) << last_;
+  // CPU is measured between refreshes: the busy loop's rises above zero,
+  // the sleeper's stays at zero.
+  ASSERT_TRUE(shows([](const std::string& s) { return cpu_of(s, "spin") > 0; })) << last_;
+  EXPECT_EQ(cpu_of(last_, "idle"), 0.0) << last_;
+
+  // It follows what changes: a worker started after it appears, one that
+  // exits goes.
+  open({"--name", "late", "--", "sleep", "1000"});
+  EXPECT_TRUE(shows([](const std::string& s) { return !row_of(s, "late").empty(); })) << last_;
+  ASSERT_EQ(cli("exit", {"idle"}).code, 0);
+  EXPECT_TRUE(shows([](const std::string& s) { return row_of(s, "idle").empty(); })) << last_;
+
+  // c sorts by CPU: the busy loop comes first.
+  ASSERT_EQ(tmux({"send-keys", "-t", "top", "c"}).code, 0);
+  EXPECT_TRUE(shows([](const std::string& s) {
+    if (s.find("sorted by cpu") == std::string::npos) return false;
+    auto spin = s.find(row_of(s, "spin")), late = s.find(row_of(s, "late"));
+    return !row_of(s, "spin").empty() && !row_of(s, "late").empty() && spin < late;
+  })) << last_;
+  ASSERT_EQ(tmux({"send-keys", "-t", "top", "n"}).code, 0);
+  EXPECT_TRUE(shows("sorted by name")) << last_;
+
+  // q ends it with code 0 and the terminal put back: the alternate screen
+  // left, so what it drew is gone from the pane.
+  ASSERT_EQ(tmux({"send-keys", "-t", "top", "q"}).code, 0);
+  EXPECT_TRUE(ends_with_code_0()) << last_;
+  EXPECT_EQ(last_.find("tether top"), std::string::npos) << last_;
+}
+
+TEST_F(Top, ASmallTerminalSaysHowManyMoreAndCtrlCEndsIt) {
+  auto r = cli("open", {"--count", "8", "--name", "many", "--", "sleep", "1000"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  start({"--interval", "0.2"}, 100, 8);
+  // 8 lines: two of heading, a blank, the columns, three workers and "… 5 more".
+  ASSERT_TRUE(shows("… 5 more")) << last_;
+  EXPECT_NE(last_.find("8 workers, 8 up"), std::string::npos) << last_;
+  std::istringstream lines(last_);
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_LE(line.size(), 100u + 2) << line;  // cut to the width ("…" is 3 bytes, 1 column)
+  }
+  // A wider terminal shows them all (SIGWINCH redraws).
+  ASSERT_EQ(tmux({"resize-window", "-t", "top", "-x", "120", "-y", "20"}).code, 0);
+  EXPECT_TRUE(shows([](const std::string& s) {
+    return !row_of(s, "many-8").empty() && s.find("more") == std::string::npos;
+  })) << last_;
+  ASSERT_EQ(tmux({"send-keys", "-t", "top", "C-c"}).code, 0);
+  EXPECT_TRUE(ends_with_code_0()) << last_;
+  EXPECT_EQ(last_.find("tether top"), std::string::npos) << last_;
+}
+
+TEST_F(Top, BatchPrintsPlainFramesOfTheWorkersAsked) {
+  open({"--name", "web", "--", "sleep", "1000"});
+  open({"--name", "other", "--", "sleep", "1000"});
+  auto b = cli("top", {"--batch", "-n", "2", "--interval", "0.1", "web"});
+  ASSERT_EQ(b.code, 0) << b.err;
+  std::size_t frames = 0;
+  for (auto at = b.out.find("tether top"); at != std::string::npos;
+       at = b.out.find("tether top", at + 1)) {
+    ++frames;
+  }
+  EXPECT_EQ(frames, 2u) << b.out;
+  EXPECT_FALSE(row_of(b.out, "web").empty()) << b.out;
+  EXPECT_TRUE(row_of(b.out, "other").empty()) << b.out;  // not asked for
+  EXPECT_EQ(b.out.find('\x1b'), std::string::npos) << "no escape sequence in a pipe";
+  // Not a terminal and no --batch: said, code 2.
+  auto live = cli("top");
+  EXPECT_EQ(live.code, 2);
+  EXPECT_NE(live.err.find("not a terminal"), std::string::npos) << live.err;
+  EXPECT_EQ(cli("top", {"--batch", "--interval", "0"}).code, 2);
+  EXPECT_EQ(cli("top", {"--batch", "--sort", "colour"}).code, 2);
+  // No workers yet: a frame that says so.
+  ASSERT_EQ(cli("exit", {"all"}).code, 0);
+  auto none = cli("top", {"--batch"});
+  ASSERT_EQ(none.code, 0) << none.err;
+  EXPECT_NE(none.out.find("no workers"), std::string::npos) << none.out;
+}
