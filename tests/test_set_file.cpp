@@ -65,6 +65,7 @@ max_restarts = 7
 grace = 1.5
 log_size = "64K"
 log_keep = 2
+memory_limit = "256M"
 tty = true
 )"));
   ASSERT_TRUE(set.has_value()) << set.error().message();
@@ -86,6 +87,8 @@ tty = true
   EXPECT_EQ(web.grace, std::chrono::milliseconds(1500));
   EXPECT_EQ(web.log_size, 64u * 1024);
   EXPECT_EQ(web.log_keep, 2);
+  EXPECT_EQ(web.memory_limit, 256u << 20);
+  EXPECT_EQ(db.memory_limit, 0u);  // none unless given
   EXPECT_TRUE(web.tty);
   // env_file's first, env's own entries win.
   auto env = [&](const std::string& k) -> std::string {
@@ -114,6 +117,7 @@ tty = true
   EXPECT_EQ(specs[1].set, "shop");
   EXPECT_EQ(specs[1].definition, "web");
   EXPECT_EQ(specs[1].after, std::vector<std::string>{"db"});
+  EXPECT_EQ(specs[1].memory_limit, 256u << 20);
   EXPECT_EQ(tether::instance_name("db", 1, 1), "db");
 }
 
@@ -185,6 +189,18 @@ TEST_F(SetFile, ACycleInAfterIsShownWhole) {
       << unknown;
 }
 
+TEST(ByteSize, ReadsWhatPeopleWrite) {
+  EXPECT_EQ(tether::parse_byte_size("4096"), 4096u);
+  EXPECT_EQ(tether::parse_byte_size("512K"), 512u << 10);
+  EXPECT_EQ(tether::parse_byte_size("10M"), 10u << 20);
+  EXPECT_EQ(tether::parse_byte_size("2 GiB"), 2ull << 30);
+  EXPECT_EQ(tether::parse_byte_size("1GB"), 1ull << 30);
+  for (const char* bad : {"", "M", "-1", "1.5G", "10Q", "1e9", "99999999999999999"}) {
+    EXPECT_FALSE(tether::parse_byte_size(bad).has_value()) << bad;
+  }
+  EXPECT_FALSE(tether::parse_byte_size("999999999999999G").has_value());  // past 2^64
+}
+
 TEST_F(SetFile, WrongTypesAndRangesAreNamed) {
   EXPECT_NE(error_of("[w]\ncommand = 'x'\ncount = 'two'\n")
                 .find("count must be an integer, not a string"),
@@ -194,6 +210,10 @@ TEST_F(SetFile, WrongTypesAndRangesAreNamed) {
   EXPECT_NE(error_of("[w]\ncommand = 'x'\nready_fd = 2\n").find("from 3 to 1023"),
             std::string::npos);
   EXPECT_NE(error_of("[w]\ncommand = 'x'\nlog_size = '10Q'\n").find("log_size must be"),
+            std::string::npos);
+  EXPECT_NE(error_of("[w]\ncommand = 'x'\nmemory_limit = 'lots'\n").find("memory_limit must be"),
+            std::string::npos);
+  EXPECT_NE(error_of("[w]\ncommand = 'x'\nmemory_limit = '512K'\n").find("from 1 MiB"),
             std::string::npos);
   EXPECT_NE(error_of("[w]\ncommand = 'x'\ngrace = -1\n").find("from 0 to 3600"), std::string::npos);
   EXPECT_NE(error_of("[w]\ncommand = 'x'\ncwd = 'nowhere'\n").find("is not a directory"),

@@ -1491,7 +1491,7 @@ TEST_F(Sets, ExportSystemdWritesAUnitPerWorkerThatSystemdAccepts) {
   write(
       "name = \"shop\"\n[db]\ncommand = [\"sleep\", \"1000\"]\n[web]\n"
       "command = \"echo \\\"$HOME\\\" 100%\"\ncount = 2\nafter = [\"db\"]\nrestart = \"always\"\n"
-      "env = { GREETING = \"50% \\\"off\\\"\" }\n");
+      "env = { GREETING = \"50% \\\"off\\\"\" }\nmemory_limit = \"256M\"\n");
   fs::path out = files_ / "units";
   ASSERT_EQ(::mkdir(out.c_str(), 0700), 0);
   auto r = cli("export", {"systemd", out.string(), "-f", (files_ / "tether.toml").string()});
@@ -1509,6 +1509,8 @@ TEST_F(Sets, ExportSystemdWritesAUnitPerWorkerThatSystemdAccepts) {
       << web;
   EXPECT_NE(web.find("Environment=\"GREETING=50%% \\\"off\\\"\"\n"), std::string::npos) << web;
   EXPECT_NE(web.find("Restart=always\n"), std::string::npos) << web;
+  EXPECT_NE(web.find("MemoryMax=268435456\n"), std::string::npos) << web;
+  EXPECT_EQ(read_text(out / "shop-db.service").find("MemoryMax"), std::string::npos);
   EXPECT_NE(web.find("WorkingDirectory=" + files_.string() + "\n"), std::string::npos) << web;
   EXPECT_NE(read_text(out / "shop.target")
                 .find("Wants=shop-db.service shop-web-1.service shop-web-2.service\n"),
@@ -1568,6 +1570,50 @@ TEST_F(Supervise, ListAndStatusShowWhatTheWorkerAndItsChildrenUse) {
   // Taken down: nothing runs, nothing is counted.
   ASSERT_EQ(cli("stop", {id}).code, 0);
   EXPECT_TRUE(status(id)["usage"].is_null()) << status(id);
+}
+
+// --max-memory: the worker and the processes it started, over the limit,
+// are restarted (counted, logged with the figures) until --max-restarts is
+// spent, then stopped; one under its limit is left alone; one over it
+// before it is ready fails its start and leaves nothing.
+TEST_F(Supervise, AWorkerOverItsMemoryLimitIsRestartedWithTheFiguresLogged) {
+  std::string thin = open({"--name", "thin", "--max-memory", "64M", "--memory-interval", "0.05",
+                           "--", "sleep", "1000"});
+  // dd, a child of the worker's shell, holds 48 MiB it has touched.
+  const std::string fat_script = "dd if=/dev/zero bs=48M count=1 2>/dev/null | sleep 1000";
+  std::string fat = open({"--name", "fat", "--max-memory", "16M", "--memory-interval", "0.05",
+                          "--max-restarts", "2", "--", "sh", "-c", fat_script});
+  json st;
+  for (int i = 0; i < 2000; ++i) {  // a bound against hanging, not a measurement
+    st = status(fat);
+    if (st["state"] == "down") break;
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(st["state"], "down") << st;
+  EXPECT_EQ(st["restarts"], 2) << st;
+  EXPECT_EQ(st["memory_limit_bytes"], 16u << 20) << st;
+  std::string log = log_of(fat);
+  EXPECT_NE(log.find("over its memory limit: "), std::string::npos) << log;
+  EXPECT_NE(log.find("> limit 16.0 MiB: restarting"), std::string::npos) << log;
+  EXPECT_NE(log.find("in 3 processes"), std::string::npos) << log;  // sh, dd, sleep
+  EXPECT_NE(log.find("> limit 16.0 MiB: stopping"), std::string::npos) << log;
+  EXPECT_NE(log.find("not restarting: 2 restarts already"), std::string::npos) << log;
+  // Checked every 50 ms all along, the small one never was over.
+  EXPECT_EQ(status(thin)["restarts"], 0);
+  EXPECT_EQ(log_of(thin).find("memory limit"), std::string::npos) << log_of(thin);
+  auto text = cli("status", {thin});
+  EXPECT_NE(text.out.find("(limit 64.0M, checked every 50 ms)"), std::string::npos) << text.out;
+
+  // Over it before it says it is ready: the start fails, nothing is left.
+  auto early = cli("open", {"--name", "early", "--wait-ready", "--max-memory", "16M",
+                            "--memory-interval", "0.05", "--", "sh", "-c", fat_script});
+  EXPECT_EQ(early.code, 1);
+  EXPECT_NE(early.err.find("over its memory limit"), std::string::npos) << early.err;
+  auto l = json::parse(cli("list", {"--json"}).out);
+  EXPECT_EQ(l["workers"].size(), 2u) << l;
+  // A size that is not one is refused before anything starts.
+  EXPECT_EQ(cli("open", {"--max-memory", "lots", "--", "sleep", "1"}).code, 2);
+  EXPECT_EQ(cli("open", {"--max-memory", "512K", "--", "sleep", "1"}).code, 2);
 }
 
 TEST_F(Supervise, LogsOfSeveralWorkersAreMergedInTimeOrderWithTheirNames) {

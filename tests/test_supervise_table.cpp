@@ -21,9 +21,9 @@ using S = WorkerState;
 
 constexpr S kStates[] = {S::starting, S::up, S::stopping, S::backoff, S::down, S::exited};
 constexpr Want kWants[] = {Want::up, Want::once, Want::down, Want::exit};
-constexpr Event kEvents[] = {Event::up,     Event::once,    Event::down,
-                             Event::exit,   Event::restart, Event::ready,
-                             Event::exited, Event::timer,   Event::spawn_failed};
+constexpr Event kEvents[] = {Event::up,           Event::once,       Event::down,   Event::exit,
+                             Event::restart,      Event::ready,      Event::exited, Event::timer,
+                             Event::spawn_failed, Event::over_memory};
 
 std::string name(S s, Want w, Event e) {
   return std::string(tether::to_string(s)) + " / wants " + std::string(tether::to_string(w)) +
@@ -54,6 +54,7 @@ const Cell kWantedUp[] = {
     {S::starting, Event::exited, T(S::backoff, Want::up, sd::kArmBackoff)},
     {S::starting, Event::timer, T(S::starting, Want::up)},
     {S::starting, Event::spawn_failed, T(S::backoff, Want::up, sd::kArmBackoff)},
+    {S::starting, Event::over_memory, T(S::stopping, Want::up, sd::kTerm | sd::kCountRestart)},
 
     {S::up, Event::up, T(S::up, Want::up)},
     {S::up, Event::once, T(S::up, Want::once)},
@@ -64,6 +65,7 @@ const Cell kWantedUp[] = {
     {S::up, Event::exited, T(S::backoff, Want::up, sd::kArmBackoff)},
     {S::up, Event::timer, T(S::up, Want::up)},
     {S::up, Event::spawn_failed, T(S::backoff, Want::up, sd::kArmBackoff)},
+    {S::up, Event::over_memory, T(S::stopping, Want::up, sd::kTerm | sd::kCountRestart)},
 
     // Stopping wanted up (a restart, or stop then start): the exit we asked
     // for is not a crash; it starts again at once, whatever the policy.
@@ -76,6 +78,7 @@ const Cell kWantedUp[] = {
     {S::stopping, Event::exited, T(S::up, Want::up, kStart | sd::kResetBackoff)},
     {S::stopping, Event::timer, T(S::stopping, Want::up, sd::kKill)},
     {S::stopping, Event::spawn_failed, T(S::backoff, Want::up, sd::kArmBackoff)},
+    {S::stopping, Event::over_memory, T(S::stopping, Want::up)},
 
     {S::backoff, Event::up, T(S::up, Want::up, kStart | sd::kResetBackoff)},
     {S::backoff, Event::once, T(S::up, Want::once, kStart | sd::kResetBackoff)},
@@ -86,6 +89,7 @@ const Cell kWantedUp[] = {
     {S::backoff, Event::exited, T(S::backoff, Want::up)},
     {S::backoff, Event::timer, T(S::up, Want::up, kStart | sd::kCountRestart)},
     {S::backoff, Event::spawn_failed, T(S::backoff, Want::up, sd::kArmBackoff)},
+    {S::backoff, Event::over_memory, T(S::backoff, Want::up)},
 
     {S::down, Event::up, T(S::up, Want::up, kStart | sd::kResetBackoff)},
     {S::down, Event::once, T(S::up, Want::once, kStart | sd::kResetBackoff)},
@@ -96,6 +100,7 @@ const Cell kWantedUp[] = {
     {S::down, Event::exited, T(S::down, Want::up)},
     {S::down, Event::timer, T(S::down, Want::up)},
     {S::down, Event::spawn_failed, T(S::backoff, Want::up, sd::kArmBackoff)},
+    {S::down, Event::over_memory, T(S::down, Want::up)},
 
     {S::exited, Event::up, T(S::up, Want::up, kStart | sd::kResetBackoff)},
     {S::exited, Event::once, T(S::up, Want::once, kStart | sd::kResetBackoff)},
@@ -106,6 +111,7 @@ const Cell kWantedUp[] = {
     {S::exited, Event::exited, T(S::exited, Want::up)},
     {S::exited, Event::timer, T(S::exited, Want::up)},
     {S::exited, Event::spawn_failed, T(S::backoff, Want::up, sd::kArmBackoff)},
+    {S::exited, Event::over_memory, T(S::exited, Want::up)},
 };
 
 TEST(SuperviseTable, EveryStateWithEveryEventWantedUp) {
@@ -180,6 +186,32 @@ TEST(SuperviseTable, TheFirstStartIsReportedToTetherOpen) {
   auto end = sd::transition(stop.state, stop.want, Event::exited, f);
   EXPECT_TRUE(end.actions & sd::kReportFailed);
   EXPECT_TRUE(end.actions & sd::kFinish);
+}
+
+// Over its memory limit: restarted while restarts are left, else stopped;
+// a worker that was to run once is stopped; one tether open still waits
+// for fails its start.
+TEST(SuperviseTable, OverMemoryRestartsWhileTheBudgetLasts) {
+  sd::Facts f;
+  EXPECT_EQ(sd::transition(S::up, Want::up, Event::over_memory, f),
+            T(S::stopping, Want::up, sd::kTerm | sd::kCountRestart));
+  f.restarts_left = false;
+  EXPECT_EQ(sd::transition(S::up, Want::up, Event::over_memory, f),
+            T(S::stopping, Want::down, sd::kTerm | sd::kGiveUp));
+  f.restarts_left = true;
+  EXPECT_EQ(sd::transition(S::up, Want::once, Event::over_memory, f),
+            T(S::stopping, Want::down, sd::kTerm));
+  f.awaiting_report = true;
+  f.wait_ready = true;
+  EXPECT_EQ(sd::transition(S::starting, Want::up, Event::over_memory, f),
+            T(S::stopping, Want::exit, sd::kTerm));
+  // ... and its end is then reported as a failure, the directory removed.
+  auto end = sd::transition(S::stopping, Want::exit, Event::exited, f);
+  EXPECT_TRUE(end.actions & sd::kReportFailed);
+  EXPECT_TRUE(end.actions & sd::kFinish);
+  // The restart it asked for starts the worker again once it has ended.
+  f = {};
+  EXPECT_EQ(sd::transition(S::stopping, Want::up, Event::exited, f).state, S::up);
 }
 
 TEST(SuperviseTable, ExitIsFinal) {

@@ -260,6 +260,12 @@ struct SupervisorSpec {
   std::chrono::milliseconds dir_check{60000};
   std::uint64_t log_max_bytes = 1u << 20;
   int log_keep = 3;  // rotated files kept besides the current one
+  // The worker is restarted when it and every process it started hold more
+  // resident memory than this (bytes; 0: no limit), measured every
+  // memory_check from /proc (see supervisor.cpp), and logged with the
+  // figures. The restart counts against max_restarts.
+  std::uint64_t memory_limit = 0;
+  std::chrono::milliseconds memory_check{1000};
   // For workers started from a set's file (tether up): the set's name, the
   // definition this worker is an instance of, and the definitions it starts
   // after (so `down` and `resurrect` keep the order without the file).

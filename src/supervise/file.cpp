@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <map>
@@ -150,8 +151,9 @@ class Problem {
 };
 
 constexpr std::string_view kWorkerKeys[] = {
-    "command",      "name",  "count",      "instances", "env",      "env_file", "cwd", "restart",
-    "max_restarts", "grace", "wait_ready", "ready_fd",  "log_size", "log_keep", "tty", "after"};
+    "command",  "name",     "count",        "instances", "env",         "env_file",
+    "cwd",      "restart",  "max_restarts", "grace",     "wait_ready",  "ready_fd",
+    "log_size", "log_keep", "tty",          "after",     "memory_limit"};
 constexpr std::string_view kTopKeys[] = {"name"};
 constexpr std::string_view kPolicies[] = {"always", "on-failure", "never"};
 
@@ -222,20 +224,15 @@ Result<std::vector<std::pair<std::string, std::string>>> parse_env_file(const fs
   return out;
 }
 
-// A size in bytes: an integer, or a string such as "10M" / "512KiB" / "1G".
-std::optional<std::uint64_t> parse_size(const toml::node& n) {
-  if (auto i = n.value<std::int64_t>(); i && n.is_integer()) {
-    if (*i < 0) return std::nullopt;
-    return static_cast<std::uint64_t>(*i);
-  }
-  auto s = n.value<std::string>();
-  if (!s || !n.is_string() || s->empty()) return std::nullopt;
+}  // namespace
+
+std::optional<std::uint64_t> parse_byte_size(std::string_view s) {
   std::size_t digits = 0;
-  while (digits < s->size() && std::isdigit(static_cast<unsigned char>((*s)[digits])) != 0)
-    ++digits;
+  while (digits < s.size() && std::isdigit(static_cast<unsigned char>(s[digits])) != 0) ++digits;
   if (digits == 0 || digits > 15) return std::nullopt;
-  std::uint64_t v = std::stoull(s->substr(0, digits));
-  std::string unit = s->substr(digits);
+  std::uint64_t v = 0;
+  std::from_chars(s.data(), s.data() + digits, v);
+  std::string unit(s.substr(digits));
   std::erase(unit, ' ');
   std::uint64_t mul = 0;
   for (auto [u, m] : {std::pair{"", 1ull},
@@ -253,6 +250,19 @@ std::optional<std::uint64_t> parse_size(const toml::node& n) {
   }
   if (mul == 0 || v > (UINT64_MAX / mul)) return std::nullopt;
   return v * mul;
+}
+
+namespace {
+
+// A size in bytes: an integer, or a string parse_byte_size reads.
+std::optional<std::uint64_t> parse_size(const toml::node& n) {
+  if (auto i = n.value<std::int64_t>(); i && n.is_integer()) {
+    if (*i < 0) return std::nullopt;
+    return static_cast<std::uint64_t>(*i);
+  }
+  auto s = n.value<std::string>();
+  if (!s || !n.is_string()) return std::nullopt;
+  return parse_byte_size(*s);
 }
 
 const char* type_name(const toml::node& n) {
@@ -436,6 +446,13 @@ Result<WorkerDefinition> parse_worker(const toml::key& key, const toml::table& t
         return out_of_range("from 4096 bytes to 1 TiB");
       }
       d.log_size = *size;
+    } else if (name == "memory_limit") {
+      auto size = parse_size(v);
+      if (!size) return wrong("a number of bytes (\"512M\", \"2G\", 67108864)");
+      if (*size < (std::uint64_t{1} << 20) || *size > (std::uint64_t{1} << 50)) {
+        return out_of_range("from 1 MiB to 1 PiB");
+      }
+      d.memory_limit = *size;
     } else if (name == "log_keep") {
       std::int64_t n = 0;
       if (ok = integer(0, 100, n); ok) d.log_keep = static_cast<int>(n);
@@ -629,6 +646,7 @@ std::vector<SupervisorSpec> instance_specs(const SetDefinition& set, const Worke
     s.ready_fd = d.ready_fd;
     s.log_max_bytes = d.log_size;
     s.log_keep = d.log_keep;
+    s.memory_limit = d.memory_limit;
     s.tty = d.tty;
     s.set = set.name;
     s.definition = d.name;

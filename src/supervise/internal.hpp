@@ -98,6 +98,17 @@ struct ProcStat {
 };
 std::optional<ProcStat> read_proc_stat(pid_t pid);
 
+// The resident memory of every descendant of process `root` (root itself
+// not counted), found through /proc/<pid>/task/<tid>/children of each: what
+// a supervisor (the worker's parent, and the subreaper of what the worker
+// leaves behind) checks against a memory limit. A process that ends while
+// it is read counts as nothing.
+struct TreeMemory {
+  std::uint64_t rss_bytes = 0;
+  int processes = 0;
+};
+TreeMemory descendants_memory(pid_t root);
+
 // Removes <parent_fd>/<name> and everything under it, never following a
 // symbolic link (unlinkat/openat relative to held descriptors).
 Result<void> remove_tree(int parent_fd, const std::string& name);

@@ -32,6 +32,8 @@ json spec_json(const SupervisorSpec& spec) {
           {"log_max_bytes", spec.log_max_bytes},
           {"dir_check_ms", spec.dir_check.count()},
           {"log_keep", spec.log_keep},
+          {"memory_limit_bytes", spec.memory_limit},
+          {"memory_check_ms", spec.memory_check.count()},
           {"set", spec.set},
           {"definition", spec.definition},
           {"after", spec.after}};
@@ -99,6 +101,15 @@ Result<SupervisorSpec> spec_from(const json& j) {
       *out = it->get<std::string>();
     }
   }
+  // The memory limit (absent from the specs of tether 0.x before it).
+  long long memory_limit = 0, memory_check = 1000;
+  if ((j.contains("memory_limit_bytes") &&
+       !num("memory_limit_bytes", 0, 1LL << 50, memory_limit)) ||
+      (j.contains("memory_check_ms") && !num("memory_check_ms", 10, 86400000, memory_check))) {
+    return bad("the memory limit or its check interval is of the wrong type or out of range");
+  }
+  spec.memory_limit = static_cast<std::uint64_t>(memory_limit);
+  spec.memory_check = std::chrono::milliseconds(memory_check);
   if (auto it = j.find("after"); it != j.end()) {
     if (!it->is_array()) return bad("\"after\" is not an array");
     for (const auto& a : *it) {

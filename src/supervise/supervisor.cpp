@@ -118,6 +118,7 @@ class Supervisor {
   void report_error(std::string text);
   void finish();
   bool directory_lost();
+  void check_memory();
 
   SupervisorSpec spec_;
   int state_fd_ = -1;
@@ -129,7 +130,7 @@ class Supervisor {
   struct stat dir_st_ {
   }, control_st_{}, lock_st_{};
   sd::RecordFile status_, svstatus_;
-  Fd sigfd_, timer_, check_, log_;
+  Fd sigfd_, timer_, check_, memory_, log_;
   std::uint64_t log_size_ = 0;
   int report_fd_ = -1;
 
@@ -152,7 +153,8 @@ class Supervisor {
   milliseconds backoff_{0};
   std::optional<ExitStatus> last_exit_;
   bool last_success_ = false, last_healthy_ = false;
-  std::string failure_;  // why the first start failed, for tether open
+  std::string failure_;      // why the first start failed, for tether open
+  std::string over_memory_;  // why the running worker is being stopped, when over its limit
 
   // Bad-command logging is rate-limited: at most 10 lines a second, then one
   // summary line a second at most, however the flood arrives.
@@ -272,6 +274,19 @@ Result<void> Supervisor::setup() {
   every.it_value.tv_nsec = every.it_interval.tv_nsec = static_cast<long>(ns.count() % 1000000000);
   if (::timerfd_settime(check_.get(), 0, &every, nullptr) != 0)
     return fail(errno, "timerfd_settime");
+  // A memory limit is checked on a timer of its own: the worker's memory
+  // grows without any event a supervisor could wait for (short of a
+  // cgroup's memory.events, which needs a delegated cgroup v2 hierarchy).
+  if (spec_.memory_limit > 0) {
+    memory_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+    if (!memory_) return fail(errno, "timerfd_create");
+    ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::max(spec_.memory_check, milliseconds(10)));
+    every.it_value.tv_sec = every.it_interval.tv_sec = static_cast<time_t>(ns.count() / 1000000000);
+    every.it_value.tv_nsec = every.it_interval.tv_nsec = static_cast<long>(ns.count() % 1000000000);
+    if (::timerfd_settime(memory_.get(), 0, &every, nullptr) != 0)
+      return fail(errno, "timerfd_settime");
+  }
   return {};
 }
 
@@ -354,8 +369,12 @@ void Supervisor::worker_ended(const ExitStatus& status) {
   last_success_ = status.success();
   last_healthy_ = ran >= spec_.healthy_after;
   event(fmt::format("worker pid {} {} after {} ms", pid, status.describe(), ran.count()));
-  failure_ = fmt::format("{} {} before it was {}", spec_.command.front(), status.describe(),
-                         spec_.wait_ready ? "ready" : "running");
+  // Why it did not start, should tether open still wait: its end, or that
+  // it was stopped over its memory limit.
+  failure_ = over_memory_.empty()
+                 ? fmt::format("{} {} before it was {}", spec_.command.front(), status.describe(),
+                               spec_.wait_ready ? "ready" : "running")
+                 : std::exchange(over_memory_, {});
   dispatch(Event::exited);
 }
 
@@ -449,6 +468,24 @@ void Supervisor::arm_timer(milliseconds in) {
 void Supervisor::disarm_timer() {
   itimerspec its{};
   ::timerfd_settime(timer_.get(), 0, &its, nullptr);
+}
+
+// The worker and every process it left with us (our descendants: we are
+// its parent and the subreaper of what it leaves behind) against the
+// memory limit; over it, the table decides (restart, or stop).
+void Supervisor::check_memory() {
+  if (!proc_ || (state_ != WorkerState::starting && state_ != WorkerState::up)) return;
+  auto m = sd::descendants_memory(::getpid());
+  if (m.rss_bytes <= spec_.memory_limit) return;
+  auto mib = [](std::uint64_t b) { return static_cast<double>(b) / 1048576.0; };
+  std::string what = fmt::format(
+      "over its memory limit: {:.1f} MiB resident in {} process{} > limit {:.1f} MiB",
+      mib(m.rss_bytes), m.processes, m.processes == 1 ? "" : "es", mib(spec_.memory_limit));
+  bool again = sd::transition(state_, want_, Event::over_memory, facts()).want == Want::up;
+  event(fmt::format("worker pid {} {}: {}", proc_->pid(), what, again ? "restarting" : "stopping"));
+  over_memory_ = spec_.command.front() + " went " + what + " before it was " +
+                 (spec_.wait_ready ? "ready" : "running");
+  dispatch(Event::over_memory);
 }
 
 // With no worker running, every child we still have is a stray: a
@@ -758,7 +795,7 @@ int Supervisor::run(int report_fd) {
   dispatch(Event::up);
 
   while (!done_) {
-    enum { kControl, kSvControl, kSignal, kTimer, kPid, kOut, kReady, kCheck, kCount };
+    enum { kControl, kSvControl, kSignal, kTimer, kPid, kOut, kReady, kCheck, kMemory, kCount };
     pollfd fds[kCount] = {
         {control_.fd(), POLLIN, 0},
         {svcontrol_.fd(), POLLIN, 0},
@@ -768,6 +805,7 @@ int Supervisor::run(int report_fd) {
         {out_.get(), POLLIN, 0},
         {ready_.get(), POLLIN, 0},
         {check_.get(), POLLIN, 0},
+        {memory_.get(), POLLIN, 0},
     };
     // Before sleeping, give back the heap pages this round's temporaries
     // touched: resident memory times every supervisor is the figure that
@@ -834,6 +872,10 @@ int Supervisor::run(int report_fd) {
     if (fds[kTimer].revents) {
       std::uint64_t ticks = 0;
       if (::read(timer_.get(), &ticks, sizeof ticks) == sizeof ticks) dispatch(Event::timer);
+    }
+    if (fds[kMemory].revents && !done_) {
+      std::uint64_t ticks = 0;
+      if (::read(memory_.get(), &ticks, sizeof ticks) == sizeof ticks) check_memory();
     }
     if (fds[kControl].revents && !done_) read_control(control_.fd(), &control_lines_);
     if (fds[kSvControl].revents && !done_) read_control(svcontrol_.fd(), nullptr);

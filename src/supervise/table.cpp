@@ -45,6 +45,17 @@ Transition spawn_failed(WorkerState state, Want want, const Facts& f) {
   return {S::backoff, want, kArmBackoff};
 }
 
+// A running worker holds more than its memory limit: it is restarted (a
+// restart counted against max_restarts, started again at once when it has
+// ended), or stopped when no restart is left or it was to run once. Before
+// tether open has heard that it started, the start fails instead.
+Transition over_memory(Want w, const Facts& f) {
+  if (f.awaiting_report) return {S::stopping, Want::exit, kTerm};
+  if (w == Want::up && f.restarts_left) return {S::stopping, Want::up, kTerm | kCountRestart};
+  if (w == Want::up) return {S::stopping, Want::down, kTerm | kGiveUp};
+  return {S::stopping, w == Want::once ? Want::down : w, kTerm};
+}
+
 // A worker is running: starting or up.
 Transition running(WorkerState s, Want w, Event e, const Facts& f) {
   switch (e) {
@@ -70,6 +81,8 @@ Transition running(WorkerState s, Want w, Event e, const Facts& f) {
       return {s, w, kNone};  // a stale timer: nothing is armed while running
     case Event::spawn_failed:
       return spawn_failed(s, w, f);
+    case Event::over_memory:
+      return over_memory(w, f);
   }
   return {s, w, kNone};
 }
@@ -97,6 +110,8 @@ Transition stopping(Want w, Event e, const Facts& f) {
       return {S::stopping, w, kKill};  // the grace ran out
     case Event::spawn_failed:
       return spawn_failed(S::stopping, w, f);
+    case Event::over_memory:
+      return {S::stopping, w, kNone};  // already on its way out
   }
   return {S::stopping, w, kNone};
 }
@@ -124,6 +139,8 @@ Transition idle(WorkerState s, Want w, Event e, const Facts& f) {
       return {s, w, kNone};
     case Event::spawn_failed:
       return spawn_failed(s, w, f);
+    case Event::over_memory:
+      return {s, w, kNone};  // no worker: stale news
   }
   return {s, w, kNone};
 }
@@ -269,6 +286,8 @@ std::string_view to_string(Event e) noexcept {
       return "timer";
     case Event::spawn_failed:
       return "spawn-failed";
+    case Event::over_memory:
+      return "over-memory";
   }
   return "?";
 }

@@ -24,8 +24,9 @@ enum class Event : std::uint8_t {
   exited,        // the worker ended (Facts say how)
   timer,         // the timer fired: the grace ran out (stopping) or the backoff did (backoff)
   spawn_failed,  // a spawn action failed
+  over_memory,   // the worker and its processes hold more than its memory limit
 };
-inline constexpr int kEventCount = 9;
+inline constexpr int kEventCount = 10;
 
 // Actions, carried out in this order by the loop.
 enum Action : std::uint16_t {

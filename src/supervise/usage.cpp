@@ -40,7 +40,67 @@ std::uint64_t pss_of(pid_t pid) {
   return kib * 1024;
 }
 
+// Reads a small /proc file whole into `buf`; its length, 0 when unreadable.
+std::size_t read_small(const std::string& path, char* buf, std::size_t size) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return 0;
+  ssize_t n = retry_eintr([&] { return ::read(fd.get(), buf, size); });
+  return n > 0 ? static_cast<std::size_t>(n) : 0;
+}
+
+// The children of every thread of `pid`, appended to `out`.
+void children_of(pid_t pid, std::vector<pid_t>& out) {
+  std::string tasks = fmt::format("/proc/{}/task", pid);
+  DIR* d = ::opendir(tasks.c_str());
+  if (d == nullptr) return;
+  char buf[4096];
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::size_t n = read_small(fmt::format("{}/{}/children", tasks, e->d_name), buf, sizeof buf);
+    std::string_view s(buf, n);
+    while (!s.empty()) {
+      pid_t child = 0;
+      auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), child);
+      if (ec != std::errc()) {
+        s.remove_prefix(1);
+        continue;
+      }
+      if (child > 0) out.push_back(child);
+      s.remove_prefix(static_cast<std::size_t>(end - s.data()));
+    }
+  }
+  ::closedir(d);
+}
+
 }  // namespace
+
+namespace supervise_detail {
+
+TreeMemory descendants_memory(pid_t root) {
+  static const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  TreeMemory m;
+  std::vector<pid_t> todo;
+  children_of(root, todo);
+  // A tree is walked at most once per process (a bound, should a pid be
+  // listed twice while processes come and go).
+  for (std::size_t visited = 0; !todo.empty() && visited < 100000; ++visited) {
+    pid_t p = todo.back();
+    todo.pop_back();
+    char buf[256];
+    std::size_t n = read_small(fmt::format("/proc/{}/statm", p), buf, sizeof buf);
+    std::string_view s(buf, n);
+    auto sp = s.find(' ');
+    if (sp == std::string_view::npos) continue;  // gone
+    std::uint64_t resident = 0;
+    std::from_chars(s.data() + sp + 1, s.data() + s.size(), resident);
+    m.rss_bytes += resident * page;
+    ++m.processes;
+    children_of(p, todo);
+  }
+  return m;
+}
+
+}  // namespace supervise_detail
 
 std::vector<std::optional<WorkerUsage>> worker_usage(const std::vector<WorkerInfo>& workers,
                                                      bool pss) {

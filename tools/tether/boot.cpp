@@ -492,6 +492,15 @@ int do_export() {
                              d.max_restarts);
       }
       if (d.tty) notes += "# tty = true: systemd gives no terminal; output goes to the journal.\n";
+      // The kernel enforces MemoryMax (an OOM kill, then Restart= applies)
+      // where tether restarts gracefully when its check finds the tree over.
+      std::string memory;
+      if (d.memory_limit > 0) {
+        notes +=
+            "# memory_limit: MemoryMax is the kernel's cgroup limit (an OOM kill, then\n"
+            "# Restart= applies); tether stops the worker gracefully and restarts it.\n";
+        memory = fmt::format("MemoryMax={}\n", d.memory_limit);
+      }
       std::string text = fmt::format(
           "{} export systemd, from {} (set {}, worker {}).\n"
           "[Unit]\n"
@@ -504,7 +513,7 @@ int do_export() {
           "{}"
           "ExecStart={}\n"
           "WorkingDirectory={}\n"
-          "{}"
+          "{}{}"
           "Restart={}\n"
           "RestartSec={}ms\n"
           "TimeoutStopSec={}ms\n"
@@ -517,7 +526,7 @@ int do_export() {
           d.max_restarts >= 0
               ? fmt::format("StartLimitIntervalSec=600\nStartLimitBurst={}\n", d.max_restarts + 1)
               : "",
-          notes, exec, *cwd, env,
+          notes, exec, *cwd, env, memory,
           spec.restart == tether::RestartPolicy::always       ? "always"
           : spec.restart == tether::RestartPolicy::on_failure ? "on-failure"
                                                               : "no",

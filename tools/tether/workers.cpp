@@ -63,6 +63,8 @@ struct Options {
   double poll_interval = 1.0, grace = 5.0, timeout = 10.0, check_interval = 60.0;
   int max_restarts = -1, ready_fd = 3, lines = 20, log_keep = 3, count = 1;
   std::uint64_t log_size = 1u << 20;
+  std::string max_memory;  // a size: "512M"
+  double memory_interval = 1.0;
   // the others
   std::string key, signal;
   std::vector<std::string> keys;  // exit, stop, start, restart: one or more
@@ -357,6 +359,10 @@ int do_open() {
   spec.ready_fd = opt.ready_fd;
   spec.log_max_bytes = opt.log_size;
   spec.log_keep = opt.log_keep;
+  if (!opt.max_memory.empty()) spec.memory_limit = *tether::parse_byte_size(opt.max_memory);
+  spec.memory_check = std::max(
+      std::chrono::milliseconds(10),
+      std::chrono::milliseconds(static_cast<long>(std::lround(opt.memory_interval * 1000))));
   if (!opt.cwd.empty()) spec.cwd = fs::absolute(opt.cwd).lexically_normal();
   for (const auto& e : opt.env) {
     auto eq = e.find('=');
@@ -483,9 +489,14 @@ int do_status() {
   auto w = find(opt.key);
   if (!w) return report_error(w.error());
   auto u = tether::worker_usage({*w})[0];
+  // The memory limit is the spec's (a worker started before it existed
+  // has none).
+  auto spec = tether::read_worker_spec(*w);
+  std::uint64_t limit = spec ? spec->memory_limit : 0;
   if (opt.json_out) {
     json j = to_json(*w);
     add_usage(j, u);
+    j["memory_limit_bytes"] = limit;
     fmt::print("{}\n", j.dump());
     return 0;
   }
@@ -494,6 +505,10 @@ int do_status() {
     used = fmt::format("cpu {:.1f}% ({:.2f} s), rss {}, pss {}, {} process{}", u->cpu_percent,
                        static_cast<double>(u->cpu.count()) / 1000.0, bytes_shown(u->rss_bytes),
                        bytes_shown(u->pss_bytes), u->processes, u->processes == 1 ? "" : "es");
+  }
+  if (limit > 0) {
+    used += fmt::format(" (limit {}, checked every {} ms)", bytes_shown(limit),
+                        spec->memory_check.count());
   }
   fmt::print(
       "worker {}\n  state      {} (wants {})\n  pid        {}\n  supervisor {}\n  uptime     "
@@ -1060,6 +1075,22 @@ void add_worker_commands(CLI::App& app) {
       ->check(CLI::Range(4096.0, 1e12));
   open_cmd->add_option("--log-keep", opt.log_keep, "Rotated logs to keep (default 3)")
       ->check(CLI::Range(0, 100));
+  open_cmd
+      ->add_option("--max-memory", opt.max_memory,
+                   "Restart the worker when it and its processes hold more resident memory "
+                   "than this (\"512M\", \"2G\"; at least 1M)")
+      ->check(CLI::Validator(
+          [](const std::string& v) -> std::string {
+            auto b = tether::parse_byte_size(v);
+            if (!b) return "not a size: " + v + " (512M, 2G, 1048576)";
+            if (*b < (1u << 20) || *b > (std::uint64_t{1} << 50)) return "from 1M to 1P";
+            return "";
+          },
+          "SIZE"));
+  open_cmd
+      ->add_option("--memory-interval", opt.memory_interval,
+                   "Seconds between checks of --max-memory (default 1)")
+      ->check(positive_seconds(3600.0));
   open_cmd->add_option("--timeout", opt.timeout, "Seconds to wait for the start (default 10)")
       ->check(positive_seconds(86400.0));
   open_cmd->add_option("--count", opt.count, "Start N workers, NAME-1 … NAME-N (all or none)")

@@ -50,10 +50,16 @@ struct WorkerDefinition {
   int ready_fd = 3;
   std::uint64_t log_size = 1u << 20;
   int log_keep = 3;
+  std::uint64_t memory_limit = 0;  // bytes; 0: none
   bool tty = false;
   std::vector<std::string> after;  // names of other definitions
   int line = 0, column = 0;        // where it is defined
 };
+
+// A size in bytes as people write it: "4096", "512K", "10M", "1GiB", "2 GB"
+// (K, M, G and KB, MB, GB are powers of 1024, as KiB, MiB, GiB). nullopt
+// for anything else, or more than 2^64 - 1.
+std::optional<std::uint64_t> parse_byte_size(std::string_view text);
 
 struct SetDefinition {
   std::string name;
