@@ -5,9 +5,11 @@
 #pragma once
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -27,6 +29,17 @@ inline std::filesystem::path private_dir(const std::string& stem) {
   std::string templ = (std::filesystem::temp_directory_path() / (stem + "-XXXXXX")).string();
   if (::mkdtemp(templ.data()) == nullptr) throw std::runtime_error("mkdtemp " + templ);
   return templ;
+}
+
+// True when `program` is an executable file in a directory of $PATH.
+inline bool on_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path != nullptr ? path : "");
+  for (std::string d; std::getline(dirs, d, ':');) {
+    if (!d.empty() && ::access((std::filesystem::path(d) / program).c_str(), X_OK) == 0)
+      return true;
+  }
+  return false;
 }
 
 // Reads `in` into `seen` until `seen` holds `text`; false at end of file or

@@ -24,6 +24,7 @@ namespace fs = std::filesystem;
 namespace {
 
 using Outcome = tether_test::CliResult;
+using tether_test::on_path;
 
 std::vector<std::string> lines(const std::string& text) {
   std::vector<std::string> out;
@@ -34,15 +35,6 @@ std::vector<std::string> lines(const std::string& text) {
 
 bool has(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
-}
-
-bool on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::istringstream dirs(path != nullptr ? path : "");
-  for (std::string d; std::getline(dirs, d, ':');) {
-    if (!d.empty() && ::access((fs::path(d) / program).c_str(), X_OK) == 0) return true;
-  }
-  return false;
 }
 
 // A bash word that stays one word, whatever it holds.

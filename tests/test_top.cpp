@@ -16,18 +16,10 @@
 
 using namespace std::chrono_literals;
 using tether_test::CliResult;
+using tether_test::on_path;
 namespace fs = std::filesystem;
 
 namespace {
-
-bool on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::istringstream dirs(path != nullptr ? path : "");
-  for (std::string d; std::getline(dirs, d, ':');) {
-    if (!d.empty() && ::access((fs::path(d) / program).c_str(), X_OK) == 0) return true;
-  }
-  return false;
-}
 
 std::vector<std::string> words(const std::string& line) {
   std::istringstream in(line);
