@@ -93,8 +93,6 @@ class Completion : public tether_test::CliCase {
     std::erase(out, "");
     return out;
   }
-
-  fs::path dir_, config_;
 };
 
 std::string name(const char* stem) {

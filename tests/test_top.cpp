@@ -76,8 +76,10 @@ class Top : public tether_test::CliCase {
   // `tether top ARGS…` in a pane of `width` × `height`, its shell printing
   // how it ended.
   void start(const std::vector<std::string>& args, int width = 160, int height = 30) {
-    std::string cmd = fmt::format("env TETHER_DIR={} TETHER_CONFIG_DIR={} {} top", dir_.string(),
-                                  config_.string(), TETHER_CLI);
+    // The pane's shell survives the Ctrl-C a case sends top (dash, unlike
+    // bash, would die of it), so it can say how top ended.
+    std::string cmd = fmt::format("trap : INT; env TETHER_DIR={} TETHER_CONFIG_DIR={} {} top",
+                                  dir_.string(), config_.string(), TETHER_CLI);
     for (const auto& a : args) cmd += " " + a;
     // The shell stays (reading a line) so its last words stay on the pane.
     cmd += "; echo top-ended-$?; read line";
@@ -86,7 +88,7 @@ class Top : public tether_test::CliCase {
     ASSERT_EQ(r.code, 0) << r.err;
   }
 
-  std::string screen() { return tmux({"capture-pane", "-p", "-t", "top"}).out; }
+  std::string screen() { return tmux({"capture-pane", "-p", "-J", "-t", "top"}).out; }
 
   // Waits (up to 20 s: a bound against hanging, not a measurement) until
   // the pane shows what `ok` wants; the last screen is in `last_`.
