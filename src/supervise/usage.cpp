@@ -53,11 +53,19 @@ void children_of(pid_t pid, std::vector<pid_t>& out) {
   std::string tasks = fmt::format("/proc/{}/task", pid);
   DIR* d = ::opendir(tasks.c_str());
   if (d == nullptr) return;
-  char buf[4096];
+  std::string text;
   while (const dirent* e = ::readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::size_t n = read_small(fmt::format("{}/{}/children", tasks, e->d_name), buf, sizeof buf);
-    std::string_view s(buf, n);
+    // Read to its end: a process with hundreds of children lists more
+    // than one read returns, and a pid cut in two would be a wrong one.
+    text.clear();
+    Fd fd(::open(fmt::format("{}/{}/children", tasks, e->d_name).c_str(), O_RDONLY | O_CLOEXEC));
+    char buf[4096];
+    for (ssize_t n = 0;
+         fd && (n = retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf); })) > 0;) {
+      text.append(buf, static_cast<std::size_t>(n));
+    }
+    std::string_view s(text);
     while (!s.empty()) {
       pid_t child = 0;
       auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), child);
