@@ -1590,10 +1590,11 @@ TEST_F(Supervise, AWorkerOverItsMemoryLimitIsRestartedWithTheFiguresLogged) {
   json st;
   for (int i = 0; i < 2000; ++i) {  // a bound against hanging, not a measurement
     st = status(fat);
-    if (st["state"] == "down") break;
+    if (st["state"] == "exited") break;
     std::this_thread::sleep_for(10ms);
   }
-  EXPECT_EQ(st["state"], "down") << st;
+  EXPECT_EQ(st["state"], "exited") << st;
+  EXPECT_EQ(st["want"], "up") << st;
   EXPECT_EQ(st["restarts"], 2) << st;
   EXPECT_EQ(st["memory_limit_bytes"], 16u << 20) << st;
   std::string log = log_of(fat);
@@ -1602,11 +1603,26 @@ TEST_F(Supervise, AWorkerOverItsMemoryLimitIsRestartedWithTheFiguresLogged) {
   EXPECT_NE(log.find("in 3 processes"), std::string::npos) << log;  // sh, dd, sleep
   EXPECT_NE(log.find("> limit 16.0 MiB: stopping"), std::string::npos) << log;
   EXPECT_NE(log.find("not restarting: 2 restarts already"), std::string::npos) << log;
+  // Each restart after the first waited the crash-loop backoff, doubling.
+  EXPECT_NE(log.find("restarting in 100 ms (crash loop backoff)"), std::string::npos) << log;
+  EXPECT_NE(log.find("restarting in 200 ms (crash loop backoff)"), std::string::npos) << log;
   // Checked every 50 ms all along, the small one never was over.
   EXPECT_EQ(status(thin)["restarts"], 0);
   EXPECT_EQ(log_of(thin).find("memory limit"), std::string::npos) << log_of(thin);
   auto text = cli("status", {thin});
   EXPECT_NE(text.out.find("(limit 64.0M, checked every 50 ms)"), std::string::npos) << text.out;
+
+  // --restart never: stopped over its limit, and left so.
+  std::string once = open({"--name", "never", "--restart", "never", "--max-memory", "16M",
+                           "--memory-interval", "0.05", "--", "sh", "-c", fat_script});
+  for (int i = 0; i < 2000; ++i) {
+    st = status(once);
+    if (st["state"] == "exited") break;
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(st["state"], "exited") << st;
+  EXPECT_EQ(st["restarts"], 0) << st;
+  EXPECT_NE(log_of(once).find("> limit 16.0 MiB: stopping"), std::string::npos) << log_of(once);
 
   // Over it before it says it is ready: the start fails, nothing is left.
   auto early = cli("open", {"--name", "early", "--wait-ready", "--max-memory", "16M",
@@ -1614,7 +1630,7 @@ TEST_F(Supervise, AWorkerOverItsMemoryLimitIsRestartedWithTheFiguresLogged) {
   EXPECT_EQ(early.code, 1);
   EXPECT_NE(early.err.find("over its memory limit"), std::string::npos) << early.err;
   auto l = json::parse(cli("list", {"--json"}).out);
-  EXPECT_EQ(l["workers"].size(), 2u) << l;
+  EXPECT_EQ(l["workers"].size(), 3u) << l;
   // A size that is not one is refused before anything starts.
   EXPECT_EQ(cli("open", {"--max-memory", "lots", "--", "sleep", "1"}).code, 2);
   EXPECT_EQ(cli("open", {"--max-memory", "512K", "--", "sleep", "1"}).code, 2);

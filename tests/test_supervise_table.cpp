@@ -54,7 +54,7 @@ const Cell kWantedUp[] = {
     {S::starting, Event::exited, T(S::backoff, Want::up, sd::kArmBackoff)},
     {S::starting, Event::timer, T(S::starting, Want::up)},
     {S::starting, Event::spawn_failed, T(S::backoff, Want::up, sd::kArmBackoff)},
-    {S::starting, Event::over_memory, T(S::stopping, Want::up, sd::kTerm | sd::kCountRestart)},
+    {S::starting, Event::over_memory, T(S::stopping, Want::up, sd::kTerm)},
 
     {S::up, Event::up, T(S::up, Want::up)},
     {S::up, Event::once, T(S::up, Want::once)},
@@ -65,7 +65,7 @@ const Cell kWantedUp[] = {
     {S::up, Event::exited, T(S::backoff, Want::up, sd::kArmBackoff)},
     {S::up, Event::timer, T(S::up, Want::up)},
     {S::up, Event::spawn_failed, T(S::backoff, Want::up, sd::kArmBackoff)},
-    {S::up, Event::over_memory, T(S::stopping, Want::up, sd::kTerm | sd::kCountRestart)},
+    {S::up, Event::over_memory, T(S::stopping, Want::up, sd::kTerm)},
 
     // Stopping wanted up (a restart, or stop then start): the exit we asked
     // for is not a crash; it starts again at once, whatever the policy.
@@ -188,17 +188,41 @@ TEST(SuperviseTable, TheFirstStartIsReportedToTetherOpen) {
   EXPECT_TRUE(end.actions & sd::kFinish);
 }
 
-// Over its memory limit: restarted while restarts are left, else stopped;
-// a worker that was to run once is stopped; one tether open still waits
-// for fails its start.
-TEST(SuperviseTable, OverMemoryRestartsWhileTheBudgetLasts) {
+// Over its memory limit: stopped, and its end is a failure whatever its
+// exit code, so the restart policy, max_restarts and the crash-loop backoff
+// decide what follows (a worker that blows its limit at once restarts every
+// backoff, doubling, not every check). A worker that was to run once is
+// stopped; one tether open still waits for fails its start; a command given
+// meanwhile (the supervisor then clears memory_stop) is done as asked.
+TEST(SuperviseTable, OverMemoryIsAFailureTheRestartPolicyDecidesOn) {
   sd::Facts f;
   EXPECT_EQ(sd::transition(S::up, Want::up, Event::over_memory, f),
-            T(S::stopping, Want::up, sd::kTerm | sd::kCountRestart));
+            T(S::stopping, Want::up, sd::kTerm));
+  f.memory_stop = true;
+  f.exit_success = true;  // a worker that exits 0 on SIGTERM still failed
+  // A short run: the backoff, doubling, counts the restart when it fires.
+  EXPECT_EQ(sd::transition(S::stopping, Want::up, Event::exited, f),
+            T(S::backoff, Want::up, sd::kDisarmTimer | sd::kArmBackoff));
+  // A long run: started again at once, counted, the backoff reset.
+  f.ran_healthy = true;
+  EXPECT_EQ(sd::transition(S::stopping, Want::up, Event::exited, f),
+            T(S::up, Want::up, kStart | sd::kResetBackoff | sd::kCountRestart));
+  // No restart left: it stays ended, and the log says why.
   f.restarts_left = false;
-  EXPECT_EQ(sd::transition(S::up, Want::up, Event::over_memory, f),
-            T(S::stopping, Want::down, sd::kTerm | sd::kGiveUp));
+  EXPECT_EQ(sd::transition(S::stopping, Want::up, Event::exited, f),
+            T(S::exited, Want::up, sd::kDisarmTimer | sd::kGiveUp));
+  // --restart never: ended, not restarted.
   f.restarts_left = true;
+  f.policy = tether::RestartPolicy::never;
+  EXPECT_EQ(sd::transition(S::stopping, Want::up, Event::exited, f),
+            T(S::exited, Want::up, sd::kDisarmTimer));
+  // on-failure restarts it even though the code was 0; always does too.
+  f.policy = tether::RestartPolicy::always;
+  EXPECT_EQ(sd::transition(S::stopping, Want::up, Event::exited, f).state, S::up);
+  // A stop (or exit) asked for meanwhile wins: the want decides.
+  EXPECT_EQ(sd::transition(S::stopping, Want::down, Event::exited, f),
+            T(S::down, Want::down, sd::kDisarmTimer));
+  f = {};
   EXPECT_EQ(sd::transition(S::up, Want::once, Event::over_memory, f),
             T(S::stopping, Want::down, sd::kTerm));
   f.awaiting_report = true;
@@ -209,7 +233,7 @@ TEST(SuperviseTable, OverMemoryRestartsWhileTheBudgetLasts) {
   auto end = sd::transition(S::stopping, Want::exit, Event::exited, f);
   EXPECT_TRUE(end.actions & sd::kReportFailed);
   EXPECT_TRUE(end.actions & sd::kFinish);
-  // The restart it asked for starts the worker again once it has ended.
+  // A restart asked for (memory_stop cleared) starts it again at once.
   f = {};
   EXPECT_EQ(sd::transition(S::stopping, Want::up, Event::exited, f).state, S::up);
 }

@@ -77,6 +77,17 @@ std::string via(int dirfd, std::string_view name) {
   return fmt::format("/proc/self/fd/{}/{}", dirfd, name);
 }
 
+// A timerfd that fires every `interval` (10 ms at least), from now on.
+Result<void> arm_every(int fd, milliseconds interval) {
+  auto ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::max(interval, milliseconds(10)));
+  itimerspec every{};
+  every.it_value.tv_sec = every.it_interval.tv_sec = static_cast<time_t>(ns.count() / 1000000000);
+  every.it_value.tv_nsec = every.it_interval.tv_nsec = static_cast<long>(ns.count() % 1000000000);
+  if (::timerfd_settime(fd, 0, &every, nullptr) != 0) return fail(errno, "timerfd_settime");
+  return {};
+}
+
 class Supervisor {
  public:
   Supervisor(const StateDir& dir, const SupervisorSpec& spec)
@@ -153,8 +164,9 @@ class Supervisor {
   milliseconds backoff_{0};
   std::optional<ExitStatus> last_exit_;
   bool last_success_ = false, last_healthy_ = false;
-  std::string failure_;      // why the first start failed, for tether open
-  std::string over_memory_;  // why the running worker is being stopped, when over its limit
+  std::string failure_;       // why the first start failed, for tether open
+  std::string over_memory_;   // why the running worker is being stopped, when over its limit
+  bool memory_stop_ = false;  // the stop under way is the memory limit's (Facts::memory_stop)
 
   // Bad-command logging is rate-limited: at most 10 lines a second, then one
   // summary line a second at most, however the flood arrives.
@@ -267,25 +279,21 @@ Result<void> Supervisor::setup() {
   // directory would wake every supervisor at every worker's start and exit:
   // N^2 wake-ups, which tripled the time to start 200 workers. So the
   // name is checked on a slow timer instead (--check-interval, 60 s).
-  itimerspec every{};
-  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-      std::max(spec_.dir_check, milliseconds(10)));
-  every.it_value.tv_sec = every.it_interval.tv_sec = static_cast<time_t>(ns.count() / 1000000000);
-  every.it_value.tv_nsec = every.it_interval.tv_nsec = static_cast<long>(ns.count() % 1000000000);
-  if (::timerfd_settime(check_.get(), 0, &every, nullptr) != 0)
-    return fail(errno, "timerfd_settime");
+  if (auto r = arm_every(check_.get(), spec_.dir_check); !r) return r;
   // A memory limit is checked on a timer of its own: the worker's memory
   // grows without any event a supervisor could wait for (short of a
   // cgroup's memory.events, which needs a delegated cgroup v2 hierarchy).
+  // The check reads /proc/<pid>/task/<tid>/children (CONFIG_PROC_CHILDREN):
+  // without it the limit could not be kept, and the start says so.
   if (spec_.memory_limit > 0) {
+    auto children = fmt::format("/proc/self/task/{}/children", ::getpid());
+    if (::access(children.c_str(), R_OK) != 0) {
+      return fail(errno, "read " + children +
+                             " (the memory limit needs it: a kernel with CONFIG_PROC_CHILDREN)");
+    }
     memory_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
     if (!memory_) return fail(errno, "timerfd_create");
-    ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        std::max(spec_.memory_check, milliseconds(10)));
-    every.it_value.tv_sec = every.it_interval.tv_sec = static_cast<time_t>(ns.count() / 1000000000);
-    every.it_value.tv_nsec = every.it_interval.tv_nsec = static_cast<long>(ns.count() % 1000000000);
-    if (::timerfd_settime(memory_.get(), 0, &every, nullptr) != 0)
-      return fail(errno, "timerfd_settime");
+    if (auto r = arm_every(memory_.get(), spec_.memory_check); !r) return r;
   }
   return {};
 }
@@ -388,6 +396,7 @@ sd::Facts Supervisor::facts() const {
   f.restarts_left = spec_.max_restarts < 0 || restarts_ < spec_.max_restarts;
   f.exit_success = last_success_;
   f.ran_healthy = last_healthy_;
+  f.memory_stop = memory_stop_;
   return f;
 }
 
@@ -481,10 +490,17 @@ void Supervisor::check_memory() {
   std::string what = fmt::format(
       "over its memory limit: {:.1f} MiB resident in {} process{} > limit {:.1f} MiB",
       mib(m.rss_bytes), m.processes, m.processes == 1 ? "" : "es", mib(spec_.memory_limit));
-  bool again = sd::transition(state_, want_, Event::over_memory, facts()).want == Want::up;
+  // Whether it runs again is the table's: the stop, then its end as a failure.
+  auto f = facts();
+  auto stop = sd::transition(state_, want_, Event::over_memory, f);
+  f.memory_stop = true;
+  auto after = sd::transition(stop.state, stop.want, Event::exited, f).state;
+  bool again =
+      after == WorkerState::starting || after == WorkerState::up || after == WorkerState::backoff;
   event(fmt::format("worker pid {} {}: {}", proc_->pid(), what, again ? "restarting" : "stopping"));
   over_memory_ = spec_.command.front() + " went " + what + " before it was " +
                  (spec_.wait_ready ? "ready" : "running");
+  memory_stop_ = true;
   dispatch(Event::over_memory);
 }
 
@@ -590,6 +606,9 @@ void Supervisor::act(const sd::ControlCommand& c) {
     case Kind::event:
       ++commands_;  // dispatch writes the status, even when nothing changes
       event(fmt::format("command: {}", c.word));
+      // What a command asks for is done as asked: a restart or stop given
+      // while the memory limit's stop is under way is not a failure's.
+      memory_stop_ = false;
       return dispatch(c.event);
   }
 }

@@ -45,14 +45,13 @@ Transition spawn_failed(WorkerState state, Want want, const Facts& f) {
   return {S::backoff, want, kArmBackoff};
 }
 
-// A running worker holds more than its memory limit: it is restarted (a
-// restart counted against max_restarts, started again at once when it has
-// ended), or stopped when no restart is left or it was to run once. Before
-// tether open has heard that it started, the start fails instead.
+// A running worker holds more than its memory limit: it is stopped, and
+// its end then counts as a failure (see stopping): the restart policy,
+// max_restarts and the crash-loop backoff decide what follows, as they do
+// for a worker the kernel's OOM killer ended. One that was to run once is
+// stopped; before tether open has heard that it started, the start fails.
 Transition over_memory(Want w, const Facts& f) {
   if (f.awaiting_report) return {S::stopping, Want::exit, kTerm};
-  if (w == Want::up && f.restarts_left) return {S::stopping, Want::up, kTerm | kCountRestart};
-  if (w == Want::up) return {S::stopping, Want::down, kTerm | kGiveUp};
   return {S::stopping, w == Want::once ? Want::down : w, kTerm};
 }
 
@@ -103,6 +102,14 @@ Transition stopping(Want w, Event e, const Facts& f) {
     case Event::ready:
       return {S::stopping, w, kNone};
     case Event::exited:
+      if (f.memory_stop && w == Want::up) {
+        // Stopped over its memory limit: a failure, whatever its exit code.
+        Facts failed = f;
+        failed.exit_success = false;
+        Transition t = crashed(failed);
+        t.actions |= kDisarmTimer;  // the grace timer
+        return t;
+      }
       if (w == Want::up || w == Want::once) return spawn(w, f, kResetBackoff);
       if (w == Want::down) return {S::down, w, kDisarmTimer};
       return {S::stopping, w, finish(f)};

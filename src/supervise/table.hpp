@@ -52,6 +52,7 @@ struct Facts {
   bool restarts_left = true;     // max_restarts not reached
   bool exit_success = false;     // for `exited`: code 0
   bool ran_healthy = false;      // for `exited`: it ran at least healthy_after
+  bool memory_stop = false;      // for `exited` while stopping: the stop was the memory limit's
 };
 
 struct Transition {

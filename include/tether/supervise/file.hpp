@@ -56,9 +56,11 @@ struct WorkerDefinition {
   int line = 0, column = 0;        // where it is defined
 };
 
-// A size in bytes as people write it: "4096", "512K", "10M", "1GiB", "2 GB"
-// (K, M, G and KB, MB, GB are powers of 1024, as KiB, MiB, GiB). nullopt
-// for anything else, or more than 2^64 - 1.
+// A size in bytes as people write it: "4096", "512K", "10M", "1GiB", "2 GB":
+// at most 15 digits, then nothing, B, or a unit in these spellings (K, M, G
+// and KB, MB, GB are powers of 1024, as KiB, MiB, GiB; "k" or "mb" are
+// refused, not guessed at; spaces before or in the unit are ignored).
+// nullopt for anything else, or more than 2^64 - 1.
 std::optional<std::uint64_t> parse_byte_size(std::string_view text);
 
 struct SetDefinition {
