@@ -1576,10 +1576,30 @@ TEST_F(Supervise, ListAndStatusShowWhatTheWorkerAndItsChildrenUse) {
   EXPECT_TRUE(status(id)["usage"].is_null()) << status(id);
 }
 
+// A child that ended still counts: the CPU a worker's shell spent through
+// children it waited for (cutime) is the worker's, so its figure never
+// falls when a child ends. The three awk runs burn about 0.25 s each; the
+// shell's own CPU is a few milliseconds.
+TEST_F(Supervise, TheCpuOfChildrenThatEndedIsStillTheWorkers) {
+  const std::string script =
+      "for i in 1 2 3; do awk 'BEGIN { for (i = 0; i < 10000000; i++) x += i }'; done; "
+      "echo burned-$((6 * 7)); exec sleep 1000";  // the log's start line shows no 42
+  std::string id = open({"--name", "burner", "--", "sh", "-c", script});
+  for (int i = 0; i < 3000 && log_of(id).find("burned-42") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(10ms);  // a bound against hanging, not a measurement
+  }
+  ASSERT_NE(log_of(id).find("burned-42"), std::string::npos) << log_of(id);
+  json usage = status(id)["usage"];
+  ASSERT_TRUE(usage.is_object()) << usage;
+  EXPECT_EQ(usage["processes"], 1) << usage;  // sleep, in the shell's place
+  EXPECT_GT(usage["cpu_ms"].get<int>(), 150) << usage;
+}
+
 // --max-memory: the worker and the processes it started, over the limit,
-// are restarted (counted, logged with the figures) until --max-restarts is
-// spent, then stopped; one under its limit is left alone; one over it
-// before it is ready fails its start and leaves nothing.
+// are stopped and restarted as after a crash (counted, logged with the
+// figures, through the backoff) until --max-restarts is spent, then left
+// ended; with --restart never it is not restarted; one under its limit is
+// left alone; one over it before it is ready fails its start, leaves nothing.
 TEST_F(Supervise, AWorkerOverItsMemoryLimitIsRestartedWithTheFiguresLogged) {
   std::string thin = open({"--name", "thin", "--max-memory", "64M", "--memory-interval", "0.05",
                            "--", "sleep", "1000"});

@@ -4,9 +4,11 @@
 // configuration directories, exits every worker it opened, kills its tmux
 // server and leaves nothing behind.
 #include <fmt/format.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <sstream>
 #include <thread>
@@ -86,6 +88,30 @@ class Top : public tether_test::CliCase {
     auto r = tmux({"new-session", "-d", "-s", "top", "-x", std::to_string(width), "-y",
                    std::to_string(height), cmd});
     ASSERT_EQ(r.code, 0) << r.err;
+  }
+
+  // An interactive bash in the pane, with job control (Ctrl-Z, fg), at its
+  // prompt; lines are then typed into it with type().
+  void start_shell() {
+    std::string cmd = fmt::format(
+        "env PS1='top-shell$ ' TETHER_DIR={} TETHER_CONFIG_DIR={} bash --norc --noprofile -i",
+        dir_.string(), config_.string());
+    auto r = tmux({"new-session", "-d", "-s", "top", "-x", "160", "-y", "30", cmd});
+    ASSERT_EQ(r.code, 0) << r.err;
+    ASSERT_TRUE(shows("top-shell$")) << last_;
+  }
+  void type(const std::string& line) {
+    ASSERT_EQ(tmux({"send-keys", "-t", "top", "-l", line}).code, 0);
+    ASSERT_EQ(tmux({"send-keys", "-t", "top", "Enter"}).code, 0);
+  }
+
+  // The pid of top: the child of the pane's shell (0 until there is one).
+  pid_t top_pid() {
+    auto shell = tmux({"display-message", "-p", "-t", "top", "#{pane_pid}"}).out;
+    std::ifstream children(fmt::format("/proc/{0}/task/{0}/children", std::stoi(shell)));
+    pid_t pid = 0;
+    children >> pid;
+    return pid;
   }
 
   std::string screen() { return tmux({"capture-pane", "-p", "-J", "-t", "top"}).out; }
@@ -168,9 +194,48 @@ TEST_F(Top, ASmallTerminalSaysHowManyMoreAndCtrlCEndsIt) {
   EXPECT_TRUE(shows([](const std::string& s) {
     return !row_of(s, "many-8").empty() && s.find("more") == std::string::npos;
   })) << last_;
+  // One shorter than the heading: the frame is cut to it, heading first
+  // (not every row printed, scrolling the heading away).
+  ASSERT_EQ(tmux({"resize-window", "-t", "top", "-x", "120", "-y", "3"}).code, 0);
+  EXPECT_TRUE(shows([](const std::string& s) {
+    return s.rfind("tether top", 0) == 0 && s.find("many-") == std::string::npos;
+  })) << last_;
   ASSERT_EQ(tmux({"send-keys", "-t", "top", "C-c"}).code, 0);
   EXPECT_TRUE(ends_with_code_0()) << last_;
   EXPECT_EQ(last_.find("tether top"), std::string::npos) << last_;
+}
+
+// SIGTERM (or HUP, QUIT) from outside: the terminal put back, and the code
+// a shell gives a process the signal killed, 128 + 15.
+TEST_F(Top, SigtermEndsItWithTheTerminalPutBack) {
+  open({"--name", "idle", "--", "sleep", "1000"});
+  start({"--interval", "0.2"});
+  ASSERT_TRUE(shows([](const std::string& s) { return !row_of(s, "idle").empty(); })) << last_;
+  pid_t pid = top_pid();
+  ASSERT_GT(pid, 1);
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  EXPECT_TRUE(shows("top-ended-143")) << last_;
+  EXPECT_EQ(last_.find("tether top"), std::string::npos) << last_;
+}
+
+// Ctrl-Z under a shell with job control: top stops with the terminal as it
+// was (the shell says it stopped); fg brings it back, redrawn, and q ends it.
+TEST_F(Top, CtrlZStopsItAndFgBringsItBack) {
+  if (!on_path("bash")) GTEST_SKIP() << "no bash";
+  open({"--name", "idle", "--", "sleep", "1000"});
+  start_shell();
+  type(std::string(TETHER_CLI) + " top --interval 0.2");
+  ASSERT_TRUE(shows([](const std::string& s) { return !row_of(s, "idle").empty(); })) << last_;
+  ASSERT_EQ(tmux({"send-keys", "-t", "top", "C-z"}).code, 0);
+  EXPECT_TRUE(shows([](const std::string& s) {
+    // (the typed command line holds "tether top": the frame's "sorted by" must be gone)
+    return s.find("Stopped") != std::string::npos && s.find("sorted by") == std::string::npos;
+  })) << last_;
+  type("fg");
+  EXPECT_TRUE(shows([](const std::string& s) { return !row_of(s, "idle").empty(); })) << last_;
+  ASSERT_EQ(tmux({"send-keys", "-t", "top", "q"}).code, 0);
+  type("echo top-ended-$?");
+  EXPECT_TRUE(ends_with_code_0()) << last_;
 }
 
 TEST_F(Top, BatchPrintsPlainFramesOfTheWorkersAsked) {
@@ -198,4 +263,14 @@ TEST_F(Top, BatchPrintsPlainFramesOfTheWorkersAsked) {
   auto none = cli("top", {"--batch"});
   ASSERT_EQ(none.code, 0) << none.err;
   EXPECT_NE(none.out.find("no workers"), std::string::npos) << none.out;
+  // A state directory that cannot be read (here a file in its place): the
+  // frame says why, and the code is 1.
+  auto file = dir_.parent_path() / (dir_.filename().string() + "-file");
+  { std::ofstream(file) << "not a directory"; }
+  auto c = command("top", {"--batch"});
+  c.env("TETHER_DIR", file.string());
+  auto bad = outcome(c, 30s);
+  fs::remove(file);
+  EXPECT_EQ(bad.code, 1) << bad.out << bad.err;
+  EXPECT_NE(bad.out.find("tether: top: "), std::string::npos) << bad.out;
 }

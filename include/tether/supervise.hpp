@@ -210,8 +210,10 @@ Result<SupervisorSpec> read_worker_spec(const WorkerInfo& worker);
 // What a worker and the processes it started use now, from /proc.
 struct WorkerUsage {
   int processes = 0;  // the worker and every live process of its session
-  // CPU time (user + system) of those processes, and that time over the
-  // worker's uptime, as ps's %CPU (100 is one core busy all along).
+  // CPU time (user + system) of those processes and of the children they
+  // waited for (cutime, cstime: a child that ended still counts), and that
+  // time over the worker's uptime, as ps's %CPU (100 is one core busy all
+  // along).
   std::chrono::milliseconds cpu{0};
   double cpu_percent = 0;
   std::uint64_t rss_bytes = 0;  // resident memory, shared pages counted in each process

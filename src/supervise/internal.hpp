@@ -92,9 +92,10 @@ class RecordFile {
 // /proc/<pid>/stat: what proves a process's identity.
 struct ProcStat {
   pid_t ppid = 0, pgrp = 0, session = 0;
-  std::uint64_t cpu_ticks = 0;    // utime + stime (fields 14, 15)
-  std::uint64_t start_ticks = 0;  // field 22, clock ticks after boot
-  std::uint64_t rss_pages = 0;    // field 24
+  std::uint64_t cpu_ticks = 0;     // utime + stime (fields 14, 15)
+  std::uint64_t reaped_ticks = 0;  // cutime + cstime (16, 17): children it waited for
+  std::uint64_t start_ticks = 0;   // field 22, clock ticks after boot
+  std::uint64_t rss_pages = 0;     // field 24
 };
 std::optional<ProcStat> read_proc_stat(pid_t pid);
 

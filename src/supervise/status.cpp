@@ -426,6 +426,7 @@ std::optional<sd::ProcStat> sd::read_proc_stat(pid_t pid) {
   st.pgrp = static_cast<pid_t>(field[5 - 3]);
   st.session = static_cast<pid_t>(field[6 - 3]);
   st.cpu_ticks = field[14 - 3] + field[15 - 3];
+  st.reaped_ticks = field[16 - 3] + field[17 - 3];
   st.start_ticks = field[22 - 3];
   st.rss_pages = field[24 - 3];
   return st;

@@ -142,7 +142,11 @@ std::vector<std::optional<WorkerUsage>> worker_usage(const std::vector<WorkerInf
     auto& u = out[it->second];
     if (!u) u.emplace();
     ++u->processes;
-    u->cpu += std::chrono::milliseconds(st->cpu_ticks * 1000 / static_cast<std::uint64_t>(ticks));
+    // With what its ended children used, once it waited for them: a
+    // worker's CPU does not fall when a child ends (and a child still
+    // running is counted once, by itself).
+    u->cpu += std::chrono::milliseconds((st->cpu_ticks + st->reaped_ticks) * 1000 /
+                                        static_cast<std::uint64_t>(ticks));
     u->rss_bytes += st->rss_pages * static_cast<std::uint64_t>(page);
     if (pss) members.emplace_back(pid, it->second);
   }

@@ -204,7 +204,7 @@ class Source {
 // lines at most (batch: every worker). `styled`: the heading in reverse
 // video.
 std::vector<std::string> frame(Source& source, CpuRates& rates, SortBy by, const Screen& screen,
-                               bool styled, bool batch) {
+                               bool styled, bool batch, bool* failed = nullptr) {
   std::vector<std::string> out;
   auto now = Clock::now();
   std::time_t t = std::time(nullptr);
@@ -216,6 +216,7 @@ std::vector<std::string> frame(Source& source, CpuRates& rates, SortBy by, const
   auto workers = source.read();
   std::vector<Row> rows;
   std::string error;
+  if (failed != nullptr) *failed = !workers;
   if (!workers) {
     error = "tether: top: " + workers.error().message();
   } else {
@@ -257,8 +258,10 @@ std::vector<std::string> frame(Source& source, CpuRates& rates, SortBy by, const
       fmt::format("{:<9} {:<16} {:>7} {:<15} {:>6} {:>7} {:>7} {:>8} {:>7}  {}", "ID", "NAME",
                   "PID", "STATE", "CPU%", "RSS", "PSS", "RESTARTS", "UPTIME", "COMMAND");
   out.push_back(head);
-  std::size_t room =
-      batch || screen.height <= out.size() ? rows.size() : screen.height - out.size();
+  // Room for rows below the heading: on a terminal shorter than the
+  // heading, none (the frame is then cut to the screen's height below).
+  std::size_t room = rows.size();
+  if (!batch) room = screen.height > out.size() ? screen.height - out.size() : 0;
   std::size_t shown = std::min(rows.size(), room);
   if (shown < rows.size() && shown > 0) --shown;  // the last line says how many more
   for (std::size_t i = 0; i < shown; ++i) {
@@ -272,8 +275,9 @@ std::vector<std::string> frame(Source& source, CpuRates& rates, SortBy by, const
   }
   if (shown < rows.size()) out.push_back(fmt::format("… {} more", rows.size() - shown));
   if (rows.empty() && error.empty()) out.emplace_back("no workers");
-  for (auto& line : out) {
-    if (!batch) line = fit(line, screen.width);
+  if (!batch) {
+    if (out.size() > screen.height) out.resize(std::max<std::size_t>(screen.height, 1));
+    for (auto& line : out) line = fit(line, screen.width);
   }
   if (styled) {
     for (auto& line : out) {
@@ -347,25 +351,51 @@ tether::Result<tether::Fd> signal_fd(bool job_control) {
   return tether::Fd(fd);
 }
 
+// The exit code of a batch top a signal ended: 128 + its number, as a
+// shell reports a process the signal killed.
+int ended_by(int fd) {
+  signalfd_siginfo si{};
+  if (::read(fd, &si, sizeof si) != static_cast<ssize_t>(sizeof si)) return 128 + SIGTERM;
+  return 128 + static_cast<int>(si.ssi_signo);
+}
+
+// Stops top with SIGTSTP's default action, until a SIGCONT: the signal is
+// unblocked just for this (it is otherwise read from the signalfd).
+void suspend() {
+  sigset_t tstp;
+  sigemptyset(&tstp);
+  sigaddset(&tstp, SIGTSTP);
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(SIGTSTP, &dfl, nullptr);
+  ::sigprocmask(SIG_UNBLOCK, &tstp, nullptr);
+  ::kill(0, SIGTSTP);  // delivered, and top stopped, before kill returns
+  ::sigprocmask(SIG_BLOCK, &tstp, nullptr);
+}
+
 int run_batch(SortBy by) {
   auto sfd = signal_fd(false);
   if (!sfd) return report_error(sfd.error());
   Source source;
   CpuRates rates;
   int frames = topt.frames > 0 ? topt.frames : 1;
+  bool failed = false;
   for (int i = 0; i < frames; ++i) {
     if (i > 0) {
       pollfd p{sfd->get(), POLLIN, 0};
       auto r = tether::poll_fds({&p, 1}, std::chrono::duration<double>(topt.interval));
-      if (r && *r > 0) return 0;  // a signal to end
+      if (!r) return report_error(r.error());
+      if (*r > 0) return ended_by(sfd->get());  // WINCH is not in a batch's set
     }
     std::string text = i > 0 ? "\n" : "";
-    for (const auto& line : frame(source, rates, by, {}, false, true)) text += line + "\n";
+    for (const auto& line : frame(source, rates, by, {}, false, true, &failed)) {
+      text += line + "\n";
+    }
     if (auto w = tether::write_all(STDOUT_FILENO, text, "top: standard output"); !w) {
       return report_error(w.error());
     }
   }
-  return 0;
+  return failed ? 1 : 0;  // the last frame could not read the workers (it says why)
 }
 
 int run_live(SortBy by) {
@@ -409,14 +439,22 @@ int run_live(SortBy by) {
               redraw = true;
               break;
             case SIGTSTP:
-              // Stop with the terminal as it was; take it again after.
+              // Stop with the terminal as it was, as the job control a
+              // shell expects: SIGTSTP, with its default action, to the
+              // whole process group (a pipeline stops together). Once
+              // continued, the terminal is taken again.
               term.leave();
-              ::kill(::getpid(), SIGSTOP);
+              suspend();
               if (auto e = term.enter(); !e) return report_error(e.error());
               redraw = true;
               break;
+            case SIGINT:
+              return 0;  // Ctrl-C quits, as q does (so procps's top and htop)
             default:
-              return 0;  // INT, TERM, HUP, QUIT: the terminal is put back on return
+              // TERM, HUP, QUIT: ended from outside, 128 + the signal's
+              // number, as a shell shows a process it killed. The
+              // terminal is put back on return.
+              return 128 + static_cast<int>(si.ssi_signo);
           }
         }
       }
