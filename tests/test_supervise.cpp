@@ -1089,8 +1089,25 @@ TEST_F(Sets, AnAfterChainComesUpInOrderAndGoesDownInReverse) {
 
   auto down = set_cli("down");
   ASSERT_EQ(down.code, 0) << down.err << down.out;
-  EXPECT_EQ(order(), "up-db\nup-api\nup-web\nup-web\ndown-web\ndown-web\ndown-api\ndown-db\n");
+  std::string before = "up-db\nup-api\nup-web\nup-web\ndown-web\ndown-web\ndown-api\ndown-db\n";
+  EXPECT_EQ(order(), before);
   EXPECT_TRUE(pids().empty());
+
+  // A name brings what it comes after (db, then api), not what comes after it.
+  auto named = set_cli("up", {"api"});
+  ASSERT_EQ(named.code, 0) << named.err << named.out;
+  EXPECT_EQ(order(), before + "up-db\nup-api\n");
+  EXPECT_EQ(pids().size(), 2u);
+  // --no-deps: the name alone.
+  ASSERT_EQ(set_cli("down").code, 0);
+  before = order();
+  auto alone = set_cli("up", {"--no-deps", "web"});
+  ASSERT_EQ(alone.code, 0) << alone.err << alone.out;
+  EXPECT_EQ(order(), before + "up-web\nup-web\n");
+  p = pids();
+  EXPECT_EQ(p.size(), 2u);
+  EXPECT_TRUE(p.contains("web-1") && p.contains("web-2"));
+  ASSERT_EQ(set_cli("down").code, 0);
 }
 
 TEST_F(Sets, UpTwiceChangesNothingAndAnEditedDefinitionRestartsOnlyItself) {

@@ -31,6 +31,7 @@ struct SetOptions {
   std::string file;
   std::vector<std::string> names;
   double timeout = 30.0;
+  bool no_deps = false;
 };
 
 SetOptions sopt;
@@ -234,11 +235,30 @@ int converge(const tether::SetDefinition& set, const std::set<std::string>& chos
   return 0;
 }
 
+// The definitions named, and every one they come `after`, transitively:
+// `up web` brings up what web waits for, as `docker compose up web` does
+// (unless --no-deps). The file is checked, so every name is defined and
+// there is no cycle.
+std::set<std::string> with_dependencies(const tether::SetDefinition& set,
+                                        std::set<std::string> chosen) {
+  std::vector<std::string> todo(chosen.begin(), chosen.end());
+  while (!todo.empty()) {
+    const auto* d = set.find(todo.back());
+    todo.pop_back();
+    if (d == nullptr) continue;
+    for (const auto& a : d->after) {
+      if (chosen.insert(a).second) todo.push_back(a);
+    }
+  }
+  return chosen;
+}
+
 int do_up() {
   auto set = load();
   if (!set) return bad_file(set.error());
   auto chosen = selected(*set);
   if (!chosen) return 2;
+  if (!sopt.names.empty() && !sopt.no_deps) chosen = with_dependencies(*set, std::move(*chosen));
   return converge(*set, *chosen, {}, sopt.names.empty());
 }
 
@@ -402,7 +422,9 @@ void add_set_commands(CLI::App& app) {
   };
   up_cmd = with_file(app.add_subcommand(
       "up", "Start a set of workers from a file; leave alone what runs as defined"));
-  up_cmd->add_option("names", sopt.names, "Only these definitions (default: all)");
+  up_cmd->add_option("names", sopt.names,
+                     "Only these definitions and those they come after (default: all)");
+  up_cmd->add_flag("--no-deps", sopt.no_deps, "With NAMES: not the definitions they come after");
   down_cmd = with_file(app.add_subcommand("down", "Stop a set's workers, in reverse order"));
   down_cmd->add_option("names", sopt.names, "Only these definitions (default: all)");
   scale_cmd =
