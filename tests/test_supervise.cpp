@@ -1326,9 +1326,12 @@ TEST_F(Sets, SaveThenARebootThenResurrectBringsTheSameWorkersBackInOrder) {
         worker("db") + "[api]\n" + worker("api") + "after = \"db\"\n");
   ASSERT_EQ(set_cli("up").code, 0);
   std::string solo = open({"--name", "solo", "--", "sleep", "1000"});
+  // One taken down before the save comes back down.
+  std::string idle = open({"--name", "idle", "--", "sleep", "1000"});
+  ASSERT_EQ(cli("stop", {"idle"}).code, 0);
   auto saved = cli("save");
   ASSERT_EQ(saved.code, 0) << saved.err;
-  EXPECT_NE(saved.out.find("saved 5 workers"), std::string::npos) << saved.out;
+  EXPECT_NE(saved.out.find("saved 6 workers"), std::string::npos) << saved.out;
   struct stat st {};
   ASSERT_EQ(::stat((config_ / "saved.jsonl").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);  // specs hold the workers' environment
@@ -1344,18 +1347,19 @@ TEST_F(Sets, SaveThenARebootThenResurrectBringsTheSameWorkersBackInOrder) {
   // A save before the resurrect would forget them all: refused.
   auto empty = cli("save");
   EXPECT_EQ(empty.code, 1);
-  EXPECT_NE(empty.err.find("saving would forget the 5 saved"), std::string::npos) << empty.err;
+  EXPECT_NE(empty.err.find("saving would forget the 6 saved"), std::string::npos) << empty.err;
   auto back = cli("resurrect");
   ASSERT_EQ(back.code, 0) << back.err << back.out;
-  EXPECT_NE(back.out.find("resurrected 5 workers"), std::string::npos) << back.out;
+  EXPECT_NE(back.out.find("resurrected 6 workers"), std::string::npos) << back.out;
+  EXPECT_NE(back.out.find("started down, as it was saved"), std::string::npos) << back.out;
   // The set's order without its file: db, then api, then the webs.
   EXPECT_EQ(order(), "up-db\nup-api\nup-web\nup-web\n");
   auto l2 = cli("list", {"--json"});
   ASSERT_EQ(l2.code, 0);
   json after = json::parse(l2.out)["workers"];
-  ASSERT_EQ(after.size(), 5u);
+  ASSERT_EQ(after.size(), 6u);
   for (const auto& w : after) {
-    EXPECT_EQ(w["state"], "up") << w["name"];
+    EXPECT_EQ(w["state"], w["name"] == "idle" ? "down" : "up") << w["name"];
     EXPECT_EQ(w["id"], ids[w["name"]]) << "the saved id again: " << w["name"];
   }
   EXPECT_EQ(status("web-2")["set"], "shop");
@@ -1363,8 +1367,11 @@ TEST_F(Sets, SaveThenARebootThenResurrectBringsTheSameWorkersBackInOrder) {
   auto again = cli("resurrect");
   ASSERT_EQ(again.code, 0) << again.err;
   EXPECT_NE(again.out.find("resurrected 0 workers"), std::string::npos) << again.out;
-  EXPECT_NE(again.out.find("5 already running"), std::string::npos) << again.out;
-  EXPECT_EQ(pids().size(), 5u);
+  EXPECT_NE(again.out.find("6 already running"), std::string::npos) << again.out;
+  // The one that came back down starts when asked.
+  ASSERT_EQ(cli("start", {"idle"}).code, 0);
+  EXPECT_EQ(status("idle")["state"], "up");
+  EXPECT_GT(status("idle")["pid"].get<int>(), 0);
 }
 
 TEST_F(Sets, UpRecordsItsSetAndDownForgetsIt) {
@@ -1610,6 +1617,27 @@ TEST_F(Supervise, TheCpuOfChildrenThatEndedIsStillTheWorkers) {
   ASSERT_TRUE(usage.is_object()) << usage;
   EXPECT_EQ(usage["processes"], 1) << usage;  // sleep, in the shell's place
   EXPECT_GT(usage["cpu_ms"].get<int>(), 150) << usage;
+}
+
+// --down: the supervisor runs, the worker does not until `start` (runit's
+// down file); the log says so.
+TEST_F(Supervise, OpenDownStartsTheSupervisorAloneUntilStart) {
+  auto r = cli("open", {"--down", "--name", "lazy", "--", "sleep", "1000"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("(name lazy), down;"), std::string::npos) << r.out;
+  json st = status("lazy");
+  EXPECT_EQ(st["state"], "down") << st;
+  EXPECT_EQ(st["want"], "down") << st;
+  EXPECT_LE(st["pid"].get<int>(), 0) << st;
+  std::string id = st["id"];
+  EXPECT_NE(log_of(id).find("started down"), std::string::npos) << log_of(id);
+  auto j = cli("open", {"--down", "--json", "--name", "lazy2", "--", "sleep", "1000"});
+  ASSERT_EQ(j.code, 0) << j.err;
+  EXPECT_EQ(json::parse(j.out)["pid"], 0) << j.out;
+  ASSERT_EQ(cli("start", {"lazy"}).code, 0);
+  st = status("lazy");
+  EXPECT_EQ(st["state"], "up") << st;
+  EXPECT_GT(st["pid"].get<int>(), 0) << st;
 }
 
 // --max-memory: the worker and the processes it started, over the limit,

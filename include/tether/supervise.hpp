@@ -265,9 +265,13 @@ struct SupervisorSpec {
   // The worker is restarted when it and every process it started hold more
   // resident memory than this (bytes; 0: no limit), measured every
   // memory_check from /proc (see supervisor.cpp), and logged with the
-  // figures. The restart counts against max_restarts.
+  // figures. Its stop counts as a failure: the restart policy decides.
   std::uint64_t memory_limit = 0;
   std::chrono::milliseconds memory_check{1000};
+  // The supervisor starts with the worker down (as runit's `down` file):
+  // `tether start` brings it up. How a worker stopped when it was saved
+  // comes back after a reboot (tether open --down).
+  bool start_down = false;
   // For workers started from a set's file (tether up): the set's name, the
   // definition this worker is an instance of, and the definitions it starts
   // after (so `down` and `resurrect` keep the order without the file).

@@ -34,6 +34,7 @@ json spec_json(const SupervisorSpec& spec) {
           {"log_keep", spec.log_keep},
           {"memory_limit_bytes", spec.memory_limit},
           {"memory_check_ms", spec.memory_check.count()},
+          {"start_down", spec.start_down},
           {"set", spec.set},
           {"definition", spec.definition},
           {"after", spec.after}};
@@ -107,6 +108,10 @@ Result<SupervisorSpec> spec_from(const json& j) {
        !num("memory_limit_bytes", 0, 1LL << 50, memory_limit)) ||
       (j.contains("memory_check_ms") && !num("memory_check_ms", 10, 86400000, memory_check))) {
     return bad("the memory limit or its check interval is of the wrong type or out of range");
+  }
+  // Down at start (absent before tether had it).
+  if (j.contains("start_down") && !flag("start_down", spec.start_down)) {
+    return bad("\"start_down\" is not a boolean");
   }
   spec.memory_limit = static_cast<std::uint64_t>(memory_limit);
   spec.memory_check = std::chrono::milliseconds(memory_check);
@@ -318,7 +323,8 @@ Result<Report> decode_report(std::string_view line) {
   if (verb == "ok") {
     auto sp = rest.find(' ');
     if (sp == std::string_view::npos) return bad();
-    auto w = parse_pid(rest.substr(0, sp));
+    // Worker 0: started down (SupervisorSpec::start_down), no worker yet.
+    auto w = rest.substr(0, sp) == "0" ? std::optional<pid_t>(0) : parse_pid(rest.substr(0, sp));
     auto s = parse_pid(rest.substr(sp + 1));
     if (!w || !s) return bad();
     r.kind = Report::Kind::ok;

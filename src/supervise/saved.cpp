@@ -196,6 +196,9 @@ Result<std::vector<SupervisorSpec>> live_specs(const StateDir& dir,
       if (spec.error() == std::errc::no_such_file_or_directory) continue;
       return std::unexpected(spec.error());
     }
+    // A worker taken down comes back down: started, it would run what
+    // someone stopped.
+    spec->start_down = w.want == Want::down;
     out.push_back(std::move(*spec));
   }
   return out;

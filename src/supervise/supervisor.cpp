@@ -808,10 +808,17 @@ int Supervisor::run(int report_fd) {
     return 1;
   }
   // The first start is the table's too: from down, asked up, with tether
-  // open waiting for the answer.
+  // open waiting for the answer. Started down, there is nothing to start:
+  // the record says so, then tether open hears "ok" with no worker.
   state_ = WorkerState::down;
   want_ = Want::down;
-  dispatch(Event::up);
+  if (spec_.start_down) {
+    event("started down: the worker starts at `tether start`");
+    write_status();
+    report({launch::Report::Kind::ok, spec_.id, 0, ::getpid(), {}});
+  } else {
+    dispatch(Event::up);
+  }
 
   while (!done_) {
     enum { kControl, kSvControl, kSignal, kTimer, kPid, kOut, kReady, kCheck, kMemory, kCount };

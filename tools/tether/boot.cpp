@@ -162,7 +162,11 @@ int do_resurrect() {
     }
     for (const auto& batch : batches) {
       for (const auto& st : batch) {
-        fmt::print("{:<20} started (id {}, pid {})\n", st.spec.name, st.spec.id, st.worker);
+        if (st.worker > 0) {
+          fmt::print("{:<20} started (id {}, pid {})\n", st.spec.name, st.spec.id, st.worker);
+        } else {
+          fmt::print("{:<20} started down, as it was saved (id {})\n", st.spec.name, st.spec.id);
+        }
         ++started;
       }
     }

@@ -71,6 +71,7 @@ void record(const tether::StateDir* dir, const std::string& set) {
 bool same_spec(tether::SupervisorSpec a, tether::SupervisorSpec b) {
   a.id.clear();
   b.id.clear();
+  a.start_down = b.start_down = false;  // how it was started, not what it runs
   return tether::launch::encode_spec(a) == tether::launch::encode_spec(b);
 }
 

@@ -58,7 +58,8 @@ struct Options {
   // open
   std::string name, restart = "on-failure", cwd;
   std::vector<std::string> command, env;
-  bool non_blocking = false, wait_ready = false, json_out = false, no_wait = false, tty = false;
+  bool non_blocking = false, wait_ready = false, json_out = false, no_wait = false, tty = false,
+       start_down = false;
   bool prune = false, follow = false, rolling = false;
   double poll_interval = 1.0, grace = 5.0, timeout = 10.0, check_interval = 60.0;
   int max_restarts = -1, ready_fd = 3, lines = 20, log_keep = 3, count = 1;
@@ -355,6 +356,7 @@ int do_open() {
   spec.grace = std::chrono::milliseconds(static_cast<long>(opt.grace * 1000));
   spec.wait_ready = opt.wait_ready;
   spec.tty = opt.tty;
+  spec.start_down = opt.start_down;
   spec.dir_check = std::chrono::milliseconds(static_cast<long>(opt.check_interval * 1000));
   spec.ready_fd = opt.ready_fd;
   spec.log_max_bytes = opt.log_size;
@@ -399,8 +401,9 @@ int do_open() {
                      {"supervisor_pid", st.supervisor},
                      {"dir", wdir.string()}});
     } else {
-      fmt::print("started worker {} (name {}), pid {}; control FIFO {}\n", st.spec.id, st.spec.name,
-                 st.worker, (wdir / "control").string());
+      fmt::print("started worker {} (name {}), {}; control FIFO {}\n", st.spec.id, st.spec.name,
+                 st.worker > 0 ? fmt::format("pid {}", st.worker) : std::string("down"),
+                 (wdir / "control").string());
     }
   }
   if (opt.json_out) fmt::print("{}\n", opt.count == 1 ? out[0].dump() : out.dump());
@@ -1063,6 +1066,8 @@ void add_worker_commands(CLI::App& app) {
   open_cmd->add_flag("--tty", opt.tty,
                      "Run the worker on a pseudo-terminal (for programs that buffer or "
                      "behave otherwise when not on a terminal)");
+  open_cmd->add_flag("--down", opt.start_down,
+                     "Start the supervisor with the worker down (`tether start` brings it up)");
   open_cmd->add_flag("--wait-ready", opt.wait_ready,
                      "Return once the worker writes a line on fd $TETHER_READY_FD");
   open_cmd->add_option("--ready-fd", opt.ready_fd, "The readiness fd number (default 3)")

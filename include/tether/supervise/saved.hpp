@@ -74,7 +74,8 @@ Result<void> update_saved(const ConfigDir& dir, const std::function<void(SavedWo
 // The specs of the live workers of `dir` (those whose supervisor runs and
 // that are not exiting), read from their spec.json, in list order; with
 // `set` given, only that set's. Workers taken down (`tether stop`) are
-// live: they are saved, and resurrect starts them.
+// live: they are saved with start_down, and resurrect brings their
+// supervisors back with the worker down, as they were.
 Result<std::vector<SupervisorSpec>> live_specs(const StateDir& dir,
                                                std::optional<std::string_view> set = {});
 // The set's saved workers replaced by its live ones (none: the set is
