@@ -1122,6 +1122,15 @@ TEST_F(Sets, UpTwiceChangesNothingAndAnEditedDefinitionRestartsOnlyItself) {
   EXPECT_NE(again.out.find("0 started, 0 restarted, 3 unchanged, 0 exited"), std::string::npos)
       << again.out;
   EXPECT_EQ(pids(), before);
+  // One taken down is started again by the next up, the others left alone.
+  ASSERT_EQ(cli("stop", {"b-2"}).code, 0);
+  auto restart = set_cli("up");
+  ASSERT_EQ(restart.code, 0) << restart.err;
+  EXPECT_NE(restart.out.find("1 started, 0 restarted, 2 unchanged"), std::string::npos)
+      << restart.out;
+  EXPECT_NE(restart.out.find("started: it was down"), std::string::npos) << restart.out;
+  EXPECT_EQ(status("b-2")["state"], "up");
+  before = pids();
 
   write("[a]\ncommand = [\"sleep\", \"1002\"]\n" + b);
   auto edited = set_cli("up");

@@ -130,6 +130,36 @@ int exit_all(const std::vector<tether::WorkerInfo>& workers, const char* what) {
   return failed;
 }
 
+// Starts workers whose supervisors run with the worker down: the command to
+// each, then a wait for each to be up (ready, when it waits for readiness).
+// The number that failed, each said.
+int start_all(const std::vector<tether::WorkerInfo>& workers) {
+  int failed = 0;
+  std::vector<bool> sent(workers.size(), false);
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    if (auto r = tether::send_command(workers[i], "start"); !r) {
+      fmt::print(stderr, "tether: up: start {}: {}\n", workers[i].display_name(),
+                 r.error().message());
+      ++failed;
+      continue;
+    }
+    sent[i] = true;
+  }
+  auto deadline = tether::Deadline(std::chrono::duration<double>(sopt.timeout));
+  for (std::size_t i = 0; i < workers.size(); ++i) {
+    if (!sent[i]) continue;
+    const auto& w = workers[i];
+    auto now = tether::wait_worker_state(w, tether::WorkerState::up, deadline, 0, w.commands);
+    if (!now) {
+      fmt::print(stderr, "tether: up: start {}: {}\n", w.display_name(), now.error().message());
+      ++failed;
+      continue;
+    }
+    fmt::print("{:<20} started: it was down (id {}, pid {})\n", w.name, w.id, now->pid);
+  }
+  return failed;
+}
+
 // The definitions named on the command line (all when none is), checked.
 std::optional<std::set<std::string>> selected(const tether::SetDefinition& set) {
   std::set<std::string> out;
@@ -180,7 +210,7 @@ int converge(const tether::SetDefinition& set, const std::set<std::string>& chos
   int started = 0, unchanged = 0, restarted = 0, exited = 0;
   for (const auto& level : set.levels()) {
     std::vector<Start> starts;
-    std::vector<tether::WorkerInfo> replace;
+    std::vector<tether::WorkerInfo> replace, taken_down;
     for (auto idx : level) {
       const auto& d = set.workers[idx];
       if (!chosen.contains(d.name)) continue;
@@ -189,6 +219,13 @@ int converge(const tether::SetDefinition& set, const std::set<std::string>& chos
         auto it = live->members.find(spec.name);
         if (it != live->members.end()) {
           if (it->second.spec && same_spec(*it->second.spec, spec)) {
+            // As defined, but taken down (tether stop, or resurrected
+            // down): up means running, so it is started.
+            auto state = it->second.info.state;
+            if (state == tether::WorkerState::down || state == tether::WorkerState::exited) {
+              taken_down.push_back(it->second.info);
+              continue;
+            }
             ++unchanged;
             fmt::print("{:<20} unchanged (pid {})\n", spec.name, it->second.info.pid);
             continue;
@@ -207,6 +244,8 @@ int converge(const tether::SetDefinition& set, const std::set<std::string>& chos
     // A changed definition: its old instance goes before the new one comes
     // (they share the name, which is claimed).
     if (exit_all(replace, "up: exit the old") > 0) return 1;
+    if (start_all(taken_down) > 0) return 1;
+    started += static_cast<int>(taken_down.size());
     if (starts.empty()) continue;
     if (int rc = start_specs(*dir, starts, sopt.timeout, "up"); rc != 0) return rc;
     std::set<std::string> replaced;
