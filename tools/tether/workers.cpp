@@ -730,6 +730,31 @@ std::string_view line_time(std::string_view line) {
   return {};
 }
 
+// After a rotation, maybe more than one since we looked (a busy worker, a
+// small --log-size): the file we were reading (`ours`) is now
+// worker.log.K, and .K-1 ... .1 hold what came between. Their names,
+// oldest first, to be read before the new worker.log. If ours has fallen
+// off the kept ones, every kept one (what fell off with it is lost, as
+// with tail -F).
+std::vector<std::string> rotated_since(int dirfd, const struct stat& ours) {
+  int found = 0, kept = 0;
+  for (int k = 1; k <= 1000; ++k) {
+    struct stat old {};
+    if (::fstatat(dirfd, fmt::format("worker.log.{}", k).c_str(), &old, AT_SYMLINK_NOFOLLOW) != 0) {
+      break;
+    }
+    kept = k;
+    if (old.st_ino == ours.st_ino && old.st_dev == ours.st_dev) {
+      found = k;
+      break;
+    }
+  }
+  std::vector<std::string> names;
+  for (int k = found > 0 ? found - 1 : kept; k >= 1; --k)
+    names.push_back(fmt::format("worker.log.{}", k));
+  return names;
+}
+
 int merged_logs(std::vector<tether::WorkerInfo> workers) {
   const bool colour = ::isatty(STDOUT_FILENO) == 1 && std::getenv("NO_COLOR") == nullptr;
   std::size_t width = 0;
@@ -827,8 +852,20 @@ int merged_logs(std::vector<tether::WorkerInfo> workers) {
       if (!gone.contains(i) &&
           ::fstatat(f.dir.get(), "worker.log", &now, AT_SYMLINK_NOFOLLOW) == 0 &&
           now.st_ino != f.inode) {
+        struct stat ours {};
+        bool known = f.file != nullptr && ::fstat(fileno(f.file), &ours) == 0;
         if (f.file) std::fclose(f.file);
         f.file = nullptr;
+        // The files rotated between ours and the new one, oldest first.
+        for (const auto& name :
+             known ? rotated_since(f.dir.get(), ours) : std::vector<std::string>{}) {
+          if (auto mid = tether::open_worker_file(f.info, name); mid) {
+            f.file = ::fdopen(mid->release(), "re");
+            read_lines(i, fresh);
+            if (f.file) std::fclose(f.file);
+            f.file = nullptr;
+          }
+        }
         if (auto fd = tether::open_worker_file(f.info, "worker.log"); fd) {
           f.inode = now.st_ino;
           f.file = ::fdopen(fd->release(), "re");
@@ -928,26 +965,8 @@ int do_logs() {
     } else if (now.st_ino != st.st_ino) {  // rotated: the rest of the old file, then the new
       drain();
       std::fclose(f);
-      // Rotated, maybe more than once since we looked (a busy worker, a
-      // small --log-size): the file we read is now worker.log.K, and
-      // .K-1 ... .1 hold what came between, shown oldest first before the
-      // new file. If ours has fallen off the kept ones, all that are kept
-      // are shown (what fell off with it is lost, as with tail -F).
-      int ours = 0, kept = 0;
-      for (int k = 1; k <= 1000; ++k) {
-        struct stat old {};
-        if (::fstatat(dirfd->get(), fmt::format("worker.log.{}", k).c_str(), &old,
-                      AT_SYMLINK_NOFOLLOW) != 0) {
-          break;
-        }
-        kept = k;
-        if (old.st_ino == st.st_ino && old.st_dev == st.st_dev) {
-          ours = k;
-          break;
-        }
-      }
-      for (int k = ours > 0 ? ours - 1 : kept; k >= 1; --k) {
-        if (auto mid = tether::open_worker_file(*w, fmt::format("worker.log.{}", k)); mid) {
+      for (const auto& name : rotated_since(dirfd->get(), st)) {
+        if (auto mid = tether::open_worker_file(*w, name); mid) {
           if ((f = ::fdopen(mid->release(), "re"))) {
             drain();
             std::fclose(f);
