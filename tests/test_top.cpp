@@ -234,6 +234,14 @@ TEST_F(Top, CtrlZStopsItAndFgBringsItBack) {
   type("fg");
   EXPECT_TRUE(shows([](const std::string& s) { return !row_of(s, "idle").empty(); })) << last_;
   ASSERT_EQ(tmux({"send-keys", "-t", "top", "q"}).code, 0);
+  // Typed only at the shell's next prompt (the third): keys typed while top
+  // still runs are its, or flushed when it puts the terminal back.
+  ASSERT_TRUE(shows([](const std::string& s) {
+    std::size_t prompts = 0;
+    for (auto at = s.find("top-shell$"); at != std::string::npos; at = s.find("top-shell$", at + 1))
+      ++prompts;
+    return prompts >= 3 && s.find("sorted by") == std::string::npos;
+  })) << last_;
   type("echo top-ended-$?");
   EXPECT_TRUE(ends_with_code_0()) << last_;
 }
@@ -258,6 +266,21 @@ TEST_F(Top, BatchPrintsPlainFramesOfTheWorkersAsked) {
   EXPECT_NE(live.err.find("not a terminal"), std::string::npos) << live.err;
   EXPECT_EQ(cli("top", {"--batch", "--interval", "0"}).code, 2);
   EXPECT_EQ(cli("top", {"--batch", "--sort", "colour"}).code, 2);
+  // A long batch: a resize (SIGWINCH) does not end it; SIGTERM does, as
+  // the signal ends a process (a shell sees 143).
+  auto longer = command("top", {"--batch", "-n", "100000", "--interval", "0.1"});
+  auto p = longer.stdout_to(tether::Stdio::pipe()).stderr_to(tether::Stdio::null()).spawn();
+  ASSERT_TRUE(p) << p.error().message();
+  tether::PipeReader out(std::move(p->stdout_fd()));
+  std::string seen;
+  ASSERT_TRUE(tether_test::read_until(out, seen, "tether top")) << seen;
+  ASSERT_EQ(::kill(p->pid(), SIGWINCH), 0);
+  seen.clear();
+  ASSERT_TRUE(tether_test::read_until(out, seen, "tether top")) << "a frame after the resize";
+  ASSERT_EQ(::kill(p->pid(), SIGTERM), 0);
+  auto ended = p->wait(20s);
+  ASSERT_TRUE(ended) << ended.error().message();
+  EXPECT_EQ(ended->signal().value_or(0), SIGTERM) << ended->describe();
   // No workers yet: a frame that says so.
   ASSERT_EQ(cli("exit", {"all"}).code, 0);
   auto none = cli("top", {"--batch"});

@@ -211,7 +211,9 @@ Result<SupervisorSpec> read_worker_spec(const WorkerInfo& worker);
 struct WorkerUsage {
   int processes = 0;  // the worker and every live process of its session
   // CPU time (user + system) of those processes and of the children they
-  // waited for (cutime, cstime: a child that ended still counts), and that
+  // waited for (cutime, cstime: a child that ended counts once its parent
+  // waited for it; not one the supervisor reaped, or whose parent ignores
+  // SIGCHLD), and that
   // time over the worker's uptime, as ps's %CPU (100 is one core busy all
   // along).
   std::chrono::milliseconds cpu{0};

@@ -188,7 +188,9 @@ Result<std::vector<SupervisorSpec>> live_specs(const StateDir& dir,
   if (!all) return std::unexpected(all.error());
   std::vector<SupervisorSpec> out;
   for (const auto& w : all->workers) {
-    if (!w.supervisor_alive || w.state == WorkerState::exited || w.want == Want::exit) continue;
+    // Ended and not restarted (exited) is saved too: after a reboot it
+    // starts afresh, as a unit that failed before does.
+    if (!w.supervisor_alive || w.want == Want::exit) continue;
     if (set && w.set != *set) continue;
     auto spec = read_worker_spec(w);
     // A worker gone between the listing and now is not live.

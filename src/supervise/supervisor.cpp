@@ -384,6 +384,7 @@ void Supervisor::worker_ended(const ExitStatus& status) {
                                spec_.wait_ready ? "ready" : "running")
                  : std::exchange(over_memory_, {});
   dispatch(Event::exited);
+  memory_stop_ = false;  // that end was the one it was about
 }
 
 // ---------------------------------------------------------------- the table at work
@@ -606,9 +607,11 @@ void Supervisor::act(const sd::ControlCommand& c) {
     case Kind::event:
       ++commands_;  // dispatch writes the status, even when nothing changes
       event(fmt::format("command: {}", c.word));
-      // What a command asks for is done as asked: a restart or stop given
-      // while the memory limit's stop is under way is not a failure's.
-      memory_stop_ = false;
+      // What a command asks for is done as asked: a stop, exit, restart or
+      // once given while the memory limit's stop is under way is not a
+      // failure's. (`up`, wanted already, changes nothing: the policy and
+      // the backoff still decide after a memory stop.)
+      if (c.event != Event::up) memory_stop_ = false;
       return dispatch(c.event);
   }
 }

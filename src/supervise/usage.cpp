@@ -144,7 +144,8 @@ std::vector<std::optional<WorkerUsage>> worker_usage(const std::vector<WorkerInf
     ++u->processes;
     // With what its ended children used, once it waited for them: a
     // worker's CPU does not fall when a child ends (and a child still
-    // running is counted once, by itself).
+    // running is counted once, by itself). An orphan the supervisor reaped
+    // takes its time with it.
     u->cpu += std::chrono::milliseconds((st->cpu_ticks + st->reaped_ticks) * 1000 /
                                         static_cast<std::uint64_t>(ticks));
     u->rss_bytes += st->rss_pages * static_cast<std::uint64_t>(page);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iterator>
 #include <map>
 #include <set>
 #include <string>
@@ -92,7 +93,9 @@ tether::Result<Live> live_workers(const tether::StateDir& dir, const std::string
   if (!all) return std::unexpected(all.error());
   Live live;
   for (auto& w : all->workers) {
-    if (!w.supervisor_alive || w.state == tether::WorkerState::exited) continue;
+    // A worker that ended and was not restarted (exited) is still the
+    // set's: its supervisor holds the name, and up starts it again.
+    if (!w.supervisor_alive || w.want == tether::Want::exit) continue;
     if (w.set == set) {
       Member m{w, std::nullopt};
       if (auto s = tether::read_worker_spec(w); s) m.spec = std::move(*s);
@@ -181,8 +184,15 @@ std::optional<std::set<std::string>> selected(const tether::SetDefinition& set) 
 // alone, what runs otherwise is exited and started again, what is missing
 // is started, and instances beyond the count (or of definitions the file
 // no longer has, when all are chosen) are exited last.
+//
+// `deps`: definitions chosen only because a named one comes after them (up
+// NAMES). They are brought up, not converged: one with any live instance
+// is left as it is (however many, whatever its definition now), except
+// that instances taken down are started; one with none is started as the
+// file says.
 int converge(const tether::SetDefinition& set, const std::set<std::string>& chosen,
-             const std::map<std::string, int>& counts, bool prune_unknown) {
+             const std::map<std::string, int>& counts, bool prune_unknown,
+             const std::set<std::string>& deps = {}) {
   auto dir = tether::StateDir::open_default(true);
   if (!dir) return report_error(dir.error());
   auto live = live_workers(*dir, set.name);
@@ -214,6 +224,21 @@ int converge(const tether::SetDefinition& set, const std::set<std::string>& chos
     for (auto idx : level) {
       const auto& d = set.workers[idx];
       if (!chosen.contains(d.name)) continue;
+      if (deps.contains(d.name)) {
+        bool any = false;
+        for (const auto& [name, m] : live->members) {
+          if (m.definition() != d.name) continue;
+          any = true;
+          auto state = m.info.state;
+          if (state == tether::WorkerState::down || state == tether::WorkerState::exited) {
+            taken_down.push_back(m.info);
+          } else {
+            ++unchanged;
+            fmt::print("{:<20} left as it is: a dependency (pid {})\n", name, m.info.pid);
+          }
+        }
+        if (any) continue;  // else started as the file says, below
+      }
       int n = counts.contains(d.name) ? counts.at(d.name) : d.count;
       for (auto& spec : tether::instance_specs(set, d, n)) {
         auto it = live->members.find(spec.name);
@@ -262,8 +287,8 @@ int converge(const tether::SetDefinition& set, const std::set<std::string>& chos
   std::vector<tether::WorkerInfo> extra;
   for (const auto& [name, m] : live->members) {
     if (wanted.contains(name)) continue;
-    bool ours =
-        chosen.contains(m.definition()) || (prune_unknown && set.find(m.definition()) == nullptr);
+    bool ours = (chosen.contains(m.definition()) && !deps.contains(m.definition())) ||
+                (prune_unknown && set.find(m.definition()) == nullptr);
     if (ours) extra.push_back(m.info);
   }
   if (int failed = exit_all(extra, "up: exit"); failed > 0) return 1;
@@ -298,8 +323,18 @@ int do_up() {
   if (!set) return bad_file(set.error());
   auto chosen = selected(*set);
   if (!chosen) return 2;
-  if (!sopt.names.empty() && !sopt.no_deps) chosen = with_dependencies(*set, std::move(*chosen));
-  return converge(*set, *chosen, {}, sopt.names.empty());
+  if (sopt.no_deps && sopt.names.empty()) {
+    fmt::print(stderr, "tether: up: --no-deps needs the NAMEs whose dependencies to leave out\n");
+    return 2;
+  }
+  std::set<std::string> deps;
+  if (!sopt.names.empty() && !sopt.no_deps) {
+    auto all = with_dependencies(*set, *chosen);
+    std::set_difference(all.begin(), all.end(), chosen->begin(), chosen->end(),
+                        std::inserter(deps, deps.begin()));
+    chosen = std::move(all);
+  }
+  return converge(*set, *chosen, {}, sopt.names.empty(), deps);
 }
 
 int do_scale() {
@@ -417,7 +452,9 @@ int rolling_restart(const std::string& key, double timeout) {
   // worker of that name), in name order.
   std::vector<tether::WorkerInfo> chosen;
   for (const auto& w : all->workers) {
-    if (!w.supervisor_alive || w.state == tether::WorkerState::exited) continue;
+    // A worker that ended and was not restarted (exited) is still the
+    // set's: its supervisor holds the name, and up starts it again.
+    if (!w.supervisor_alive || w.want == tether::Want::exit) continue;
     bool of_set = w.set == key;
     bool of_definition = false;
     if (!w.set.empty() && !of_set) {

@@ -24,6 +24,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "workers.hpp"
@@ -85,7 +86,11 @@ class CpuRates {
     if (it != seen_.end() && it->second.pid == w.pid) {
       auto wall = std::chrono::duration<double, std::milli>(now - it->second.at).count();
       auto used = static_cast<double>((u.cpu - it->second.cpu).count());
-      r = wall > 0 ? std::max(0.0, used / wall * 100.0) : 0.0;
+      // At most every core busy: a child that left the session and was
+      // waited for brings its whole life's CPU into its parent's at once
+      // (cutime), which would read as a spike far above that.
+      static const double cores = std::max(1u, std::thread::hardware_concurrency());
+      r = wall > 0 ? std::clamp(used / wall * 100.0, 0.0, 100.0 * cores) : 0.0;
     }
     next_[w.id] = {w.pid, u.cpu, now};
     return r;
@@ -339,8 +344,9 @@ class Terminal {
 tether::Result<tether::Fd> signal_fd(bool job_control) {
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH}) sigaddset(&set, s);
-  if (job_control) {
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&set, s);
+  if (job_control) {  // on a terminal: redrawn at a resize, stopped at Ctrl-Z
+    sigaddset(&set, SIGWINCH);
     sigaddset(&set, SIGTSTP);
     sigaddset(&set, SIGCONT);
   }
@@ -351,12 +357,28 @@ tether::Result<tether::Fd> signal_fd(bool job_control) {
   return tether::Fd(fd);
 }
 
-// The exit code of a batch top a signal ended: 128 + its number, as a
-// shell reports a process the signal killed.
-int ended_by(int fd) {
+// Ends top as the signal would have, once the terminal is put back: with
+// its default action, so a shell (or a script's loop) sees a process the
+// signal killed, and bash's Ctrl-C ends the loop too. SIGQUIT's default
+// would dump core: 128 + its number instead, as the shell would show.
+[[noreturn]] void die_of(int sig) {
+  std::fflush(stdout);
+  if (sig != SIGQUIT) {
+    ::signal(sig, SIG_DFL);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    ::sigprocmask(SIG_UNBLOCK, &one, nullptr);
+    ::raise(sig);
+  }
+  ::_exit(128 + sig);
+}
+
+// The signal waiting on the signalfd, or 0.
+int pending_signal(int fd) {
   signalfd_siginfo si{};
-  if (::read(fd, &si, sizeof si) != static_cast<ssize_t>(sizeof si)) return 128 + SIGTERM;
-  return 128 + static_cast<int>(si.ssi_signo);
+  if (::read(fd, &si, sizeof si) != static_cast<ssize_t>(sizeof si)) return 0;
+  return static_cast<int>(si.ssi_signo);
 }
 
 // Stops top with SIGTSTP's default action, until a SIGCONT: the signal is
@@ -385,7 +407,7 @@ int run_batch(SortBy by) {
       pollfd p{sfd->get(), POLLIN, 0};
       auto r = tether::poll_fds({&p, 1}, std::chrono::duration<double>(topt.interval));
       if (!r) return report_error(r.error());
-      if (*r > 0) return ended_by(sfd->get());  // WINCH is not in a batch's set
+      if (int sig = *r > 0 ? pending_signal(sfd->get()) : 0; sig != 0) die_of(sig);
     }
     std::string text = i > 0 ? "\n" : "";
     for (const auto& line : frame(source, rates, by, {}, false, true, &failed)) {
@@ -395,6 +417,8 @@ int run_batch(SortBy by) {
       return report_error(w.error());
     }
   }
+  // A signal that came during the last frame (or the only one) ends it so too.
+  if (int sig = pending_signal(sfd->get()); sig != 0) die_of(sig);
   return failed ? 1 : 0;  // the last frame could not read the workers (it says why)
 }
 
@@ -451,10 +475,10 @@ int run_live(SortBy by) {
             case SIGINT:
               return 0;  // Ctrl-C quits, as q does (so procps's top and htop)
             default:
-              // TERM, HUP, QUIT: ended from outside, 128 + the signal's
-              // number, as a shell shows a process it killed. The
-              // terminal is put back on return.
-              return 128 + static_cast<int>(si.ssi_signo);
+              // TERM, HUP, QUIT: ended from outside, as the signal ends a
+              // process, once the terminal is put back.
+              term.leave();
+              die_of(static_cast<int>(si.ssi_signo));
           }
         }
       }
