@@ -133,6 +133,12 @@ int exit_all(const std::vector<tether::WorkerInfo>& workers, const char* what) {
   return failed;
 }
 
+// Its supervisor runs, its worker does not and will not by itself: taken
+// down (tether stop, resurrected down), or ended and not restarted.
+bool stays_down(const tether::WorkerInfo& w) {
+  return w.state == tether::WorkerState::down || w.state == tether::WorkerState::exited;
+}
+
 // Starts workers whose supervisors run with the worker down: the command to
 // each, then a wait for each to be up (ready, when it waits for readiness).
 // The number that failed, each said.
@@ -229,8 +235,7 @@ int converge(const tether::SetDefinition& set, const std::set<std::string>& chos
         for (const auto& [name, m] : live->members) {
           if (m.definition() != d.name) continue;
           any = true;
-          auto state = m.info.state;
-          if (state == tether::WorkerState::down || state == tether::WorkerState::exited) {
+          if (stays_down(m.info)) {
             taken_down.push_back(m.info);
           } else {
             ++unchanged;
@@ -246,8 +251,7 @@ int converge(const tether::SetDefinition& set, const std::set<std::string>& chos
           if (it->second.spec && same_spec(*it->second.spec, spec)) {
             // As defined, but taken down (tether stop, or resurrected
             // down): up means running, so it is started.
-            auto state = it->second.info.state;
-            if (state == tether::WorkerState::down || state == tether::WorkerState::exited) {
+            if (stays_down(it->second.info)) {
               taken_down.push_back(it->second.info);
               continue;
             }
